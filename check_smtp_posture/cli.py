@@ -1,0 +1,130 @@
+"""Command-line conventions shared by every plugin of the family.
+
+A usage error must read as UNKNOWN (exit 3), not argparse's exit 2, which
+Nagios and Icinga would show as CRITICAL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+from check_smtp_posture import __version__
+
+UNKNOWN_EXIT = 3
+
+
+class UsageError(Exception):
+    """Raised for arguments that parse but contradict each other."""
+
+
+class PluginArgumentParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors print to stdout and exit 3."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.add_argument("-V", "--version", action="version",
+                          version=f"%(prog)s {__version__}")
+
+    def error(self, message):  # argparse calls this for every usage error
+        self.print_usage(sys.stdout)
+        print(f"{self.prog}: error: {message}")
+        sys.exit(UNKNOWN_EXIT)
+
+
+def parse(parser: argparse.ArgumentParser, argv=None):
+    """Parse `argv`; returns the namespace, or the exit code when parsing ended the run.
+
+    `--help` and `--version` end it with 0, a usage error with 3; `main()`
+    returns that code instead of raising SystemExit, so tests can call it.
+    """
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else UNKNOWN_EXIT
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than zero: {text!r}")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range 1-65535: {text!r}")
+    return value
+
+
+def nagios_range(text: str) -> str:
+    """Validate Nagios range syntax (`10`, `10:`, `~:10`, `@10:20`) at parse time."""
+    import nagiosplugin
+
+    try:
+        nagiosplugin.Range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad threshold range {text!r}: {exc}") from None
+    return text
+
+
+def dns_server(text: str) -> tuple[str, int]:
+    """Parse ADDR[:PORT]; an IPv6 address with a port is written [ADDR]:PORT."""
+    addr, port = text, 53
+    if text.startswith("["):
+        addr, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise argparse.ArgumentTypeError(f"bad DNS server {text!r}")
+            port = port_number(rest[1:])
+    elif text.count(":") == 1:
+        addr, port_text = text.split(":")
+        port = port_number(port_text)
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"DNS server must be an IP address[:port]: {text!r}") from None
+    return addr, port
+
+
+def add_common_options(parser: argparse.ArgumentParser, *, timeout: float = 10.0) -> None:
+    """-t and -v, which every plugin has."""
+    parser.add_argument("-t", "--timeout", type=positive_float, default=timeout,
+                        metavar="SECONDS",
+                        help=f"budget for the whole check (default: {timeout:g})")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more detail in the long output; -vvv shows the transcript")
+
+
+def add_dns_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dns-server", type=dns_server, action="append", default=None,
+                        metavar="ADDR[:PORT]",
+                        help="ask this DNS server (repeatable; default: the system resolver)")
+
+
+def add_family_options(parser: argparse.ArgumentParser) -> None:
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument("-4", dest="family", action="store_const", const=4,
+                        help="use IPv4 addresses only")
+    family.add_argument("-6", dest="family", action="store_const", const=6,
+                        help="use IPv6 addresses only")
+
+
+def add_threshold_options(parser: argparse.ArgumentParser, *, what: str,
+                          warning: str | None = None, critical: str | None = None) -> None:
+    parser.add_argument("-w", "--warning", type=nagios_range, default=warning,
+                        metavar="RANGE", help=f"warning range for {what}"
+                        + (f" (default: {warning})" if warning else ""))
+    parser.add_argument("-c", "--critical", type=nagios_range, default=critical,
+                        metavar="RANGE", help=f"critical range for {what}"
+                        + (f" (default: {critical})" if critical else ""))

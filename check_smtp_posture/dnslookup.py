@@ -1,0 +1,219 @@
+"""The DNS layer: dnspython behind typed results and the run's deadline.
+
+A negative answer (NXDOMAIN, no data) is a fact about the monitored domain and
+comes back as a `DnsAnswer`; so does a failure to get any answer (timeout,
+SERVFAIL, refused), with `status` saying which. Callers decide what a status
+means for the check; nothing here raises for DNS outcomes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from check_smtp_posture.deadline import Deadline
+
+NOERROR = "NOERROR"
+NXDOMAIN = "NXDOMAIN"
+NODATA = "NODATA"
+TIMEOUT = "TIMEOUT"
+SERVFAIL = "SERVFAIL"
+ERROR = "ERROR"
+
+#: statuses that say nothing about the domain, only that no answer was had
+FAILURES = frozenset({TIMEOUT, SERVFAIL, ERROR})
+
+
+@dataclass(frozen=True)
+class DnsAnswer:
+    """The outcome of one query.
+
+    `records` are the answer's rdata as text in presentation format (for TXT:
+    the character-strings joined without separator, as RFC 7208 §3.3 wants;
+    `strings` keeps them apart). `canonical_name` differs from `qname` when
+    the name is an alias (CNAME).
+    """
+
+    qname: str
+    rdtype: str
+    status: str
+    records: tuple = ()
+    strings: tuple = ()  # TXT only: tuple of tuples of str
+    canonical_name: str = ""
+    authenticated: bool = False
+    elapsed: float = 0.0
+    detail: str = ""
+    ttl: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == NOERROR
+
+    @property
+    def failed(self) -> bool:
+        """No usable answer: the lookup itself failed."""
+        return self.status in FAILURES
+
+    @property
+    def is_alias(self) -> bool:
+        return bool(self.canonical_name) and _norm(self.canonical_name) != _norm(self.qname)
+
+    def describe(self) -> str:
+        if self.status == NOERROR:
+            return f"{self.qname} {self.rdtype}: " + ", ".join(self.records)
+        return f"{self.qname} {self.rdtype}: {self.status}" + (
+            f" ({self.detail})" if self.detail else "")
+
+
+def _norm(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+@dataclass
+class DnsClient:
+    """Resolver bound to the run's deadline and the `--dns-server` choice.
+
+    `servers` is a list of (address, port); None means the system resolver.
+    `query_cap` bounds a single query below the remaining budget, so one dead
+    server cannot eat the whole run. Thread-safe: plugins query concurrently.
+    """
+
+    deadline: Deadline
+    servers: Sequence[tuple[str, int]] | None = None
+    query_cap: float | None = None
+    dnssec: bool = False
+    queries: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        if self.servers:
+            resolver = dns.resolver.Resolver(configure=False)
+            resolver.nameservers = [addr for addr, _ in self.servers]
+            ports = {port for _, port in self.servers}
+            if len(ports) == 1:
+                resolver.port = ports.pop()
+            else:
+                resolver.nameserver_ports = {addr: port for addr, port in self.servers}
+        else:
+            resolver = dns.resolver.Resolver(configure=True)
+        resolver.cache = dns.resolver.Cache()
+        # One try per server per round; the lifetime set per query is what bounds it.
+        resolver.timeout = 2.0
+        if self.dnssec:
+            resolver.use_edns(0, dns.flags.DO, 1232)
+            resolver.flags = dns.flags.RD | dns.flags.AD
+        self._resolver = resolver
+
+    def query(self, name: str, rdtype: str) -> DnsAnswer:
+        """Ask for `rdtype` records of `name`; never raises for DNS outcomes."""
+        with self._lock:
+            self.queries += 1
+        started = time.monotonic()
+        lifetime = self.deadline.remaining()
+        if self.query_cap is not None:
+            lifetime = min(lifetime, self.query_cap)
+        if lifetime <= 0:
+            return DnsAnswer(name, rdtype, TIMEOUT, detail="no time left")
+        try:
+            answer = self._resolver.resolve(name, rdtype, lifetime=lifetime,
+                                            raise_on_no_answer=False, search=False)
+        except dns.resolver.NXDOMAIN as exc:
+            canonical = ""
+            try:
+                canonical = str(exc.canonical_name)
+            except Exception:
+                pass
+            return DnsAnswer(name, rdtype, NXDOMAIN, canonical_name=canonical,
+                             elapsed=time.monotonic() - started)
+        except dns.resolver.LifetimeTimeout:
+            return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
+                             detail=f"no answer within {lifetime:.1f}s")
+        except dns.exception.Timeout:
+            return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started)
+        except dns.resolver.NoNameservers as exc:
+            return DnsAnswer(name, rdtype, SERVFAIL, elapsed=time.monotonic() - started,
+                             detail=_no_nameservers_detail(exc))
+        except (dns.exception.DNSException, OSError, ValueError) as exc:
+            return DnsAnswer(name, rdtype, ERROR, elapsed=time.monotonic() - started,
+                             detail=f"{type(exc).__name__}: {exc}")
+        elapsed = time.monotonic() - started
+        response = answer.response
+        authenticated = bool(response.flags & dns.flags.AD)
+        canonical = str(answer.canonical_name)
+        if answer.rrset is None:
+            return DnsAnswer(name, rdtype, NODATA, canonical_name=canonical,
+                             authenticated=authenticated, elapsed=elapsed)
+        records, strings = [], []
+        for rdata in answer.rrset:
+            if rdata.rdtype == dns.rdatatype.TXT:
+                parts = tuple(s.decode("utf-8", "replace") for s in rdata.strings)
+                strings.append(parts)
+                records.append("".join(parts))
+            else:
+                records.append(rdata.to_text())
+        return DnsAnswer(name, rdtype, NOERROR, tuple(records), tuple(strings),
+                         canonical_name=canonical, authenticated=authenticated,
+                         elapsed=elapsed, ttl=answer.rrset.ttl)
+
+    def addresses(self, name: str, family: int | None = None) -> list[DnsAnswer]:
+        """A and/or AAAA answers for `name` (family 4, 6 or None for both)."""
+        kinds = {4: ["A"], 6: ["AAAA"], None: ["A", "AAAA"]}[family]
+        return [self.query(name, kind) for kind in kinds]
+
+    def reverse(self, address: str) -> DnsAnswer:
+        """PTR answer for an IPv4 or IPv6 address."""
+        return self.query(dns.reversename.from_address(address).to_text(), "PTR")
+
+
+def _no_nameservers_detail(exc: dns.resolver.NoNameservers) -> str:
+    try:
+        errors = exc.kwargs.get("errors") or []
+        for _server, _tcp, _port, err, *_ in errors:
+            if isinstance(err, dns.message.Message):
+                return dns.rcode.to_text(err.rcode())
+            return str(err)
+    except Exception:
+        pass
+    return "all servers failed"
+
+
+def is_ip_literal(text: str) -> bool:
+    candidate = text.strip("[]")
+    if candidate.lower().startswith("ipv6:"):
+        candidate = candidate[5:]
+    try:
+        ipaddress.ip_address(candidate.rstrip("."))
+    except ValueError:
+        return False
+    return True
+
+
+def mx_records(answer: DnsAnswer) -> list[tuple[int, str]]:
+    """(preference, exchange) pairs of an MX answer, sorted by preference."""
+    pairs = []
+    for text in answer.records:
+        pref, _, host = text.partition(" ")
+        pairs.append((int(pref), host))
+    return sorted(pairs)
+
+
+def endpoints_of(answers: Iterable[DnsAnswer]) -> list[str]:
+    """The addresses in a set of A/AAAA answers, in order, without duplicates."""
+    seen: dict[str, None] = {}
+    for answer in answers:
+        if answer.ok:
+            for record in answer.records:
+                seen.setdefault(record, None)
+    return list(seen)

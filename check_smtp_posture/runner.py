@@ -1,0 +1,114 @@
+"""Run a nagiosplugin Check and print the result the way the family promises.
+
+nagiosplugin's own Runtime is a process-wide singleton that exits the
+interpreter and prints tracebacks for unexpected errors; plugins here need a
+`main(argv) -> int` that tests can call many times in one process, a first
+line that always carries the perfdata, and no traceback ever.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass
+
+import nagiosplugin
+
+from check_smtp_posture.deadline import DeadlineExceeded
+from check_smtp_posture.sanitize import one_line
+
+STATE_NAMES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+
+# The deadline should end the run by itself; the alarm is the last resort for
+# code that ignored it (dnspython swallows nagiosplugin's SIGALRM, so it
+# cannot be the primary mechanism). It fires just inside the promised
+# `-t + 0.5 s`.
+ALARM_GRACE = 0.35
+
+
+class _LastResortTimeout(BaseException):
+    """Raised from the SIGALRM handler; BaseException so `except Exception` won't eat it."""
+
+
+@dataclass
+class Outcome:
+    exitcode: int
+    text: str
+
+
+def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
+    """Status line with perfdata first, long output after it."""
+    state = check.state
+    summary = one_line(check.summary_str, limit=300)
+    line = f"{check.name.upper()} {str(state).upper()}"
+    if summary:
+        line += f" - {summary}"
+    perf = " ".join(p for p in check.perfdata if p)
+    if perf:
+        line += f" | {perf}"
+    lines = [line]
+    if verbose > 0:
+        extra = check.verbose_str
+        if isinstance(extra, str):
+            extra = extra.splitlines()
+        lines.extend(_printable(x) for x in extra if x is not None)
+    return Outcome(check.exitcode, "\n".join(lines) + "\n")
+
+
+def _printable(text: str) -> str:
+    # Long output may span lines, but must not smuggle a '|' that would be
+    # read as the start of perfdata.
+    return "".join(ch if ch.isprintable() or ch == "\t" else " " for ch in str(text)).replace(
+        "|", "/")
+
+
+def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
+            timeout_state: int = 2, stream=None) -> int:
+    """Run `check` within `timeout` seconds, print its output, return the exit code."""
+    stream = stream or sys.stdout
+    name = check.name.upper()
+    previous = _arm_alarm(timeout + ALARM_GRACE)
+    try:
+        check()
+        outcome = render(check, verbose)
+    except (_LastResortTimeout, DeadlineExceeded) as exc:
+        reason = str(exc) if isinstance(exc, DeadlineExceeded) else f"timeout after {timeout:g}s"
+        outcome = Outcome(timeout_state,
+                          f"{name} {STATE_NAMES[timeout_state]} - {one_line(reason)}\n")
+    except Exception as exc:  # the promise: never a traceback
+        outcome = Outcome(3, f"{name} UNKNOWN - internal error: "
+                             f"{one_line(type(exc).__name__ + ': ' + str(exc))}\n")
+    finally:
+        _disarm_alarm(previous)
+    stream.write(outcome.text)
+    stream.flush()
+    return outcome.exitcode
+
+
+def _arm_alarm(seconds: float):
+    if not hasattr(signal, "setitimer"):
+        return None
+    try:
+        previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    except ValueError:  # not the main thread (e.g. called from a test worker)
+        return None
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return previous
+
+
+def _disarm_alarm(previous) -> None:
+    if previous is None:
+        return
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _raise_timeout(signum, frame):
+    raise _LastResortTimeout()
+
+
+def usage_exit(parser, message: str) -> int:
+    """Contradictory arguments found after parsing: usage on stdout, exit 3."""
+    parser.print_usage(sys.stdout)
+    print(f"{parser.prog}: error: {message}")
+    return 3

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install everything the lab and the tests need on a fresh Debian machine, as root.
+# Idempotent: packages already present are not fetched again.
+set -euo pipefail
+
+DEBS=(postfix nsd dovecot-imapd icinga2 nagios-nrpe-server monitoring-plugins-standard
+      iproute2 openssl procps)
+
+missing=()
+for pkg in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    # The lab runs its own instances; keep the packages' system daemons from starting.
+    policy_created=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        policy_created=1
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -n "$policy_created" ] && rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=${PYTHON:-python3}
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'

@@ -101,9 +101,9 @@ class LabDns:
 
     def start(self, wait: float = 10.0) -> LabDns:
         conf = self._write_config()
-        self.process = subprocess.Popen([NSD, "-d", "-c", str(conf)],
-                                        stdout=subprocess.DEVNULL,
-                                        stderr=open(self.workdir / "nsd.stderr", "wb"))
+        with open(self.workdir / "nsd.stderr", "wb") as stderr:
+            self.process = subprocess.Popen([NSD, "-d", "-c", str(conf)],
+                                            stdout=subprocess.DEVNULL, stderr=stderr)
         end = time.monotonic() + wait
         while time.monotonic() < end:
             if self.process.poll() is not None:

@@ -1,0 +1,318 @@
+"""SmtpDialogue: one SMTP client connection, every command timed by phase.
+
+Connects to an address and verifies TLS against a name given separately,
+which is what a check of an MX endpoint needs and smtplib cannot express.
+Every command returns a Reply, whatever its code; exceptions (errors.py) are
+for the cases where no reply could be had, and name the phase.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import socket
+import ssl
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from check_smtp_posture.deadline import Deadline, DeadlineExceeded
+from check_smtp_posture.smtp.errors import (
+    SmtpConnectError,
+    SmtpConnectionClosed,
+    SmtpProtocolError,
+    SmtpTimeout,
+    SmtpTlsError,
+)
+from check_smtp_posture.smtp.reply import LineReader, Reply
+from check_smtp_posture.smtp.transcript import MASK, Transcript
+
+#: every phase the dialogue can time, in the order they happen
+PHASES = ("dns", "connect", "tls_handshake", "banner", "ehlo", "starttls", "ehlo_tls",
+          "auth", "command", "mail", "rcpt", "data", "body", "rset", "quit")
+
+
+@dataclass(frozen=True)
+class Extensions:
+    """ESMTP keywords from an EHLO reply (RFC 5321 §4.1.1.1), keyword -> parameters."""
+
+    keywords: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_reply(cls, reply: Reply) -> Extensions:
+        keywords: dict[str, str] = {}
+        for line in reply.lines[1:]:  # the first line is the server's name and greeting
+            keyword, _, params = line.strip().partition(" ")
+            if not keyword:
+                continue
+            keyword = keyword.upper()
+            if keyword.startswith("AUTH="):  # pre-RFC 4954 servers: "AUTH=LOGIN PLAIN"
+                params = (keyword[5:] + " " + params).strip()
+                keyword = "AUTH"
+            if keyword in keywords and params:
+                params = (keywords[keyword] + " " + params).strip()
+            keywords[keyword] = params.strip()
+        return cls(keywords)
+
+    def __contains__(self, keyword: str) -> bool:
+        return keyword.upper() in self.keywords
+
+    def params(self, keyword: str) -> str:
+        return self.keywords.get(keyword.upper(), "")
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for mech in self.params("AUTH").upper().split():
+            seen.setdefault(mech, None)
+        return tuple(seen)
+
+    @property
+    def size_limit(self) -> int | None:
+        value = self.params("SIZE")
+        return int(value) if value.isdigit() else None
+
+
+class SmtpDialogue:
+    """One connection to one SMTP endpoint, bounded by the run's deadline."""
+
+    def __init__(self, address: str, port: int, deadline: Deadline, *,
+                 transcript: Transcript | None = None):
+        self.address = address
+        self.port = port
+        self.deadline = deadline
+        self.transcript = transcript or Transcript()
+        self.times: dict[str, float] = {}
+        self.extensions: Extensions | None = None
+        self.helo_fallback = False
+        self.tls = None  # tls.TlsSession once TLS is up
+        self.peer_chain: list[bytes] = []
+        self.local_address: tuple | None = None
+        self._sock: socket.socket | None = None
+        self._reader: LineReader | None = None
+
+    # -- timing ---------------------------------------------------------------
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Add the time spent in the block to `phase`, even when it fails."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.times[phase] = self.times.get(phase, 0.0) + time.monotonic() - started
+
+    # -- transport ------------------------------------------------------------
+
+    def connect(self, proxy_header=None) -> None:
+        """TCP connect; then send `proxy_header` (bytes, or a function of the
+        connection's (local, peer) addresses returning bytes) if given."""
+        family = socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 \
+            else socket.AF_INET
+        self.transcript.note(f"Trying {self.address}:{self.port}...")
+        with self.timed("connect"):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self._timeout("connect"))
+                sock.connect((self.address, self.port))
+            except (socket.timeout, TimeoutError):
+                sock.close()
+                raise SmtpTimeout("connect", "no connection within "
+                                  f"{self.deadline.budget:g}s") from None
+            except ConnectionRefusedError:
+                sock.close()
+                raise SmtpConnectError("connect", "connection refused") from None
+            except OSError as exc:
+                sock.close()
+                raise SmtpConnectError("connect", exc.strerror or str(exc)) from None
+            except BaseException:
+                sock.close()
+                raise
+        self._sock = sock
+        self.local_address = sock.getsockname()
+        self._reader = LineReader(sock, self.deadline)
+        self.transcript.note(f"Connected to {self.address}.")
+        if proxy_header is not None:
+            if callable(proxy_header):
+                proxy_header = proxy_header(self.local_address, sock.getpeername())
+            with self.timed("connect"):
+                self._send("connect", proxy_header, _proxy_display(proxy_header))
+
+    def start_tls(self, context: ssl.SSLContext, server_name: str | None,
+                  phase: str = "tls_handshake"):
+        """TLS handshake on the open connection (after STARTTLS, or implicit TLS)."""
+        assert self._sock is not None and self._reader is not None
+        leftover = self._reader.discard_pending()
+        if leftover:
+            # Bytes after the STARTTLS reply would be read as if inside TLS:
+            # the response-injection flaw (CVE-2011-0411 and kin).
+            raise SmtpProtocolError(phase, "server sent data before the TLS handshake")
+        with self.timed(phase):
+            try:
+                tls_sock = context.wrap_socket(self._sock, server_hostname=server_name,
+                                               do_handshake_on_connect=False)
+                self._sock = tls_sock
+                tls_sock.settimeout(self._timeout(phase))
+                tls_sock.do_handshake()
+            except (socket.timeout, TimeoutError):
+                raise SmtpTimeout(phase, "TLS handshake did not finish within "
+                                  f"{self.deadline.budget:g}s") from None
+            except ssl.SSLError as exc:
+                raise SmtpTlsError(phase, f"handshake failed: {exc.reason or exc}") from None
+            except (ConnectionError, OSError) as exc:
+                raise SmtpTlsError(phase, "handshake failed: "
+                                   f"{exc.strerror or 'connection closed'}") from None
+        from check_smtp_posture.smtp import tls as tls_facts
+
+        self.peer_chain = tls_facts.peer_chain_der(tls_sock)
+        self.tls = tls_facts.tls_session(tls_sock)
+        self._reader = LineReader(tls_sock, self.deadline)
+        self.transcript.tls = True
+        self.transcript.note(f"TLS started with {self.tls.describe()}")
+        return self.tls
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    def _timeout(self, phase: str) -> float:
+        try:
+            return self.deadline.timeout(phase)
+        except DeadlineExceeded:
+            raise SmtpTimeout(phase, f"no time left of {self.deadline.budget:g}s") from None
+
+    def _send(self, phase: str, data: bytes, display: str) -> None:
+        if self._sock is None:
+            raise SmtpConnectionClosed(phase, "not connected")
+        self.transcript.sent(display)
+        try:
+            self._sock.settimeout(self._timeout(phase))
+            self._sock.sendall(data)
+        except (socket.timeout, TimeoutError):
+            raise SmtpTimeout(phase, f"could not send within {self.deadline.budget:g}s") \
+                from None
+        except ssl.SSLError as exc:
+            raise SmtpConnectionClosed(phase, f"TLS error: {exc.reason or exc}") from None
+        except OSError as exc:
+            raise SmtpConnectionClosed(phase, exc.strerror or "connection lost") from None
+
+    def read_reply(self, phase: str) -> Reply:
+        if self._reader is None:
+            raise SmtpConnectionClosed(phase, "not connected")
+        try:
+            reply, raw = self._reader.read_reply(phase)
+        except Exception as exc:
+            self.transcript.failure(str(exc))
+            raise
+        self.transcript.received(raw)
+        return reply
+
+    def command(self, phase: str, line: str, display: str | None = None) -> Reply:
+        """Send one command line and read its reply, timed as `phase`."""
+        if "\r" in line or "\n" in line:
+            raise ValueError("an SMTP command must be a single line")
+        with self.timed(phase):
+            self._send(phase, line.encode("utf-8") + b"\r\n", line if display is None else display)
+            return self.read_reply(phase)
+
+    # -- the SMTP verbs ----------------------------------------------------------
+
+    def banner(self) -> Reply:
+        with self.timed("banner"):
+            return self.read_reply("banner")
+
+    def ehlo(self, name: str) -> Reply:
+        """EHLO, falling back to HELO when the server refuses EHLO (RFC 5321 §4.1.4)."""
+        phase = "ehlo_tls" if self.tls else "ehlo"
+        reply = self.command(phase, f"EHLO {name}")
+        if reply.positive:
+            self.extensions = Extensions.from_reply(reply)
+            return reply
+        self.extensions = None
+        if reply.code in (500, 502, 504, 550):  # EHLO not understood or not allowed
+            helo = self.command(phase, f"HELO {name}")
+            if helo.positive:
+                self.helo_fallback = True
+                self.extensions = Extensions()
+            return helo
+        return reply
+
+    def starttls(self) -> Reply:
+        reply = self.command("starttls", "STARTTLS")
+        return reply
+
+    def auth(self, mechanism: str, user: str, password: str, authzid: str = "") -> Reply:
+        """SASL PLAIN, LOGIN or CRAM-MD5; the password never reaches the transcript."""
+        mech = mechanism.upper()
+        with self.timed("auth"):
+            if mech == "PLAIN":
+                token = _b64(f"{authzid}\0{user}\0{password}")
+                return self.command("auth", f"AUTH PLAIN {token}", f"AUTH PLAIN {MASK}")
+            if mech == "LOGIN":
+                reply = self.command("auth", "AUTH LOGIN")
+                if reply.code != 334:
+                    return reply
+                reply = self.command("auth", _b64(user), _b64(user))
+                if reply.code != 334:
+                    return reply
+                return self.command("auth", _b64(password), MASK)
+            if mech == "CRAM-MD5":
+                reply = self.command("auth", "AUTH CRAM-MD5")
+                if reply.code != 334:
+                    return reply
+                try:
+                    challenge = base64.b64decode(reply.first_line.strip(), validate=True)
+                except ValueError:
+                    self.command("auth", "*")  # cancel the exchange (RFC 4954 §4)
+                    raise SmtpProtocolError("auth", "CRAM-MD5 challenge is not base64") \
+                        from None
+                digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
+                return self.command("auth", _b64(f"{user} {digest}"), MASK)
+        raise ValueError(f"unsupported SASL mechanism {mechanism!r}")
+
+    def mail(self, sender: str, params: str = "") -> Reply:
+        return self.command("mail", f"MAIL FROM:<{sender}>" + (f" {params}" if params else ""))
+
+    def rcpt(self, recipient: str) -> Reply:
+        return self.command("rcpt", f"RCPT TO:<{recipient}>")
+
+    def data(self, message: bytes) -> tuple[Reply, Reply | None]:
+        """DATA, then the message with dot-stuffing; (DATA reply, end-of-data reply)."""
+        reply = self.command("data", "DATA")
+        if reply.code != 354:
+            return reply, None
+        wire = dot_stuff(message)
+        with self.timed("body"):
+            self._send("body", wire, f"<message body, {len(wire)} bytes, not shown>")
+            self.transcript.sent(".")
+            return reply, self.read_reply("body")
+
+    def rset(self) -> Reply:
+        return self.command("rset", "RSET")
+
+    def quit(self) -> Reply:
+        return self.command("quit", "QUIT")
+
+
+def dot_stuff(message: bytes) -> bytes:
+    """Message bytes as sent after DATA: CRLF line ends, leading dots doubled, ".\\r\\n"."""
+    lines = message.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    stuffed = [b"." + line if line.startswith(b".") else line for line in lines]
+    return b"\r\n".join(stuffed) + b"\r\n.\r\n"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _proxy_display(header: bytes) -> str:
+    if header.startswith(b"PROXY "):
+        return header.decode("ascii", "replace").rstrip("\r\n")
+    return f"<PROXY protocol v2 header, {len(header)} bytes>"

@@ -1,0 +1,50 @@
+"""Transport and protocol failures of an SMTP dialogue.
+
+A reply the check did not hope for (550, 421) is not an error here: it comes
+back as a Reply. These exceptions are for the cases where no reply could be
+had at all, and each names the phase it happened in, so the status line can
+say "CRITICAL - banner: timeout after 2s".
+"""
+
+from __future__ import annotations
+
+
+class SmtpError(Exception):
+    """Base class: something went wrong in `phase` before a reply was complete."""
+
+    kind = "error"
+
+    def __init__(self, phase: str, detail: str):
+        super().__init__(f"{phase}: {detail}")
+        self.phase = phase
+        self.detail = detail
+
+
+class SmtpConnectError(SmtpError):
+    """TCP connection refused, unreachable, or otherwise failed."""
+
+    kind = "connect"
+
+
+class SmtpTimeout(SmtpError):
+    """The run's deadline expired while waiting in `phase`."""
+
+    kind = "timeout"
+
+
+class SmtpConnectionClosed(SmtpError):
+    """The server closed or reset the connection."""
+
+    kind = "closed"
+
+
+class SmtpProtocolError(SmtpError):
+    """The server sent something that is not an SMTP reply (garbage, overlong)."""
+
+    kind = "protocol"
+
+
+class SmtpTlsError(SmtpError):
+    """The TLS handshake failed."""
+
+    kind = "tls"

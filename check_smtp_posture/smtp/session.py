@@ -1,0 +1,192 @@
+"""A whole SMTP session against one endpoint, planned up front, returned as facts.
+
+The plan says what to try (STARTTLS, AUTH, MAIL/RCPT, DATA, extra commands);
+the result records what happened: every reply, every phase time, the TLS
+facts, where the dialogue stopped and why. Nothing here judges: a check's
+Contexts decide what a 454 to STARTTLS or a missing AUTH means.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
+from check_smtp_posture.smtp.errors import SmtpError
+from check_smtp_posture.smtp.reply import Reply
+from check_smtp_posture.smtp.transcript import Transcript
+
+STARTTLS_AUTO, STARTTLS_NEVER = "auto", "never"
+
+
+@dataclass(frozen=True)
+class SaslCredentials:
+    mechanism: str
+    user: str
+    password: str = field(repr=False)
+    authzid: str = ""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to connect (address) and whom to expect there (name, for TLS)."""
+
+    address: str
+    port: int
+    name: str | None = None  # host or MX name: SNI and certificate check
+    dns_time: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[{self.address}]" if self.name else self.address
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    helo_name: str
+    starttls: str = STARTTLS_AUTO  # auto: use when offered; never: don't
+    implicit_tls: bool = False
+    tls_context: Callable[[], ssl.SSLContext] | None = None
+    sasl: SaslCredentials | None = None
+    commands: tuple[str, ...] = ()
+    mail_from: str | None = None  # None: no mail transaction
+    rcpt_to: tuple[str, ...] = ()
+    send_data: bool = False
+    message: bytes = b""
+    #: PROXY header bytes, or a function of the connection's (local, peer) addresses
+    proxy_header: bytes | Callable[[tuple, tuple], bytes] | None = None
+
+
+@dataclass
+class SessionResult:
+    endpoint: Endpoint
+    transcript: Transcript
+    times: dict = field(default_factory=dict)
+    replies: dict = field(default_factory=dict)  # phase -> last Reply of that phase
+    rcpt_replies: list = field(default_factory=list)  # [(recipient, Reply)]
+    command_replies: list = field(default_factory=list)  # [(command, Reply)]
+    failure: SmtpError | None = None  # no reply could be had (phase inside)
+    stopped: str | None = None  # phase whose reply ended the dialogue early
+    extensions: Extensions | None = None  # before TLS (or of the implicit-TLS session)
+    extensions_tls: Extensions | None = None
+    helo_fallback: bool = False
+    starttls_attempted: bool = False
+    tls: object = None  # tls.TlsSession when TLS was up
+    peer_chain: list = field(default_factory=list)
+    quit_failure: SmtpError | None = None
+
+    @property
+    def starttls_offered(self) -> bool:
+        return self.extensions is not None and "STARTTLS" in self.extensions
+
+    @property
+    def auth_before_tls(self) -> tuple[str, ...]:
+        """SASL mechanisms offered in clear text, before any TLS."""
+        if self.tls is not None and self.extensions_tls is None:
+            return ()  # implicit TLS: nothing was offered in clear text
+        return self.extensions.auth_mechanisms if self.extensions else ()
+
+    @property
+    def final_extensions(self) -> Extensions | None:
+        return self.extensions_tls or self.extensions
+
+
+def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> SessionResult:
+    """Run `plan` against `endpoint` within `deadline`; never raises SmtpError."""
+    transcript = Transcript()
+    result = SessionResult(endpoint, transcript)
+    dialogue = SmtpDialogue(endpoint.address, endpoint.port, deadline, transcript=transcript)
+    started = time.monotonic()
+    try:
+        dialogue.connect(proxy_header=plan.proxy_header)
+        if plan.implicit_tls:
+            dialogue.start_tls(_context(plan), endpoint.name)
+        _converse(dialogue, plan, result)
+        # QUIT only after a dialogue that ended on a reply: after a transport
+        # failure there is nobody left to say goodbye to.
+        try:
+            result.replies["quit"] = dialogue.quit()
+        except SmtpError as exc:
+            result.quit_failure = exc
+    except SmtpError as exc:
+        result.failure = exc
+    finally:
+        dialogue.close()
+        result.times = dict(dialogue.times)
+        result.times["total"] = time.monotonic() - started
+        if endpoint.dns_time is not None:
+            result.times["dns"] = endpoint.dns_time
+        result.helo_fallback = dialogue.helo_fallback
+        result.tls = dialogue.tls
+        result.peer_chain = dialogue.peer_chain
+    return result
+
+
+def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) -> None:
+    """The dialogue up to (not including) QUIT; returns early on a refusing reply."""
+
+    def step(phase: str, reply: Reply) -> bool:
+        result.replies[phase] = reply
+        if reply.positive:
+            return True
+        result.stopped = phase
+        return False
+
+    if not step("banner", dialogue.banner()):
+        return
+    if not step("ehlo", dialogue.ehlo(plan.helo_name)):
+        return
+    result.extensions = dialogue.extensions
+    if plan.starttls != STARTTLS_NEVER and not plan.implicit_tls and result.starttls_offered:
+        result.starttls_attempted = True
+        if not step("starttls", dialogue.starttls()):
+            return
+        dialogue.start_tls(_context(plan), result.endpoint.name)
+        if not step("ehlo_tls", dialogue.ehlo(plan.helo_name)):
+            return
+        result.extensions_tls = dialogue.extensions
+    if plan.sasl is not None:
+        offered = result.final_extensions.auth_mechanisms if result.final_extensions else ()
+        if plan.sasl.mechanism.upper() not in offered:
+            result.stopped = "auth"
+            return
+        creds = plan.sasl
+        if not step("auth", dialogue.auth(creds.mechanism, creds.user, creds.password,
+                                          creds.authzid)):
+            return
+    for command in plan.commands:
+        result.command_replies.append((command, dialogue.command("command", command)))
+    if plan.mail_from is None:
+        return
+    if not step("mail", dialogue.mail(plan.mail_from)):
+        result.replies["rset"] = dialogue.rset()
+        return
+    accepted = 0
+    for recipient in plan.rcpt_to:
+        reply = dialogue.rcpt(recipient)
+        result.rcpt_replies.append((recipient, reply))
+        result.replies["rcpt"] = reply
+        accepted += reply.positive
+        if not reply.positive and result.stopped is None:
+            result.stopped = "rcpt"
+    if plan.send_data and plan.rcpt_to and accepted == len(plan.rcpt_to):
+        data_reply, body_reply = dialogue.data(plan.message)
+        result.replies["data"] = data_reply
+        if body_reply is None:  # DATA not answered with 354
+            result.stopped = result.stopped or "data"
+        else:
+            step("body", body_reply)
+    else:
+        # Nothing is delivered unless asked for: end the transaction politely.
+        result.replies["rset"] = dialogue.rset()
+
+
+def _context(plan: SessionPlan) -> ssl.SSLContext:
+    if plan.tls_context is not None:
+        return plan.tls_context()
+    from check_smtp_posture.smtp import tls
+
+    return tls.client_context()

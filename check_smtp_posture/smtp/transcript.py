@@ -1,0 +1,60 @@
+"""A timed, redacted record of an SMTP dialogue, printed in swaks' style.
+
+    [0.003]  <-  220 mx1.example ESMTP
+    [0.004]  ->  EHLO probe.example
+    [0.120]  ~>  AUTH PLAIN ********
+
+`->`/`<-` are client/server lines in clear text, `~>`/`<~` inside TLS,
+`===` notes and `***` failures. Secrets and message bodies never enter the
+record: callers hand in the text to show, not the bytes they sent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+SENT, RECEIVED, NOTE, FAILURE = "->", "<-", "===", "***"
+_TLS_ARROWS = {SENT: "~>", RECEIVED: "<~"}
+
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class Event:
+    offset: float
+    direction: str
+    text: str
+
+
+@dataclass
+class Transcript:
+    started: float = field(default_factory=time.monotonic)
+    events: list[Event] = field(default_factory=list)
+    tls: bool = False
+
+    def _add(self, direction: str, text: str) -> None:
+        if self.tls and direction in _TLS_ARROWS:
+            direction = _TLS_ARROWS[direction]
+        self.events.append(Event(time.monotonic() - self.started, direction, text))
+
+    def sent(self, text: str) -> None:
+        self._add(SENT, text)
+
+    def received(self, lines: list[str]) -> None:
+        for line in lines:
+            self._add(RECEIVED, line)
+
+    def note(self, text: str) -> None:
+        self._add(NOTE, text)
+
+    def failure(self, text: str) -> None:
+        self._add(FAILURE, text)
+
+    def lines(self) -> list[str]:
+        return [f"[{e.offset:.3f}] {e.direction:>3}  {_printable(e.text)}" for e in self.events]
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return text if len(text) <= limit else text[:limit] + "..."

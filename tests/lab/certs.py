@@ -209,29 +209,44 @@ class LabCA:
     """A lab certificate authority (RSA 2048, SHA-256) issuing leaf certificates."""
 
     def __init__(self, common_name: str = "check_smtp_posture Lab CA", *,
-                 valid_days: int = 3650):
+                 valid_days: int = 3650, parent: LabCA | None = None):
         self.key = make_key("rsa", 2048, fresh=True)
+        self.parent = parent
         now = _now()
         name = _name(common_name)
         pub = self.key.public_key()
-        self.cert = (x509.CertificateBuilder()
-                     .subject_name(name)
-                     .issuer_name(name)
-                     .public_key(pub)
-                     .serial_number(x509.random_serial_number())
-                     .not_valid_before(now - datetime.timedelta(days=30))
-                     .not_valid_after(now + datetime.timedelta(days=valid_days))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None),
-                                    critical=True)
-                     .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
-                                                  crl_sign=True, content_commitment=False,
-                                                  key_encipherment=False,
-                                                  data_encipherment=False,
-                                                  key_agreement=False, encipher_only=False,
-                                                  decipher_only=False), critical=True)
-                     .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub),
-                                    critical=False)
-                     .sign(self.key, hashes.SHA256()))
+        builder = (x509.CertificateBuilder()
+                   .subject_name(name)
+                   .issuer_name(parent.cert.subject if parent else name)
+                   .public_key(pub)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=30))
+                   .not_valid_after(now + datetime.timedelta(days=valid_days))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None),
+                                  critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                                crl_sign=True, content_commitment=False,
+                                                key_encipherment=False,
+                                                data_encipherment=False,
+                                                key_agreement=False, encipher_only=False,
+                                                decipher_only=False), critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub),
+                                  critical=False))
+        if parent:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()),
+                critical=False)
+        self.cert = builder.sign(parent.key if parent else self.key, hashes.SHA256())
+
+    def intermediate(self, common_name: str = "check_smtp_posture Lab Intermediate CA",
+                     **kwargs) -> LabCA:
+        """A CA signed by this one; its leaves carry the chain intermediate -> root."""
+        return LabCA(common_name, parent=self, **kwargs)
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        """This CA's certificate and its parents' up to the root."""
+        return (self.cert,) + (self.parent.chain if self.parent else ())
 
     @property
     def cert_pem(self) -> bytes:
@@ -269,7 +284,7 @@ class LabCA:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
             critical=False)
-        return IssuedCert(_sign(builder, self.key, hash), key, (self.cert,))
+        return IssuedCert(_sign(builder, self.key, hash), key, self.chain)
 
 
 def self_signed(hostname: str | Sequence[str], *,

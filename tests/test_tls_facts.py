@@ -215,6 +215,11 @@ def test_intermediate_chain_and_missing_intermediate(serve, lab, tmp_path):
     assert facts.chain_error == "unable to get local issuer certificate"
 
 
+def test_no_sni_for_an_ip_address(serve, lab):
+    session, _ = handshake(serve(lab["certs"]["valid"]), sni=ADDRESS)
+    assert session.sni is None
+
+
 def test_tls12_server_is_reported(serve, lab):
     server = serve(lab["certs"]["valid"], max_version=ssl.TLSVersion.TLSv1_2)
     session, chain = handshake(server)

@@ -100,9 +100,11 @@ class TlsSession:
 def tls_session(sslsock: Any) -> TlsSession:
     """TlsSession of a handshaken ssl.SSLSocket or ssl.SSLObject."""
     cipher = sslsock.cipher() or (None, None, None)
+    sni = getattr(sslsock, "server_hostname", None) or None
+    if sni is not None and _as_ip(sni) is not None:
+        sni = None  # ssl never sends an IP address as server_name
     return TlsSession(version=sslsock.version(), cipher=cipher[0],
-                      cipher_bits=cipher[2],
-                      sni=getattr(sslsock, "server_hostname", None) or None)
+                      cipher_bits=cipher[2], sni=sni)
 
 
 def peer_chain_der(sslsock: Any) -> list[bytes]:

@@ -45,3 +45,85 @@ def run_plugin():
 
 def pytest_report_header(config):
     return f"python: {sys.executable}"
+
+
+# --- the lab: real servers started by the tests (tests/lab/) ----------------------------
+#
+# Lab fixtures skip only when a server binary is absent or we are not root (a
+# developer machine without `make install`); any failure to start is an error, so CI
+# never hides a broken lab behind a skip.
+
+
+def _lab_requirement(*binaries: str) -> str | None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the lab needs root (it binds 127.0.25.x:25 and runs daemons)"
+    for binary in binaries:
+        if not (shutil.which(binary) or os.path.exists(binary)):
+            return f"{binary} is not installed (run `make install`)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def lab_dns():
+    """The lab's authoritative DNS (NSD) on 127.0.25.53:53 serving tests/lab/world.ZONES.
+
+    Yields the LabDns: `.server_arg` is the value for `--dns-server`.
+    """
+    from tests.lab.authdns import NSD
+
+    reason = _lab_requirement(NSD)
+    if reason:
+        pytest.skip(reason)
+    from tests.lab.sharedlock import SharedDns
+
+    shared = SharedDns()
+    dns = shared.start()
+    try:
+        yield dns
+    finally:
+        shared.stop()
+
+
+@pytest.fixture(scope="session")
+def lab_postfix():
+    """The lab Postfix (+ Dovecot SASL/IMAP); see tests/lab/postfix.py for the endpoints.
+
+    Yields the started LabPostfix: `.endpoint("mx1")`, `.ca_file`, `.sasl_user`,
+    `.sasl_password`, `.mark()`, `.wait_for_log(regex, since=mark)`, `.messages(user)`.
+    """
+    from tests.lab.postfix import DOVECOT, POSTFIX, POSTFIX_DAEMONS, LabPostfix
+
+    reason = _lab_requirement(POSTFIX, f"{POSTFIX_DAEMONS}/master", DOVECOT)
+    if reason:
+        pytest.skip(reason)
+    with LabPostfix() as postfix:
+        yield postfix
+
+
+@pytest.fixture(scope="session")
+def lab(lab_dns, lab_postfix):
+    """Both: DNS answering for posture.test and its mail servers running."""
+    return lab_postfix
+
+
+@pytest.fixture
+def fake_smtp():
+    """Factory: `fake_smtp(scenario, **options)` -> a started FakeSmtpServer.
+
+    Every server made in the test is stopped at its end. See tests/lab/fakesmtp.py.
+    """
+    from tests.lab.fakesmtp import FakeSmtpServer
+
+    servers = []
+
+    def make(scenario="normal", **options):
+        server = FakeSmtpServer(scenario, **options).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

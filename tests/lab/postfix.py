@@ -1,0 +1,522 @@
+"""The lab's real mail servers: one Postfix instance (plus Dovecot for SASL and IMAP).
+
+One Postfix master with its own config directory serves every lab endpoint
+(master.cf has one smtpd service per address:port, each with `-o` overrides):
+
+  name        address:port       greets as                 behaviour
+  mx1         127.0.25.1:25      mx1.posture.test          STARTTLS, no AUTH, relay denied
+  mx2         127.0.25.2:25      mx2.posture.test          same as mx1
+  submission  127.0.25.3:587     submit.posture.test       STARTTLS required, AUTH only after it
+  smtps       127.0.25.3:465     submit.posture.test       implicit TLS (wrapper mode), AUTH
+  authfirst   127.0.25.4:25      authfirst.posture.test    AUTH offered before STARTTLS (a finding)
+  notls       127.0.25.5:25      notls.posture.test        no STARTTLS at all
+  openrelay   127.0.25.6:25      openrelay.posture.test    relays for anyone (delivery discarded)
+
+Mail for `posture.test` users (USERS) is delivered to maildirs under
+`<workdir>/mail/posture.test/<user>/`; other posture.test recipients get 550.
+Nothing ever leaves the machine: every other destination goes to `discard`.
+SASL (Dovecot): user SASL_USER, password SASL_PASSWORD (plain, login, cram-md5).
+Dovecot also serves IMAP on 127.0.25.3:143 (no TLS) over the same maildirs.
+
+Certificates come from a lab CA (tests/lab/certs.py); `ca_file` is its PEM.
+What reached the server is in the maillog (`maillog_file`, written by postlogd):
+`mark()` / `log_since(mark)` / `wait_for_log(regex, since=mark)`.
+
+Several pytest sessions on one machine share the instance (tests/lab/sharedlock.py):
+the first starts it, the last stops it. Usage::
+
+    with LabPostfix() as pf:
+        ...smtplib.SMTP("127.0.25.1", 25)...
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.lab.sharedlock import SharedLock
+
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
+DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
+
+DOMAIN = "posture.test"
+USERS = ("probe", "postmaster", "abuse", "roundtrip")
+SASL_USER = "probe@posture.test"
+SASL_PASSWORD = "lab-probe-secret"
+IMAP_ADDRESS = ("127.0.25.3", 143)
+
+#: the lab's shared state (CA, instance directories, locks); LAB_DIR overrides
+LAB_ROOT = Path(os.environ.get("LAB_DIR") or Path(tempfile.gettempdir()) / "check_smtp_posture-lab")
+
+# Postfix runs its unprivileged daemons as mail_owner and delivers as this uid.
+MAIL_UID = MAIL_GID = 65534  # nobody / nogroup
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str
+    hostname: str
+    address: str
+    port: int
+    options: tuple[str, ...]  # postconf overrides for this smtpd service
+    starttls: bool = True
+    auth: str = "none"  # none | after-tls | before-tls | implicit-tls
+    implicit_tls: bool = False
+
+
+_SUBMISSION_OPTS = ("smtpd_tls_security_level=encrypt", "smtpd_sasl_auth_enable=yes",
+                    "smtpd_tls_auth_only=yes",
+                    "smtpd_relay_restrictions=permit_sasl_authenticated,reject")
+
+ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
+    Endpoint("mx1", "mx1.posture.test", "127.0.25.1", 25, ()),
+    Endpoint("mx2", "mx2.posture.test", "127.0.25.2", 25, ()),
+    Endpoint("submission", "submit.posture.test", "127.0.25.3", 587, _SUBMISSION_OPTS,
+             auth="after-tls"),
+    Endpoint("smtps", "submit.posture.test", "127.0.25.3", 465,
+             ("smtpd_tls_wrappermode=yes",) + _SUBMISSION_OPTS,
+             starttls=False, auth="implicit-tls", implicit_tls=True),
+    Endpoint("authfirst", "authfirst.posture.test", "127.0.25.4", 25,
+             ("smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=no"), auth="before-tls"),
+    Endpoint("notls", "notls.posture.test", "127.0.25.5", 25,
+             ("smtpd_tls_security_level=none",), starttls=False),
+    Endpoint("openrelay", "openrelay.posture.test", "127.0.25.6", 25,
+             ("mynetworks=0.0.0.0/0",)),
+)}
+
+_MAIN_CF = """\
+compatibility_level = 3.6
+config_directory = {d}
+queue_directory = {d}/queue
+data_directory = {d}/data
+command_directory = /usr/sbin
+daemon_directory = {daemons}
+meta_directory = /etc/postfix
+shlib_directory = /usr/lib/postfix
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {d}/maillog
+maillog_file_prefixes = {d}
+myhostname = mx1.posture.test
+mydomain = posture.test
+myorigin = $mydomain
+mydestination =
+mynetworks =
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+smtpd_banner = $myhostname ESMTP
+smtpd_peername_lookup = no
+biff = no
+append_dot_mydomain = no
+alias_maps =
+alias_database =
+local_recipient_maps =
+virtual_mailbox_domains = posture.test
+virtual_mailbox_maps = texthash:{d}/vmailbox
+virtual_mailbox_base = {d}/mail
+virtual_uid_maps = static:{uid}
+virtual_gid_maps = static:{gid}
+default_transport = discard:lab never sends mail out
+relay_transport = discard:lab never sends mail out
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {d}/tls/mx1.crt
+smtpd_tls_key_file = {d}/tls/mx1.key
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {d}/dovecot/run/auth-client
+smtpd_sasl_auth_enable = no
+smtpd_tls_auth_only = yes
+smtpd_client_connection_rate_limit = 0
+smtpd_error_sleep_time = 0
+smtpd_soft_error_limit = 100
+smtpd_hard_error_limit = 200
+anvil_rate_time_unit = 60s
+delay_warning_time = 0
+maximal_queue_lifetime = 1h
+bounce_queue_lifetime = 1h
+smtp_dns_support_level = disabled
+disable_vrfy_command = yes
+"""
+
+# Internal services; chroot off everywhere so nothing needs copying into a jail.
+_MASTER_CF = """\
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+_DOVECOT_CONF = """\
+base_dir = {d}/dovecot/run
+state_dir = {d}/dovecot/state
+instance_name = lab-dovecot
+log_path = {d}/dovecot/dovecot.log
+protocols = imap
+listen = {imap_address}
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login cram-md5
+# failed logins answer at once: no delay, no per-IP penalty (anvil-auth-penalty off)
+auth_failure_delay = 0
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+mail_location = maildir:{d}/mail/%d/%n
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/dovecot/users
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={d}/mail/%d/%n allow_all_users=yes
+}}
+service auth {{
+  unix_listener auth-client {{
+    mode = 0666
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = {imap_address}
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0666
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"""
+
+# queue subdirectory -> (owner, group, mode), as post-install would make them
+_QUEUE_DIRS = {
+    "active": ("postfix", None, 0o700), "bounce": ("postfix", None, 0o700),
+    "corrupt": ("postfix", None, 0o700), "defer": ("postfix", None, 0o700),
+    "deferred": ("postfix", None, 0o700), "flush": ("postfix", None, 0o700),
+    "hold": ("postfix", None, 0o700), "incoming": ("postfix", None, 0o700),
+    "private": ("postfix", None, 0o700), "saved": ("postfix", None, 0o700),
+    "trace": ("postfix", None, 0o700), "maildrop": ("postfix", "postdrop", 0o730),
+    "public": ("postfix", "postdrop", 0o710), "pid": ("root", None, 0o755),
+}
+
+
+def available() -> str | None:
+    """None if the lab's mail servers can run here, else the reason why not."""
+    if os.geteuid() != 0:
+        return "the lab's Postfix needs root"
+    for path in (POSTFIX, f"{POSTFIX_DAEMONS}/master", DOVECOT):
+        if not os.path.exists(path):
+            return f"{path} is not installed (make install)"
+    return None
+
+
+class LabPostfix:
+    """The lab Postfix + Dovecot, shared by concurrent sessions. See the module doc."""
+
+    endpoints = ENDPOINTS
+    users = USERS
+    sasl_user = SASL_USER
+    sasl_password = SASL_PASSWORD
+    imap_address = IMAP_ADDRESS
+
+    def __init__(self, workdir: str | os.PathLike | None = None):
+        self.workdir = Path(workdir or LAB_ROOT / "postfix")
+        self._lock = SharedLock(LAB_ROOT / "postfix.lock")
+        self._running = False
+
+    # -- paths -------------------------------------------------------------
+    @property
+    def maillog_file(self) -> Path:
+        return self.workdir / "maillog"
+
+    @property
+    def ca_file(self) -> Path:
+        """The lab CA certificate (PEM) that signed every endpoint's certificate."""
+        return self.workdir / "tls" / "ca.pem"
+
+    def mailbox(self, user: str = "probe") -> Path:
+        return self.workdir / "mail" / DOMAIN / user
+
+    def messages(self, user: str = "probe") -> list[Path]:
+        """Delivered message files in `user`'s maildir (new/ and cur/)."""
+        box = self.mailbox(user)
+        return sorted(p for sub in ("new", "cur") if (box / sub).is_dir()
+                      for p in (box / sub).iterdir())
+
+    def endpoint(self, name: str) -> Endpoint:
+        return self.endpoints[name]
+
+    # -- maillog -----------------------------------------------------------
+    def mark(self) -> int:
+        """A position in the maillog; pass it to log_since()/wait_for_log()."""
+        try:
+            return self.maillog_file.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def log_since(self, mark: int = 0) -> str:
+        try:
+            with open(self.maillog_file, "rb") as f:
+                f.seek(mark)
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern: str, since: int = 0, timeout: float = 5.0) -> re.Match:
+        """Wait until a maillog line after `since` matches `pattern`; raise if none does."""
+        regex = re.compile(pattern)
+        end = time.monotonic() + timeout
+        while True:
+            text = self.log_since(since)
+            match = regex.search(text)
+            if match:
+                return match
+            if time.monotonic() > end:
+                raise AssertionError(f"no maillog line matches {pattern!r} within {timeout}s; "
+                                     f"log since mark:\n{text[-3000:]}")
+            time.sleep(0.05)
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, wait: float = 15.0) -> LabPostfix:
+        reason = available()
+        if reason:
+            raise RuntimeError(reason)
+        if self._running:
+            return self
+        alone = self._lock.acquire()
+        try:
+            if alone:
+                self._kill_stale()
+                self._configure()
+                self._start_dovecot(wait)
+                self._start_postfix(wait)
+            else:
+                self._wait_listening(wait)
+        except BaseException:
+            if alone:
+                self._kill_stale()
+            self._lock.close()
+            raise
+        self._lock.ready()
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._lock.release():
+            self._kill_stale()
+        self._lock.close()
+
+    def __enter__(self) -> LabPostfix:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- internals ---------------------------------------------------------
+    def _configure(self) -> None:
+        from tests.lab.certs import LabCA
+
+        d = self.workdir
+        if d.exists():
+            shutil.rmtree(d)
+        for sub in ("", "data", "tls", "dovecot", "dovecot/run", "dovecot/state", "queue"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+            os.chmod(d / sub, 0o755)
+        for parent in (d.parent, LAB_ROOT):
+            os.chmod(parent, 0o755)
+        shutil.chown(d / "data", "postfix", "postfix")
+        os.chmod(d / "data", 0o700)
+        for name, (owner, group, mode) in _QUEUE_DIRS.items():
+            path = d / "queue" / name
+            path.mkdir()
+            shutil.chown(path, owner, group or owner)
+            os.chmod(path, mode)
+        mail = d / "mail"
+        mail.mkdir()
+        os.chown(mail, MAIL_UID, MAIL_GID)
+
+        ca = LabCA()
+        ca.write(d / "tls")
+        for host in sorted({e.hostname for e in self.endpoints.values()}):
+            ca.issue([host]).write(d / "tls", host.split(".")[0])
+
+        # inet_interfaces stays loopback-only: Postfix insists its addresses sit on an
+        # interface (127.0.25.x only route to lo); each service names its own address.
+        (d / "main.cf").write_text(_MAIN_CF.format(
+            d=d, daemons=POSTFIX_DAEMONS, uid=MAIL_UID, gid=MAIL_GID))
+        lines = [_MASTER_CF]
+        for e in self.endpoints.values():
+            stem = e.hostname.split(".")[0]
+            opts = [f"syslog_name=postfix/{e.name}", f"myhostname={e.hostname}",
+                    f"smtpd_tls_cert_file={d}/tls/{stem}.crt",
+                    f"smtpd_tls_key_file={d}/tls/{stem}.key", *e.options]
+            lines.append(f"{e.address}:{e.port} inet n - n - - smtpd\n"
+                         + "".join(f"  -o {o}\n" for o in opts))
+        (d / "master.cf").write_text("".join(lines))
+        (d / "vmailbox").write_text("".join(f"{u}@{DOMAIN} {DOMAIN}/{u}/\n"
+                                            for u in self.users))
+        (d / "dovecot" / "dovecot.conf").write_text(_DOVECOT_CONF.format(
+            d=d, uid=MAIL_UID, gid=MAIL_GID,
+            imap_address=self.imap_address[0], imap_port=self.imap_address[1]))
+        users = d / "dovecot" / "users"
+        users.write_text(f"{self.sasl_user}:{{PLAIN}}{self.sasl_password}::::::\n")
+        shutil.chown(users, "root", "dovecot")
+        os.chmod(users, 0o640)
+
+    def _start_postfix(self, wait: float) -> None:
+        env = dict(os.environ, MAIL_CONFIG=str(self.workdir))
+        # `master -w` daemonizes and returns once the master has initialised.
+        code, output = _run_daemon([f"{POSTFIX_DAEMONS}/master", "-c", str(self.workdir), "-w"],
+                                   self.workdir / "master.out", wait, env)
+        if code != 0:
+            raise RuntimeError(f"postfix master failed to start: {output}"
+                               f"\n{self.log_since()[-3000:]}")
+        self._wait_listening(wait)
+
+    def _start_dovecot(self, wait: float) -> None:
+        conf = self.workdir / "dovecot" / "dovecot.conf"
+        code, output = _run_daemon([DOVECOT, "-c", str(conf)],
+                                   self.workdir / "dovecot" / "dovecot.out", wait)
+        if code != 0:
+            raise RuntimeError(f"dovecot failed to start: {output}")
+        sock = self.workdir / "dovecot" / "run" / "auth-client"
+        end = time.monotonic() + wait
+        while not sock.exists():
+            if time.monotonic() > end:
+                raise RuntimeError("dovecot auth socket did not appear: "
+                                   + _read(self.workdir / "dovecot" / "dovecot.log"))
+            time.sleep(0.02)
+
+    def _wait_listening(self, wait: float) -> None:
+        end = time.monotonic() + wait
+        for e in self.endpoints.values():
+            while not _listening(e.address, e.port):
+                if time.monotonic() > end:
+                    raise RuntimeError(f"lab postfix not listening on {e.address}:{e.port}:\n"
+                                       + self.log_since()[-3000:])
+                time.sleep(0.02)
+
+    def _pids(self) -> list[int]:
+        pids = []
+        for pidfile in (self.workdir / "queue" / "pid" / "master.pid",
+                        self.workdir / "dovecot" / "run" / "master.pid"):
+            try:
+                pids.append(int(pidfile.read_text().split()[0]))
+            except (OSError, ValueError, IndexError):
+                pass
+        return pids
+
+    def _kill_stale(self, wait: float = 10.0) -> None:
+        """Stop the instance that runs from our workdir, if any (ours or a leftover)."""
+        pids = [p for p in self._pids() if _alive(p)]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        end = time.monotonic() + wait
+        while any(_alive(p) for p in pids) and time.monotonic() < end:
+            time.sleep(0.02)
+        for pid in pids:
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        # Children (smtpd, auth, ...) exit once their master is gone; wait for the ports.
+        while time.monotonic() < end and any(
+                _listening(e.address, e.port) for e in self.endpoints.values()):
+            time.sleep(0.02)
+
+
+def _run_daemon(argv: list[str], outfile: Path, wait: float, env=None) -> tuple[int, str]:
+    """Run a command that daemonizes; its output goes to a file (a pipe would stay open)."""
+    with open(outfile, "wb") as out:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                              env=env, timeout=wait)
+    return proc.returncode, _read(outfile)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def _listening(address: str, port: int) -> bool:
+    """Is a TCP socket listening on address:port? Read from /proc, so that
+    checking does not leave a "lost connection" line in the server's log."""
+    try:
+        with open("/proc/net/tcp") as f:
+            rows = f.read().splitlines()[1:]
+    except OSError:
+        rows = None
+    if rows is None:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+    want = f"{socket.inet_aton(address)[::-1].hex().upper()}:{port:04X}"
+    return any(r.split()[1] == want and r.split()[3] == "0A" for r in rows)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""

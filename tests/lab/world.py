@@ -32,10 +32,19 @@ ZONES: dict[str, str] = {
         mx1      A  {MX1[1]}
         mx2      A  {MX2[1]}
         mail     A  {MX1[1]}
+        ; more lab Postfix endpoints (tests/lab/postfix.py ENDPOINTS)
+        submit     A  127.0.25.3
+        authfirst  A  127.0.25.4
+        notls      A  127.0.25.5
+        openrelay  A  127.0.25.6
         """,
     "25.0.127.in-addr.arpa": f"""
         1   PTR {MX1[0]}.
         2   PTR {MX2[0]}.
+        3   PTR submit.posture.test.
+        4   PTR authfirst.posture.test.
+        5   PTR notls.posture.test.
+        6   PTR openrelay.posture.test.
         """,
     # A test blocklist: lists 127.0.0.2 (the conventional test entry) only.
     "dnsbl.posture.test": """

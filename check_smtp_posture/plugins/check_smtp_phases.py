@@ -443,8 +443,9 @@ def endpoint_metrics(result: SessionResult, options: Options, prefixed: bool):
                                       ca_file=options.ca_file)
         yield nagiosplugin.Metric(prefix + "certificate", (fact, facts), context="certificate")
         if facts.days_left is not None:
+            # No unit: "d" is not among the units Nagios perfdata defines.
             yield nagiosplugin.Metric(prefix + "cert_days_left", round(facts.days_left, 2),
-                                      uom="d", context="cert_days_left")
+                                      context="cert_days_left")
 
 
 # -- contexts: every state decision lives here ------------------------------------

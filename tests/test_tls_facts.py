@@ -348,3 +348,96 @@ def test_parse_tls_version(text, version):
     assert parse_tls_version(text) == version
     with pytest.raises(ValueError):
         parse_tls_version("SSLv3")
+
+
+# ---------------------------------------------------------------- CA policy
+
+def _odd_ca_and_leaf(*, ca_extensions, leaf_issuer=None):
+    """A CA built with only `ca_extensions`, and an mx1 leaf it signs."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from tests.lab.certs import make_key
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = make_key("rsa", 2048, fresh=True)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Private Mail CA")])
+    builder = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+               .public_key(ca_key.public_key()).serial_number(7)
+               .not_valid_before(now - datetime.timedelta(days=1))
+               .not_valid_after(now + datetime.timedelta(days=30)))
+    for ext, critical in ca_extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    ca_cert = builder.sign(ca_key, hashes.SHA256())
+    leaf_key = make_key("rsa", 2048)
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, MX1)]))
+            .issuer_name(ca_name).public_key(leaf_key.public_key()).serial_number(8)
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(MX1)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return ca_cert, leaf
+
+
+def _pem_file(tmp_path, cert):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    path = tmp_path / "private-ca.pem"
+    path.write_bytes(cert.public_bytes(Encoding.PEM))
+    return str(path)
+
+
+def _der(cert):
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return cert.public_bytes(Encoding.DER)
+
+
+def test_private_ca_without_key_usage_or_key_ids_is_trusted(tmp_path):
+    # what `openssl req -x509` makes with Debian's default v3_ca section minus key ids
+    from cryptography import x509
+
+    ca_cert, leaf = _odd_ca_and_leaf(
+        ca_extensions=[(x509.BasicConstraints(ca=True, path_length=None), True)])
+    facts = certificate_facts([_der(leaf)], hostname=MX1, ca_file=_pem_file(tmp_path, ca_cert))
+    assert facts.chain_trusted and facts.ok
+
+
+def test_ca_without_cert_sign_usage_is_not_trusted(tmp_path):
+    from cryptography import x509
+
+    usage = x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
+                          content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False)
+    ca_cert, leaf = _odd_ca_and_leaf(
+        ca_extensions=[(x509.BasicConstraints(ca=True, path_length=None), True),
+                       (usage, True)])
+    facts = certificate_facts([_der(leaf)], hostname=MX1, ca_file=_pem_file(tmp_path, ca_cert))
+    assert not facts.chain_trusted
+    assert facts.chain_error == "issuer key usage does not allow certificate signing"
+
+
+def test_leaf_cannot_issue_certificates(lab):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    from tests.lab.certs import make_key
+
+    parent = lab["certs"]["valid"]  # CA:FALSE, signed by the lab CA
+    now = datetime.datetime.now(datetime.timezone.utc)
+    key = make_key("ec", 256)
+    forged = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, MX2)]))
+              .issuer_name(parent.cert.subject).public_key(key.public_key())
+              .serial_number(9).not_valid_before(now - datetime.timedelta(days=1))
+              .not_valid_after(now + datetime.timedelta(days=30))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName(MX2)]), critical=False)
+              .sign(parent.key, hashes.SHA256()))
+    facts = certificate_facts([_der(forged), parent.cert_der], hostname=MX2,
+                              ca_file=lab["ca_file"])
+    assert facts.hostname_matches
+    assert not facts.chain_trusted
+    assert facts.chain_error == "issuer is not a CA"

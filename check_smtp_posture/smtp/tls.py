@@ -464,7 +464,7 @@ def _chain_trust(leaf, intermediates, ca_file, now) -> tuple[bool, str | None]:
     when = min(max(now, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
     builder = (v.PolicyBuilder().store(v.Store(list(anchors))).time(when)
                .max_chain_depth(8)
-               .extension_policies(ca_policy=v.ExtensionPolicy.webpki_defaults_ca(),
+               .extension_policies(ca_policy=_ca_policy(),
                                    ee_policy=v.ExtensionPolicy.permit_all()))
     try:
         builder.build_client_verifier().verify(leaf, list(intermediates))
@@ -475,14 +475,57 @@ def _chain_trust(leaf, intermediates, ca_file, now) -> tuple[bool, str | None]:
     # find out why with a simple path walk by name and signature
     path_ok, reason = _walk_path(leaf, intermediates, anchors, when)
     low = message.lower()
-    if path_ok and ("forbidden signature algorithm" in low or "forbidden public key" in low
-                    or "unsupported" in low):
+    if path_ok and ("forbidden" in low or "unsupported" in low):
         # trusted, but with an algorithm or key web PKI forbids: reported as
         # weak_signature / weak_key, not as a trust failure
         return True, None
     if reason:
         return False, reason
-    return False, one_line(re.sub(r"^validation failed:\s*", "", message), 80)
+    return False, _verifier_reason(message)
+
+
+_VERIFIER_PREFIX = re.compile(r"^(validation failed|candidates exhausted"
+                              r"|Python extension validator failed|[A-Za-z]*Error"
+                              r"|invalid extension|[0-9.]+):\s*")
+
+
+def _verifier_reason(message: str) -> str:
+    """cryptography's verification message as a short reason."""
+    if "basicConstraints.cA must be asserted" in message:
+        return "issuer is not a CA"
+    text = message.strip()
+    while True:  # peel "validation failed: candidates exhausted: ...: " prefixes
+        shorter = _VERIFIER_PREFIX.sub("", text)
+        if shorter == text:
+            break
+        text = shorter
+    text = re.sub(r"\s*\(encountered processing .*$", "", text)
+    return one_line(text or message, 80)
+
+
+def _ca_policy():
+    """What a CA certificate in the path must satisfy: what OpenSSL asks, not web PKI.
+
+    Web PKI rules (required keyUsage, authority/subject key identifiers, ...)
+    would call many private mail CAs untrusted although every MTA and OpenSSL
+    client accepts them. Kept: an issuing certificate must be a CA
+    (basicConstraints cA; cryptography insists on that extension) and, when
+    it has keyUsage, keyCertSign.
+    """
+    from cryptography import x509
+    from cryptography.x509 import verification as v
+
+    def basic_constraints(_policy, _cert, value) -> None:
+        if not value.ca:
+            raise ValueError("issuer is not a CA")
+
+    def key_usage(_policy, _cert, value) -> None:
+        if value is not None and not value.key_cert_sign:
+            raise ValueError("issuer key usage does not allow certificate signing")
+
+    return (v.ExtensionPolicy.permit_all()
+            .require_present(x509.BasicConstraints, v.Criticality.AGNOSTIC, basic_constraints)
+            .may_be_present(x509.KeyUsage, v.Criticality.AGNOSTIC, key_usage))
 
 
 def _walk_path(leaf, intermediates, anchors, when) -> tuple[bool, str | None]:

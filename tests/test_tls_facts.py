@@ -441,3 +441,14 @@ def test_leaf_cannot_issue_certificates(lab):
     assert facts.hostname_matches
     assert not facts.chain_trusted
     assert facts.chain_error == "issuer is not a CA"
+
+
+def test_expired_intermediate_is_a_trust_failure(tmp_path):
+    root = LabCA("Posture Root")
+    stale = root.intermediate("Stale Issuing CA", valid_days=-2)
+    leaf = stale.issue([MX1])
+    facts = certificate_facts(leaf.chain_der, hostname=MX1,
+                              ca_file=str(root.write(tmp_path, "root.pem")))
+    assert not facts.expired
+    assert not facts.chain_trusted
+    assert facts.chain_error == "expired intermediate certificate"

@@ -1,0 +1,56 @@
+"""`SpfDns` over the family's DNS layer (`check_smtp_posture.dnslookup.DnsClient`)."""
+
+from __future__ import annotations
+
+from check_smtp_posture.spf.lookup import ERROR, NODATA, NXDOMAIN, OK, Answer
+
+
+class DnsClientLookup:
+    """Adapts DnsClient to the SPF engine; caches answers and totals the time spent.
+
+    One run asks the same question several times (the lint walk, then
+    check_host() for each address); the cache keeps those to one query each.
+    Failures are not cached.
+    """
+
+    def __init__(self, client):
+        self.client = client
+        self.elapsed = 0.0
+        self.queries = 0
+        self._cache: dict[tuple[str, str], Answer] = {}
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        key = (name.rstrip(".").lower(), rdtype)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        from check_smtp_posture import dnslookup
+
+        raw = self.client.query(name, rdtype)
+        self.queries += 1
+        self.elapsed += raw.elapsed
+        if raw.status == dnslookup.NOERROR:
+            answer = Answer(OK, tuple(_convert(rdtype, r) for r in raw.records))
+        elif raw.status == dnslookup.NXDOMAIN:
+            answer = Answer(NXDOMAIN)
+        elif raw.status == dnslookup.NODATA:
+            answer = Answer(NODATA)
+        else:
+            answer = Answer(ERROR, detail=(raw.status + (f" ({raw.detail})" if raw.detail
+                                                         else "")))
+        if not answer.error:
+            self._cache[key] = answer
+        return answer
+
+
+def _convert(rdtype: str, text: str):
+    if rdtype == "MX":
+        pref, _, host = text.partition(" ")
+        return int(pref), _host(host)
+    if rdtype in ("PTR", "CNAME"):
+        return _host(text)
+    return text
+
+
+def _host(name: str) -> str:
+    return name if name == "." else name.rstrip(".")

@@ -11,7 +11,6 @@ import ipaddress
 import os
 import socket
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import nagiosplugin
@@ -347,13 +346,20 @@ class SmtpPhases(nagiosplugin.Resource):
         endpoints = self.resolution.endpoints
         if not endpoints:
             return
-        workers = min(len(endpoints), self.options.concurrency)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            self.results = list(pool.map(
-                lambda ep: run_session(ep, self.options.plan, self.deadline), endpoints))
+        self.results = run_sessions(endpoints, self.options, self.deadline)
         prefixed = self.options.domain is not None or len(endpoints) > 1
         for result in self.results:
             yield from endpoint_metrics(result, self.options, prefixed)
+
+
+def run_sessions(endpoints, options: Options, deadline: Deadline) -> list[SessionResult]:
+    """One session per endpoint, concurrently (bounded) when there are several."""
+    if len(endpoints) == 1:
+        return [run_session(endpoints[0], options.plan, deadline)]
+    from concurrent.futures import ThreadPoolExecutor  # paid only when needed
+
+    with ThreadPoolExecutor(max_workers=min(len(endpoints), options.concurrency)) as pool:
+        return list(pool.map(lambda ep: run_session(ep, options.plan, deadline), endpoints))
 
 
 def resolve_endpoints(options: Options, deadline: Deadline) -> Resolution:

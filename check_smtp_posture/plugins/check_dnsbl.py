@@ -1,0 +1,557 @@
+"""check_dnsbl: is an MX address (or a given host or IP) listed on DNS blocklists?
+
+Probe, decide, phrase: `DnsblResource.probe()` finds the addresses, asks every
+zone about every address concurrently (a bounded pool, each query bounded by
+the run's deadline) and records the answers as facts; the Contexts count
+listings against -w/-c and judge unusable zones; `DnsblSummary` phrases.
+
+Answers are validated before they count (RFC 5782): only A records in
+127.0.0.0/8 are listings; a zone's documented error answers (Spamhaus's
+127.255.255.254 "public resolver", ...) make the zone unusable, not the
+address listed; a zone that lists 127.0.0.1, which no list may list, is
+broken and its answers are ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import nagiosplugin
+from nagiosplugin.state import Critical, Ok, Unknown, Warn
+
+from check_smtp_posture import cli, dnsbl_zones, runner
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.dnsbl_zones import DOMAIN, IP, ZoneSpec
+from check_smtp_posture.sanitize import one_line
+
+NAME = "DNSBL"
+STATES = {"warning": Warn, "critical": Critical, "unknown": Unknown}
+DEFAULT_CONCURRENCY = 16
+LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
+
+# outcome of one blocklist query
+LISTED = "listed"
+CLEAN = "clean"
+ERROR_ANSWER = "error answer"  # a documented "I won't answer you" code
+INVALID_ANSWER = "invalid answer"  # an A record outside 127.0.0.0/8
+TIMED_OUT = "timeout"
+FAILED = "failed"  # SERVFAIL, REFUSED, network error
+SKIPPED = "skipped"  # not asked: the zone had already timed out
+
+# health of a zone, worst first
+BROKEN = "broken"
+UNUSABLE = "unusable"
+ZONE_OK = "ok"
+
+
+# --------------------------------------------------------------------------- facts
+
+
+@dataclass
+class Lookup:
+    zone: ZoneSpec
+    subject: str  # the address or domain asked about
+    qname: str
+    canary: bool = False  # the RFC 5782 never-listed test entry
+    outcome: str = ""
+    codes: tuple = ()
+    reason: str = ""  # TXT
+    detail: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass
+class ZoneHealth:
+    zone: ZoneSpec
+    state: str = ZONE_OK
+    detail: str = ""
+
+
+@dataclass
+class DnsblFacts:
+    subjects: list = field(default_factory=list)  # addresses and domains asked about
+    target_problem: str = ""  # why there is nothing (or not everything) to ask about
+    target_note: str = ""
+    lookups: list = field(default_factory=list)
+    zones: dict = field(default_factory=dict)  # name -> ZoneHealth
+    query_time: float = 0.0
+
+    @property
+    def listings(self) -> list:
+        """Listings that count: not from a broken zone, not the canary."""
+        return [lk for lk in self.lookups if lk.outcome == LISTED and not lk.canary
+                and self.zones[lk.zone.name].state != BROKEN]
+
+    @property
+    def unusable_zones(self) -> list:
+        return [z for z in self.zones.values() if z.state != ZONE_OK]
+
+
+def query_name(subject: str, zone: ZoneSpec) -> str:
+    """Reversed octets (IPv4) or nibbles (IPv6, RFC 5782 §2.4) under the zone; a domain as is."""
+    if zone.kind == DOMAIN:
+        return f"{subject}.{zone.name}"
+    pointer = ipaddress.ip_address(subject).reverse_pointer
+    for suffix in (".in-addr.arpa", ".ip6.arpa"):
+        if pointer.endswith(suffix):
+            pointer = pointer[: -len(suffix)]
+    return f"{pointer}.{zone.name}"
+
+
+def classify(zone: ZoneSpec, answer) -> tuple:
+    """(outcome, codes, detail) of one A answer, by RFC 5782 and the zone's errors."""
+    from check_smtp_posture.dnslookup import NODATA, NXDOMAIN, TIMEOUT
+
+    if answer.status in (NXDOMAIN, NODATA):
+        return CLEAN, (), ""
+    if answer.status == TIMEOUT:
+        return TIMED_OUT, (), answer.detail
+    if not answer.ok:
+        return FAILED, (), answer.status + (f" ({answer.detail})" if answer.detail else "")
+    codes = tuple(sorted(answer.records, key=ipaddress.ip_address))
+    outside = [c for c in codes if ipaddress.ip_address(c) not in LOOPBACK_NET]
+    if outside:
+        return INVALID_ANSWER, codes, "answer outside 127.0.0.0/8: " + ", ".join(outside)
+    errors = [c for c in codes if zone.error_answer(c)]
+    if errors:
+        return ERROR_ANSWER, codes, "error answer " + ", ".join(errors)
+    return LISTED, codes, ""
+
+
+def zone_health(zone: ZoneSpec, lookups: list) -> ZoneHealth:
+    """One zone's state from all its lookups, the most telling reason first."""
+    canary = [lk for lk in lookups if lk.canary and lk.outcome == LISTED]
+    if canary:
+        return ZoneHealth(zone, BROKEN, f"lists test address {canary[0].subject} "
+                                        f"({', '.join(canary[0].codes)})")
+    for outcome in (INVALID_ANSWER, ERROR_ANSWER, TIMED_OUT, SKIPPED, FAILED):
+        hit = next((lk for lk in lookups if lk.outcome == outcome), None)
+        if hit is None:
+            continue
+        if outcome == INVALID_ANSWER:  # a parked or hijacked zone: nothing it says counts
+            return ZoneHealth(zone, BROKEN, hit.detail)
+        if outcome in (TIMED_OUT, SKIPPED):
+            return ZoneHealth(zone, UNUSABLE, "timed out")
+        return ZoneHealth(zone, UNUSABLE, hit.detail)
+    return ZoneHealth(zone)
+
+
+# --------------------------------------------------------------------------- probe
+
+
+class DnsblResource(nagiosplugin.Resource):
+    """Finds the addresses, asks every zone about each; decides nothing."""
+
+    def __init__(self, client, *, ip_zones, domain_zones=(), domain=None, hosts=(), ips=(),
+                 family=None, concurrency=DEFAULT_CONCURRENCY):
+        self.client = client
+        self.ip_zones = list(ip_zones)
+        self.domain_zones = list(domain_zones)
+        self.domain = domain
+        self.hosts = list(hosts)
+        self.ips = list(ips)
+        self.family = family
+        self.concurrency = concurrency
+        self._dead = set()
+        self._lock = threading.Lock()
+
+    @property
+    def name(self):
+        return NAME
+
+    def probe(self):
+        started = time.monotonic()
+        facts = DnsblFacts()
+        pool = ThreadPoolExecutor(max_workers=self.concurrency)
+        try:
+            addresses = self._addresses(facts, pool)
+            if not facts.target_problem:
+                self._ask(facts, addresses, pool)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        facts.query_time = time.monotonic() - started
+        yield nagiosplugin.Metric("targets", facts, context="targets")
+        yield nagiosplugin.Metric("zones", facts, context="zones")
+        yield nagiosplugin.Metric("listed", len(facts.listings), min=0, context="listed")
+        yield nagiosplugin.Metric("zones_checked", len(facts.zones), min=0, context="perf")
+        yield nagiosplugin.Metric("zones_unusable", len(facts.unusable_zones), min=0,
+                                  context="perf")
+        yield nagiosplugin.Metric("query_time", round(facts.query_time, 4), "s", min=0,
+                                  context="perf")
+
+    # -- which addresses
+
+    def _addresses(self, facts: DnsblFacts, pool) -> list:
+        from check_smtp_posture.dnslookup import NODATA, NOERROR, endpoints_of, mx_records
+
+        found = dict.fromkeys(self.ips)
+        names = list(self.hosts)
+        if self.domain:
+            answer = self.client.query(self.domain, "MX")
+            if answer.status == NOERROR:
+                hosts = [h for _, h in mx_records(answer) if h != "."]
+                if not hosts:
+                    facts.target_note = "null MX, no address to check"
+                names.extend(hosts)
+            elif answer.status == NODATA:
+                names.append(self.domain)  # implicit MX (RFC 5321 §5.1)
+            else:
+                facts.target_problem = f"MX lookup for {self.domain}: {answer.status}" + (
+                    f" ({answer.detail})" if answer.detail else "")
+                return []
+        answers = list(pool.map(lambda n: (n, self.client.addresses(n, self.family)), names))
+        problems = []
+        for host, host_answers in answers:
+            addrs = endpoints_of(host_answers)
+            if not addrs:
+                worst = next((a for a in host_answers if a.failed), None) or next(
+                    (a for a in host_answers if a.status != NOERROR), host_answers[0])
+                status = worst.status if worst.status != NODATA else "no address"
+                problems.append(f"{host.rstrip('.')}: {status}")
+            found.update(dict.fromkeys(addrs))
+        addresses = [a for a in found if self.family is None
+                     or ipaddress.ip_address(a).version == self.family]
+        if problems and (self.hosts or not addresses):
+            # a name the user gave, or every MX, did not resolve
+            facts.target_problem = "; ".join(problems)
+        elif problems:
+            facts.target_note = "; ".join(problems)
+        return addresses
+
+    # -- the blocklist queries
+
+    def _ask(self, facts: DnsblFacts, addresses: list, pool) -> None:
+        lookups = []
+        zones = self.ip_zones + (self.domain_zones if self.domain else [])
+        for zone in zones:
+            if zone.kind == IP:
+                subjects = list(addresses)
+                canary = dnsbl_zones.IPV4_CANARY
+            else:
+                subjects = [self.domain.rstrip(".").lower()]
+                canary = dnsbl_zones.DOMAIN_CANARY
+            if not subjects:
+                continue
+            lookups.append(Lookup(zone, canary, query_name(canary, zone), canary=True))
+            lookups.extend(Lookup(zone, s, query_name(s, zone)) for s in subjects)
+        list(pool.map(self._lookup, lookups))
+        facts.subjects = list(dict.fromkeys(lk.subject for lk in lookups if not lk.canary))
+        facts.lookups = lookups
+        by_zone = {}
+        for lk in lookups:
+            by_zone.setdefault(lk.zone.name, []).append(lk)
+        facts.zones = {name: zone_health(lks[0].zone, lks) for name, lks in by_zone.items()}
+
+    def _lookup(self, lk: Lookup) -> None:
+        with self._lock:
+            dead = lk.zone.name in self._dead
+        if dead:
+            lk.outcome = SKIPPED
+            return
+        answer = self.client.query(lk.qname, "A")
+        lk.elapsed = answer.elapsed
+        lk.outcome, lk.codes, lk.detail = classify(lk.zone, answer)
+        if lk.outcome == TIMED_OUT:
+            with self._lock:
+                self._dead.add(lk.zone.name)
+        elif lk.outcome == LISTED and not lk.canary:
+            txt = self.client.query(lk.qname, "TXT")
+            if txt.ok:
+                lk.reason = one_line(" ".join(txt.records), limit=200)
+
+
+# --------------------------------------------------------------------------- decide
+
+
+class TargetsContext(nagiosplugin.Context):
+    """Whether there was something to check: the monitored names must resolve."""
+
+    def __init__(self, *, dns_failure="critical"):
+        super().__init__("targets")
+        self.dns_failure = STATES[dns_failure]
+
+    def evaluate(self, metric, resource):
+        facts = metric.value
+        if facts.target_problem:
+            return nagiosplugin.Result(self.dns_failure, facts.target_problem, metric)
+        return nagiosplugin.Result(Ok, facts.target_note or None, metric)
+
+
+class ZonesContext(nagiosplugin.Context):
+    """Unusable, timed-out and broken zones: a note, or WARNING with --strict."""
+
+    def __init__(self, *, strict=False):
+        super().__init__("zones")
+        self.strict = strict
+
+    def evaluate(self, metric, resource):
+        bad = metric.value.unusable_zones
+        if not bad:
+            return nagiosplugin.Result(Ok, None, metric)
+        hint = (f"{len(bad)} zone{'s' if len(bad) != 1 else ''} unusable: "
+                + ", ".join(f"{z.zone.name} ({z.detail})" for z in bad))
+        return nagiosplugin.Result(Warn if self.strict else Ok, hint, metric)
+
+
+class ListedContext(nagiosplugin.ScalarContext):
+    """The number of (zone, address) listings against -w/-c."""
+
+    def __init__(self, warning="0", critical="1"):
+        super().__init__("listed", warning, critical)
+
+    def evaluate(self, metric, resource):
+        result = super().evaluate(metric, resource)
+        return nagiosplugin.Result(result.state, None, metric)
+
+
+class PerfContext(nagiosplugin.Context):
+    def __init__(self):
+        super().__init__("perf")
+
+    def evaluate(self, metric, resource):
+        return nagiosplugin.Result(Ok, None, metric)
+
+    def performance(self, metric, resource):
+        return nagiosplugin.Performance(metric.name, metric.value, metric.uom,
+                                        min=metric.min, max=metric.max)
+
+
+# --------------------------------------------------------------------------- phrase
+
+
+def describe_listing(lk: Lookup) -> str:
+    text = f"{lk.subject} listed on {lk.zone.name} ({', '.join(lk.codes)}"
+    if lk.reason:
+        text += f' "{lk.reason}"'
+    return text + ")"
+
+
+def describe_subjects(subjects) -> str:
+    addresses = sum(1 for s in subjects if _is_address(s))
+    domains = len(subjects) - addresses
+    parts = []
+    if addresses:
+        parts.append(f"{addresses} address{'es' if addresses != 1 else ''}")
+    if domains:
+        parts.append(f"{domains} domain{'s' if domains != 1 else ''}")
+    return " and ".join(parts)
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+class DnsblSummary(nagiosplugin.Summary):
+    def _facts(self, results) -> DnsblFacts | None:
+        for result in results:
+            if result.metric is not None and isinstance(result.metric.value, DnsblFacts):
+                return result.metric.value
+        return None
+
+    def ok(self, results):
+        facts = self._facts(results)
+        if facts is None:  # pragma: no cover - defensive
+            return ""
+        notes = [r.hint for r in results if r.hint]
+        usable = len(facts.zones) - len(facts.unusable_zones)
+        if facts.listings:
+            head = "; ".join(describe_listing(lk) for lk in facts.listings)
+        elif facts.subjects and not usable:
+            head = "no usable zone"
+        elif facts.subjects:
+            head = (f"{describe_subjects(facts.subjects)} not listed on {usable} "
+                    f"zone{'s' if usable != 1 else ''}")
+        else:
+            head = "nothing to check"
+        return "; ".join([head] + notes)
+
+    def problem(self, results):
+        facts = self._facts(results)
+        parts = []
+        if facts is not None and facts.listings:
+            parts.append("; ".join(describe_listing(lk) for lk in facts.listings))
+        parts.extend(r.hint for r in sorted(results, key=lambda r: -int(r.state)) if r.hint)
+        return "; ".join(parts)
+
+    def verbose(self, results):
+        facts = self._facts(results)
+        if facts is None:
+            return []
+        lines = []
+        for lk in facts.listings:
+            kind = "address" if lk.zone.kind == IP else "domain"
+            lines.append(f"listed: zone {lk.zone.name}, {kind} {lk.subject}, "
+                         f"code {', '.join(lk.codes)}, reason: {lk.reason or '(no TXT)'}")
+        for health in facts.unusable_zones:
+            lines.append(f"{health.state}: zone {health.zone.name}: {health.detail}")
+        lines.append(f"asked {len(facts.zones)} zones about {len(facts.subjects)} "
+                     f"subjects: {', '.join(facts.subjects) or '-'}")
+        return lines
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def zone_arg(kind: str):
+    def parse(text: str) -> ZoneSpec:
+        if kind == DOMAIN and text.strip().lower() == "default":
+            return "default"
+        try:
+            return dnsbl_zones.parse_zone(text, kind)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def build_parser() -> cli.PluginArgumentParser:
+    parser = cli.PluginArgumentParser(
+        prog="check_dnsbl",
+        description="Check whether a domain's MX addresses, or given hosts or IP addresses, "
+                    "are listed on DNS blocklists. Answers are validated (RFC 5782): "
+                    "documented error answers and broken zones are reported apart from "
+                    "listings.")
+    what = parser.add_argument_group("what to check (at least one)")
+    what.add_argument("-D", "--domain", help="check every MX address of this domain")
+    what.add_argument("-H", "--hostname", action="append", default=[], metavar="HOST",
+                      help="check this host name's addresses, or this address (repeatable)")
+    what.add_argument("--ip", action="append", default=[], type=ip_address, metavar="ADDR",
+                      help="check this IPv4 or IPv6 address (repeatable)")
+    zones = parser.add_argument_group("zones")
+    zones.add_argument("--zone", action="append", default=[], type=zone_arg(IP),
+                       metavar="ZONE[=ERR,...]",
+                       help="add an IP blocklist zone, optionally with its error answers "
+                            "(addresses or networks in 127.0.0.0/8) (repeatable)")
+    zones.add_argument("--zones-file", action="append", default=[], metavar="PATH",
+                       help="add zones from a file: one 'ZONE [ERR ...]' or "
+                            "'domain ZONE [ERR ...]' a line")
+    zones.add_argument("--no-default-zones", action="store_true",
+                       help="do not use the built-in list of IP blocklists")
+    zones.add_argument("--domain-zone", action="append", default=[], type=zone_arg(DOMAIN),
+                       metavar="ZONE[=ERR,...]",
+                       help="check the -D domain itself on this domain blocklist; 'default' "
+                            "for the built-in ones (repeatable)")
+    zones.add_argument("--list-zones", action="store_true",
+                       help="print the zones that would be asked, with their error answers, "
+                            "and exit")
+    cli.add_common_options(parser)
+    cli.add_dns_options(parser)
+    cli.add_family_options(parser)
+    cli.add_threshold_options(parser, what="the number of listings", warning="0",
+                              critical="1")
+    parser.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
+                        metavar="N", help="DNS queries in flight at once "
+                                          f"(default: {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--query-timeout", type=cli.positive_float, metavar="SECONDS",
+                        help="cap for a single DNS query (default: half of -t)")
+    parser.add_argument("--strict", action="store_true",
+                        help="WARNING when a zone is unusable, timed out or broken "
+                             "(default: a note)")
+    parser.add_argument("--dns-failure", choices=("warning", "critical", "unknown"),
+                        default="critical",
+                        help="state when the domain or a host does not resolve "
+                             "(default: critical)")
+    return parser
+
+
+def select_zones(args) -> tuple:
+    ip_zones, domain_zones = [], []
+    if not args.no_default_zones:
+        ip_zones.extend(dnsbl_zones.DEFAULT_IP_ZONES)
+    ip_zones.extend(args.zone)
+    for spec in args.domain_zone:
+        domain_zones.extend(dnsbl_zones.DEFAULT_DOMAIN_ZONES if spec == "default" else [spec])
+    for path in args.zones_file:
+        for spec in dnsbl_zones.read_zones_file(path):
+            (domain_zones if spec.kind == DOMAIN else ip_zones).append(spec)
+
+    def unique(specs):
+        seen = {}
+        for spec in specs:
+            seen.setdefault(spec.name, spec)
+        return list(seen.values())
+
+    return unique(ip_zones), unique(domain_zones)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    if not isinstance(args, argparse.Namespace):
+        return args
+    try:
+        ip_zones, domain_zones = select_zones(args)
+    except (OSError, ValueError) as exc:
+        return runner.usage_exit(parser, f"--zones-file: {exc}")
+    if args.list_zones:
+        for spec in ip_zones + domain_zones:
+            errors = ",".join(str(n) for n in spec.errors) or "-"
+            print(f"{spec.kind}\t{spec.name}\t{errors}\t{spec.note}")
+        return 0
+    if not (args.domain or args.hostname or args.ip):
+        return runner.usage_exit(parser, "give -D, -H or --ip")
+    if domain_zones and not args.domain:
+        return runner.usage_exit(parser, "--domain-zone needs -D")
+    if not ip_zones and not domain_zones:
+        return runner.usage_exit(parser, "no zones to ask (--no-default-zones without --zone)")
+    if args.domain and (not args.domain.strip(" .") or " " in args.domain.strip()):
+        return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
+    hosts, ips = [], list(args.ip)
+    for host in args.hostname:
+        try:
+            ips.append(str(ipaddress.ip_address(host)))
+        except ValueError:
+            hosts.append(host)
+
+    deadline = Deadline(args.timeout)
+    from check_smtp_posture.dnslookup import DnsClient
+
+    client = DnsClient(deadline, args.dns_server,
+                       query_cap=args.query_timeout or args.timeout / 2)
+    check = nagiosplugin.Check(
+        DnsblResource(client, ip_zones=ip_zones, domain_zones=domain_zones,
+                      domain=args.domain.strip().rstrip(".") if args.domain else None,
+                      hosts=hosts, ips=list(dict.fromkeys(ips)), family=args.family,
+                      concurrency=args.concurrency),
+        TargetsContext(dns_failure=args.dns_failure),
+        ZonesContext(strict=args.strict),
+        ListedContext(args.warning, args.critical),
+        PerfContext(),
+        DnsblSummary(),
+        name=NAME,
+    )
+    return runner.execute(check, verbose=args.verbose, timeout=args.timeout)
+
+
+def console_main():
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    console_main()

@@ -1,0 +1,115 @@
+"""Lab zones for check_dnsbl: a target domain and test blocklists, one per case.
+
+A real NSD serves them on 127.0.28.54; the plugin asks it through the
+forwarder of tests/lab/dnsdelay.py on 127.0.28.55, which never answers the
+zone `timeout.bl.lab.test` (the zone that times out) and, for the benchmark,
+adds latency. Ports are free ones, so concurrent test sessions do not collide.
+
+    zone                  behaviour
+    txt.bl.lab.test       lists 127.0.28.21 and 2001:db8:28::21, with TXT reasons
+    second.bl.lab.test    lists 127.0.28.21 (127.0.0.4), no TXT
+    clean.bl.lab.test     lists only the RFC 5782 test entry 127.0.0.2
+    error.bl.lab.test     answers 127.255.255.254 to everything (declare it as error)
+    broken.bl.lab.test    lists everything, 127.0.0.1 too
+    parked.bl.lab.test    answers 198.51.100.7 to everything (a parked domain's wildcard)
+    timeout.bl.lab.test   never answers (dropped by the forwarder)
+    refused.bl.lab.test   not served: NSD answers REFUSED
+    dbl.lab.test          domain list: lists dnsbl-target.lab.test
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+TARGET_DOMAIN = "dnsbl-target.lab.test"
+NSD_ADDRESS = "127.0.28.54"
+FORWARDER_ADDRESS = "127.0.28.55"
+BENCH_NSD_ADDRESS = "127.0.28.56"
+BENCH_FORWARDER_ADDRESS = "127.0.28.57"
+
+V6_LISTED = "2001:db8:28::21"
+V6_NIBBLES = "1.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.2.0.0.8.b.d.0.1.0.0.2"
+
+DNSBL_ZONES: dict[str, str] = {
+    TARGET_DOMAIN: f"""
+        @           MX 10 mx1
+        @           MX 20 mx2
+        mx1         A    127.0.28.21
+        mx1         AAAA {V6_LISTED}
+        mx2         A    127.0.28.22
+        nullmx      MX 0 .
+        implicit    A    127.0.28.23
+        half        MX 10 mx2
+        half        MX 20 nowhere
+        """,
+    "txt.bl.lab.test": f"""
+        2.0.0.127       A   127.0.0.2
+        2.0.0.127       TXT "RFC 5782 test entry"
+        21.28.0.127     A   127.0.0.2
+        21.28.0.127     TXT "Listed by the lab: spam trap hits | see http://bl.lab.test/21"
+        {V6_NIBBLES}    A   127.0.0.3
+        {V6_NIBBLES}    TXT "lab IPv6 listing"
+        """,
+    "second.bl.lab.test": """
+        2.0.0.127       A   127.0.0.2
+        21.28.0.127     A   127.0.0.4
+        """,
+    "clean.bl.lab.test": """
+        2.0.0.127       A   127.0.0.2
+        """,
+    "error.bl.lab.test": """
+        *               A   127.255.255.254
+        *               TXT "Error: open resolver"
+        """,
+    "broken.bl.lab.test": """
+        *               A   127.0.0.2
+        """,
+    "parked.bl.lab.test": """
+        *               A   198.51.100.7
+        """,
+    "timeout.bl.lab.test": """
+        *               A   127.0.0.2
+        """,
+    "dbl.lab.test": f"""
+        test                    A   127.0.1.2
+        {TARGET_DOMAIN}         A   127.0.1.2
+        {TARGET_DOMAIN}         TXT "lab domain listing"
+        """,
+}
+
+TIMEOUT_ZONE = "timeout.bl.lab.test"
+
+#: the benchmark: 30 zones, one of which lists one of the 4 addresses
+BENCH_ADDRESSES = ("127.0.28.31", "127.0.28.32", "127.0.28.33", "127.0.28.34")
+BENCH_ZONE_NAMES = tuple(f"bench{n:02d}.bl.lab.test" for n in range(1, 31))
+
+
+def bench_zones() -> dict[str, str]:
+    zones = {name: "2.0.0.127 A 127.0.0.2\n" for name in BENCH_ZONE_NAMES}
+    zones[BENCH_ZONE_NAMES[6]] += '31.28.0.127 A 127.0.0.2\n31.28.0.127 TXT "bench listing"\n'
+    return zones
+
+
+@contextmanager
+def running_lab(zones: dict[str, str], nsd_address: str, forwarder_address: str, *,
+                delay: float = 0.0, drop=()):
+    """NSD serving `zones`, and the forwarder in front of it; yields the forwarder."""
+    from tests.lab.authdns import LabDns, free_udp_port
+    from tests.lab.dnsdelay import DelayingDns
+
+    nsd = LabDns(nsd_address, free_udp_port(nsd_address))
+    for origin, body in zones.items():
+        nsd.add_zone(origin, body)
+    nsd.start()
+    try:
+        forwarder = DelayingDns((forwarder_address, free_udp_port(forwarder_address)),
+                                (nsd.address, nsd.port), delay=delay, drop=drop)
+        with forwarder:
+            yield forwarder
+    finally:
+        nsd.stop()
+
+
+def dnsbl_lab():
+    """The test lab: every DNSBL zone, the timeout zone dropped, no delay."""
+    return running_lab(DNSBL_ZONES, NSD_ADDRESS, FORWARDER_ADDRESS, drop=(TIMEOUT_ZONE,))

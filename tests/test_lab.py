@@ -158,3 +158,18 @@ def test_dovecot_imap_login(lab_postfix):
         assert imap.select("INBOX")[0] == "OK"
     finally:
         imap.logout()
+
+
+def test_demo_joins_the_running_lab(lab):
+    """`make demo` shares the session's servers instead of fighting over the addresses."""
+    import io
+
+    from tests.lab.demo import run_demo
+
+    out = io.StringIO()
+    assert run_demo(["check_mx_sanity"], out=out) == 0
+    text = out.getvalue()
+    assert "$ check_mx_sanity -D posture.test --dns-server 127.0.25.53:53" in text
+    # the session's instance is still up afterwards
+    with _smtp(lab, "mx1") as client:
+        assert client.noop()[0] == 250

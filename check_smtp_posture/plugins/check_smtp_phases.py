@@ -742,8 +742,9 @@ INVENTORY = ("PIPELINING", "8BITMIME", "SIZE", "SMTPUTF8", "CHUNKING", "DSN",
 def describe_session(result: SessionResult, verbosity: int) -> list[str]:
     """Long output for one endpoint: phases, extensions, TLS, transcript at -vvv."""
     lines = [f"{result.endpoint.label} port {result.endpoint.port}:"]
-    phases = ", ".join(f"{p} {result.times[p]:.3f}s" for p in TIMED_PHASES
-                       if p in result.times)
+    # result.times is filled as the dialogue goes, so its order is the phases' order
+    phases = ", ".join(f"{p} {t:.3f}s" for p, t in result.times.items()
+                       if p in TIMED_PHASES)
     lines.append(f"  phases: {phases}, total {result.times['total']:.3f}s")
     banner = result.replies.get("banner")
     if banner is not None:

@@ -115,10 +115,10 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
         result.failure = exc
     finally:
         dialogue.close()
-        result.times = dict(dialogue.times)
+        # In the order the phases happened: DNS (done by the caller) first.
+        result.times = {"dns": endpoint.dns_time} if endpoint.dns_time is not None else {}
+        result.times.update(dialogue.times)
         result.times["total"] = time.monotonic() - started
-        if endpoint.dns_time is not None:
-            result.times["dns"] = endpoint.dns_time
         result.helo_fallback = dialogue.helo_fallback
         result.tls = dialogue.tls
         result.peer_chain = dialogue.peer_chain

@@ -234,3 +234,16 @@ def test_usage_errors_exit_3_with_usage_on_stdout(argv, message, monkeypatch):
     assert result.exitcode == 3
     assert result.output.startswith("usage: check_smtp_phases")
     assert message in result.output
+
+
+def test_a_plain_check_of_an_address_imports_neither_dnspython_nor_cryptography(fake_smtp):
+    # Startup is most of a plugin's cost when Icinga runs thousands of checks.
+    server = fake_smtp("normal")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m",
+                           "check_smtp_posture.plugins.check_smtp_phases",
+                           "-H", server.host, "-p", str(server.port)],
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0, proc.stdout
+    modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "check_smtp_posture.smtp.session" in modules
+    assert not {m for m in modules if m == "dns" or m.startswith(("dns.", "cryptography"))}

@@ -8,7 +8,7 @@ Pure logic over an injectable DNS interface (`SpfDns`); no nagiosplugin here.
 """
 
 from check_smtp_posture.spf.evaluate import RESULTS, SpfResult, check_host
-from check_smtp_posture.spf.lint import Finding, LintReport, lint
+from check_smtp_posture.spf.linter import Finding, LintReport, lint
 from check_smtp_posture.spf.lookup import Answer, SpfDns, ZoneDns
 from check_smtp_posture.spf.record import SpfSyntaxError, parse_record
 

@@ -322,3 +322,16 @@ def test_lab_deadline_holds_whatever_the_number_of_zones(run_plugin, lab, concur
     assert f"{TIMEOUT_ZONE} (timed out)" in run.first_line
     assert run.perfdata["zones_unusable"] == str(unusable)
     assert run.exitcode == exitcode
+
+
+@pytest.mark.lab
+def test_lab_very_verbose_lists_every_query(run_plugin, lab):
+    run = run_lab(run_plugin, lab, "--ip", "127.0.28.21", "--zone", "second.bl.lab.test",
+                  "--zone", "error.bl.lab.test=127.255.255.254", "-vv")
+    lines = [re.sub(r"\[\d+ ms\]", "[T]", x) for x in run.output.splitlines()]
+    assert lines[-4:] == [
+        "  1.0.0.127.second.bl.lab.test: clean [T]",
+        "  21.28.0.127.second.bl.lab.test: listed 127.0.0.4 [T]",
+        "  1.0.0.127.error.bl.lab.test: error answer 127.255.255.254 [T]",
+        "  21.28.0.127.error.bl.lab.test: error answer 127.255.255.254 [T]",
+    ]

@@ -352,6 +352,9 @@ def _is_address(text: str) -> bool:
 
 
 class DnsblSummary(nagiosplugin.Summary):
+    def __init__(self, verbose: int = 0):
+        self.level = verbose
+
     def _facts(self, results) -> DnsblFacts | None:
         for result in results:
             if result.metric is not None and isinstance(result.metric.value, DnsblFacts):
@@ -396,6 +399,12 @@ class DnsblSummary(nagiosplugin.Summary):
             lines.append(f"{health.state}: zone {health.zone.name}: {health.detail}")
         lines.append(f"asked {len(facts.zones)} zones about {len(facts.subjects)} "
                      f"subjects: {', '.join(facts.subjects) or '-'}")
+        if self.level >= 2:  # every query, the RFC 5782 test entries too
+            for lk in facts.lookups:
+                codes = f" {', '.join(lk.codes)}" if lk.codes else ""
+                detail = f" ({lk.detail})" if lk.detail and lk.outcome != ERROR_ANSWER else ""
+                lines.append(f"  {lk.qname}: {lk.outcome}{codes}{detail} "
+                             f"[{lk.elapsed * 1000:.0f} ms]")
         return lines
 
 
@@ -543,7 +552,7 @@ def main(argv=None) -> int:
         ZonesContext(strict=args.strict),
         ListedContext(args.warning, args.critical),
         PerfContext(),
-        DnsblSummary(),
+        DnsblSummary(args.verbose),
         name=NAME,
     )
     return runner.execute(check, verbose=args.verbose, timeout=args.timeout)

@@ -141,8 +141,11 @@ class MxResource(nagiosplugin.Resource):
     def probe(self):
         started = time.monotonic()
         facts = MxFacts(self.domain)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.workers)
+        try:
             self._gather(facts, pool)
+        finally:  # every query is bounded by the deadline; never wait on a straggler
+            pool.shutdown(wait=False, cancel_futures=True)
         facts.dns_time = time.monotonic() - started
         facts.change = self._changes(facts)
         for ctx in CONTEXT_NAMES:

@@ -78,6 +78,14 @@ def normalize(name: str) -> str:
     return name.strip().rstrip(".").lower()
 
 
+def valid_hostname(name: str) -> bool:
+    """A DNS name as the checks accept it: 1-63 octet labels, at most 253 octets, no spaces."""
+    name = name.strip().rstrip(".")
+    if not name or len(name) > 253 or any(c.isspace() for c in name):
+        return False
+    return all(0 < len(label) <= 63 for label in name.split("."))
+
+
 def parse_zone(text: str, kind: str = IP) -> ZoneSpec:
     """`NAME[=ERR[,ERR...]]`, each ERR an address or a network in 127.0.0.0/8.
 
@@ -85,7 +93,7 @@ def parse_zone(text: str, kind: str = IP) -> ZoneSpec:
     """
     name, _, errs = text.partition("=")
     name = normalize(name)
-    if not name or " " in name or ".." in name:
+    if not valid_hostname(name):
         raise ValueError(f"bad zone name {text!r}")
     known = _KNOWN.get(name)
     errors = list(known.errors) if known else []

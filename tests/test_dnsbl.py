@@ -169,11 +169,19 @@ def test_verbose_names_zone_address_code_reason():
     ["--ip", "192.0.2.1", "--concurrency", "0"],
     ["--ip", "192.0.2.1", "-w", "x:y:z"],
     ["--ip", "192.0.2.1", "--zones-file", "/nonexistent/zones"],
+    ["-H", ""],
+    ["-H", "a..b"],
+    ["-D", ".."],
 ])
 def test_usage_errors_exit_3(run_plugin, argv):
     run = run_plugin(main, argv)
     assert run.exitcode == 3
     assert run.first_line.startswith("usage: check_dnsbl")
+
+
+def test_ipv4_mapped_address_is_asked_as_ipv4():
+    assert bl.ip_address("::ffff:192.0.2.1") == "192.0.2.1"
+    assert bl.ip_address(" 2001:DB8::1 ") == "2001:db8::1"
 
 
 def test_list_zones(run_plugin):

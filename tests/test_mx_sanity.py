@@ -172,6 +172,9 @@ def test_address_scope():
     ["-D", "x.test", "--min-mx", "-1"],
     ["-D", "x.test", "-w", "nonsense"],
     ["-D", "bad name"],
+    ["-D", ".."],
+    ["-D", "a..b"],
+    ["-D", "a" * 64 + ".test"],
 ])
 def test_usage_errors_exit_3_with_usage_on_stdout(run_plugin, argv):
     run = run_plugin(main, argv)

@@ -413,9 +413,11 @@ class DnsblSummary(nagiosplugin.Summary):
 
 def ip_address(text: str) -> str:
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        ip = ipaddress.ip_address(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:192.0.2.1 is 192.0.2.1
+    return str(mapped or ip)
 
 
 def zone_arg(kind: str):
@@ -529,14 +531,16 @@ def main(argv=None) -> int:
         return runner.usage_exit(parser, "--domain-zone needs -D")
     if not ip_zones and not domain_zones:
         return runner.usage_exit(parser, "no zones to ask (--no-default-zones without --zone)")
-    if args.domain and (not args.domain.strip(" .") or " " in args.domain.strip()):
+    if args.domain is not None and not dnsbl_zones.valid_hostname(args.domain):
         return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
     hosts, ips = [], list(args.ip)
     for host in args.hostname:
         try:
-            ips.append(str(ipaddress.ip_address(host)))
-        except ValueError:
-            hosts.append(host)
+            ips.append(ip_address(host))
+        except argparse.ArgumentTypeError:
+            if not dnsbl_zones.valid_hostname(host):
+                return runner.usage_exit(parser, f"bad host name {host!r}")
+            hosts.append(host.strip())
 
     deadline = Deadline(args.timeout)
     from check_smtp_posture.dnslookup import DnsClient

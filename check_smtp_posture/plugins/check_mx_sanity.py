@@ -20,6 +20,7 @@ from nagiosplugin.state import Critical, Ok, Unknown, Warn
 
 from check_smtp_posture import cli, runner
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.dnsbl_zones import valid_hostname
 
 NAME = "MX_SANITY"
 STATES = {"ok": Ok, "warning": Warn, "critical": Critical, "unknown": Unknown}
@@ -578,7 +579,7 @@ def main(argv=None) -> int:
     if args.require_ipv6 and args.family == 4:
         return runner.usage_exit(parser, "--require-ipv6 contradicts -4")
     domain = args.domain.strip()
-    if not domain or domain == "." or any(c.isspace() for c in domain):
+    if not valid_hostname(domain):
         return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
 
     deadline = Deadline(args.timeout)

@@ -71,7 +71,11 @@ class ZoneDns:
                     dns.add(name, rr, True)
                     continue
                 for rdtype, value in rr.items():
-                    dns.add(name, rdtype, value)
+                    if rdtype.upper() in ("A", "AAAA", "PTR") and isinstance(value, list):
+                        for item in value:
+                            dns.add(name, rdtype, item)
+                    else:
+                        dns.add(name, rdtype, value)
         return dns
 
     def add(self, name: str, rdtype: str, value) -> None:

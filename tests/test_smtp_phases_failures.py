@@ -247,3 +247,21 @@ def test_a_plain_check_of_an_address_imports_neither_dnspython_nor_cryptography(
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "check_smtp_posture.smtp.session" in modules
     assert not {m for m in modules if m == "dns" or m.startswith(("dns.", "cryptography"))}
+
+
+def test_tls_below_1_2_is_a_warning(fake_smtp, certs):
+    import ssl
+    import warnings
+
+    ca_file, files = certs
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():  # old versions are the point of this test
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.load_cert_chain(*map(str, files["valid"]))
+    server = fake_smtp("normal", cert=context)
+    result = run(server, "--servername", FAKE_NAME, "--ca-file", ca_file)
+    assert result.exitcode == 1, result.output
+    assert f"{FAKE_NAME}[{server.host}] negotiated TLSv1.1 (below TLS 1.2)" in result.first_line

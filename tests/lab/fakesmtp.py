@@ -510,7 +510,12 @@ def _verb(line: bytes) -> str:
 
 
 def _server_context(cert: Any) -> ssl.SSLContext:
-    """A server context for (certfile, keyfile) or a certs.IssuedCert; accepts weak certs."""
+    """A server context for (certfile, keyfile) or a certs.IssuedCert; accepts weak certs.
+
+    An ssl.SSLContext is used as it is (e.g. one limited to an old TLS version).
+    """
+    if isinstance(cert, ssl.SSLContext):
+        return cert
     if not isinstance(cert, (tuple, list)):
         directory = Path(tempfile.mkdtemp(prefix="fakesmtp-tls-"))
         cert = cert.write(directory, "server")

@@ -134,6 +134,7 @@ def certs(tmp_path_factory):
         "wronghost": ca.issue(["elsewhere.posture.test"]),
         "expiring": ca.issue([FAKE_NAME], not_after=now + datetime.timedelta(days=10)),
         "rsa1024": ca.issue([FAKE_NAME], key_bits=1024, fresh_key=True),
+        "sha1": ca.issue([FAKE_NAME], hash="sha1"),
         "selfsigned": self_signed(FAKE_NAME),
     }
     files = {name: cert.write(directory, name) for name, cert in made.items()}
@@ -148,6 +149,7 @@ def certs(tmp_path_factory):
     ("selfsigned", 1, "certificate: untrusted chain (self-signed certificate)"),
     ("expiring", 2, "certificate expires in 10 days"),
     ("rsa1024", 1, "certificate: weak key RSA 1024 bits"),
+    ("sha1", 1, "certificate: sha1 signature"),
 ])
 def test_certificate_findings(fake_smtp, certs, cert, state, text):
     ca_file, files = certs

@@ -239,3 +239,29 @@ def test_verbose_lists_findings_and_explanations():
 def test_engine_and_plugin_agree_on_check_host():
     dns = ZoneDns(GOOD)
     assert check_host(dns, "198.51.100.25", "d.example").result == "pass"
+
+
+# -- documentation keeps up with the options ------------------------------------------
+
+def _long_options():
+    parser = check_spf.build_parser()
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        yield action, longs
+
+
+def test_every_option_is_in_the_man_page_and_the_check_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    man = (root / "man" / "check_spf.1").read_text().replace("\\-", "-")
+    conf = (root / "icinga2-conf" / "check_spf.conf").read_text()
+    for action, longs in _long_options():
+        for option in action.option_strings:
+            assert option in man, option
+        if set(longs) & {"--help", "--version"}:
+            continue
+        shorts = [o for o in action.option_strings if not o.startswith("--")]
+        assert any(f'"{o}" = ' in conf for o in longs + shorts), action.option_strings
+    for label in ("dns_lookups", "void_lookups", "record_length", "include_depth", "dns_time"):
+        assert f".B {label}" in man

@@ -325,15 +325,13 @@ class LabPostfix:
             raise RuntimeError(reason)
         if self._running:
             return self
-        alone = self._lock.acquire()
+        alone = self._lock.acquire(self._is_up)
         try:
             if alone:
                 self._kill_stale()
                 self._configure()
                 self._start_dovecot(wait)
                 self._start_postfix(wait)
-            else:
-                self._wait_listening(wait)
         except BaseException:
             if alone:
                 self._kill_stale()
@@ -440,6 +438,11 @@ class LabPostfix:
                     raise RuntimeError(f"lab postfix not listening on {e.address}:{e.port}:\n"
                                        + self.log_since()[-3000:])
                 time.sleep(0.02)
+
+    def _is_up(self) -> bool:
+        pids = self._pids()
+        return len(pids) == 2 and all(_alive(p) for p in pids) and all(
+            _listening(e.address, e.port) for e in self.endpoints.values())
 
     def _pids(self) -> list[int]:
         pids = []

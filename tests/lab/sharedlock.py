@@ -6,7 +6,7 @@ starts the server and every session holds a shared `flock` on a lock file while
 it uses it; the last one to leave stops it.
 
     lock = SharedLock("/tmp/.../postfix.lock")
-    if lock.acquire():      # True: nobody else uses the server, (re)start it
+    if lock.acquire(is_up): # True: nobody else uses the server, (re)start it
         server.restart()
     lock.ready()            # now shared: others may join
     ...
@@ -14,15 +14,19 @@ it uses it; the last one to leave stops it.
         server.stop()
     lock.close()
 
-Two sessions leaving at the same instant may both see the other and leave the
-server running; the next session to start finds it and restarts it.
+A session leaving drops its shared lock before trying for the exclusive one, so
+of several leaving at once exactly one stops the server; one arriving meanwhile
+waits, finds the server down and starts it again. A session killed outright
+leaves the server running; the next one to start alone restarts it.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 
 class SharedLock:
@@ -31,16 +35,33 @@ class SharedLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd: int | None = None
 
-    def acquire(self) -> bool:
-        """Join. True if we are alone (exclusive lock held: start the server)."""
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            # Someone uses it; this blocks only while a starter holds LOCK_EX.
-            fcntl.flock(self._fd, fcntl.LOCK_SH)
-            return False
+    def _open(self) -> int:
+        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def acquire(self, is_up: Callable[[], bool], timeout: float = 60.0) -> bool:
+        """Join. True if we are alone (exclusive lock held: start the server).
+
+        False once another session's server is up (shared lock held). A server
+        found down (its last user is stopping it) is waited out, then started.
+        """
+        end = time.monotonic() + timeout
+        while True:
+            fd = self._open()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return True
+            except BlockingIOError:
+                pass
+            # Someone uses it; this blocks only while a starter or stopper holds LOCK_EX.
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if is_up():
+                self._fd = fd
+                return False
+            os.close(fd)
+            if time.monotonic() > end:
+                raise RuntimeError(f"lab server behind {self.path} neither up nor free")
+            time.sleep(0.05)
 
     def ready(self) -> None:
         """The server is up: let others join (exclusive -> shared)."""
@@ -48,15 +69,16 @@ class SharedLock:
             fcntl.flock(self._fd, fcntl.LOCK_SH)
 
     def release(self) -> bool:
-        """Leave. True if we were the last user (then stop the server, then close())."""
-        if self._fd is None:
-            return False
+        """Leave. True if we were the last user: stop the server, then close()."""
+        self.close()
+        fd = self._open()
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.close()
+            os.close(fd)
             return False
+        self._fd = fd
+        return True
 
     def close(self) -> None:
         if self._fd is not None:
@@ -88,7 +110,6 @@ class SharedDns:
 
     def _kill_leftover(self) -> None:
         import signal
-        import time
 
         from tests.lab.postfix import _alive
 
@@ -103,19 +124,11 @@ class SharedDns:
     def start(self, wait: float = 10.0):
         if self._running:
             return self.dns
-        alone = self._lock.acquire()
+        alone = self._lock.acquire(self.dns._answers)
         try:
             if alone:
                 self._kill_leftover()
                 self.dns.start(wait)
-            else:
-                import time
-
-                end = time.monotonic() + wait
-                while not self.dns._answers():
-                    if time.monotonic() > end:
-                        raise RuntimeError("the shared lab DNS does not answer")
-                    time.sleep(0.05)
         except BaseException:
             self._lock.close()
             raise

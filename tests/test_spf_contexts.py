@@ -231,7 +231,8 @@ def test_verbose_lists_findings_and_explanations():
         "record: v=spf1 ptr -all exp=e.d.example",
         "DNS-querying terms: 1 (limit 10), void lookups: 0 (limit 2), include depth: 0",
         "finding: d.example: 'ptr' is deprecated (RFC 7208 §5.5)",
-        "check_host(192.0.2.1) = fail (matched -all in d.example): 1 DNS lookups, 1 void",
+        "check_host(192.0.2.1) = fail (matched -all in d.example); DNS-querying terms 1, "
+        "void lookups 1",
         "  explanation: 192.0.2.1 may not send",
     ]
 

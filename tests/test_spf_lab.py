@@ -225,11 +225,16 @@ def test_verbose_levels(spf_dns, run_plugin):
     ]
     three = run(run_plugin, "-D", "ok.spf.test", "-vvv", "--ip", "198.51.100.9").output
     assert three.splitlines()[6:] == [
-        "check_host(198.51.100.9) = fail (matched -all in ok.spf.test): 2 DNS lookups, 0 void",
+        "check_host(198.51.100.9) = fail (matched -all in ok.spf.test); DNS-querying terms 2, "
+        "void lookups 0",
         "  ok.spf.test: v=spf1 ip4:127.0.29.0/28 mx include:_spf.ok.spf.test -all",
+        "  ip4:127.0.29.0/28: no match",
+        "  mx: no match",
         "  include:_spf.ok.spf.test -> _spf.ok.spf.test",
         "    _spf.ok.spf.test: v=spf1 ip4:192.0.2.0/24 ~all",
+        "    ip4:192.0.2.0/24: no match",
         "    ~all: match -> softfail",
+        "  include:_spf.ok.spf.test: no match",
         "  -all: match -> fail",
     ]
 

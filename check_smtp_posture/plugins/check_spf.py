@@ -306,8 +306,8 @@ class SpfSummary(nagiosplugin.Summary):
             if r.metric is None or r.metric.context != "check_host":
                 continue
             result, _host = r.metric.value
-            lines.append(f"{result.describe()}: {result.dns_lookups} DNS lookups, "
-                         f"{result.void_lookups} void")
+            lines.append(f"{result.describe()}; DNS-querying terms {result.dns_lookups}, "
+                         f"void lookups {result.void_lookups}")
             if result.explanation:
                 lines.append(f"  explanation: {result.explanation}")
             if result.reason and result.mechanism is None:

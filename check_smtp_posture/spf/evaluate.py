@@ -215,6 +215,7 @@ class Evaluator:
                 if outcome.result == "fail":
                     outcome.explanation = self.explanation(record, domain)
                 return outcome
+            self.note(f"{mech.text}: no match")
         if record.redirect is not None and not record.has_all:
             self.count_lookup(record.redirect.text)
             target = self.target(record.redirect.domain, domain)

@@ -46,6 +46,8 @@ DEMO_RUNS: list[list[str]] = [
     ["check_spf", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
     ["check_open_relay", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
     ["check_mail_roundtrip", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
+    # check_host() for every MX address of the lab domain: each must pass
+    ["check_spf", "-D", "{domain}", "--dns-server", "{dns}", "--check-mx", "-vvv"],
 ]
 
 RUN_TIMEOUT = 60.0

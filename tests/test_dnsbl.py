@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import time
 
 import nagiosplugin
@@ -343,3 +344,18 @@ def test_lab_very_verbose_lists_every_query(run_plugin, lab):
         "  1.0.0.127.error.bl.lab.test: error answer 127.255.255.254 [T]",
         "  21.28.0.127.error.bl.lab.test: error answer 127.255.255.254 [T]",
     ]
+
+
+def test_silent_dns_server_ends_within_timeout(run_plugin):
+    # nothing answers at all: the domain's MX lookup fails, CRITICAL, within -t
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.28.98", 0))
+        port = sink.getsockname()[1]
+        started = time.monotonic()
+        run = run_plugin(main, ["-D", TARGET_DOMAIN, "--dns-server", f"127.0.28.98:{port}",
+                                "-t", "1.5", "--query-timeout", "30"])
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.5 + 0.5
+    assert run.exitcode == 2
+    assert status(run) == (f"DNSBL CRITICAL - MX lookup for {TARGET_DOMAIN}: TIMEOUT (no "
+                           "answer within 1.5s) | " + perf(0, 0, 0))

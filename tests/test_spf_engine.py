@@ -602,3 +602,20 @@ def test_long_expansion_is_truncated_from_the_left():
                    truncate_name(f"{label}.{label}.{label}.{label}.{label}.t.example"):
                        [("A", "127.0.0.2")]})
     assert check_host(dns, "192.0.2.1", "t.example", sender).result == "pass"
+
+
+def test_zone_from_testsuite_layout():
+    dns = ZoneDns.from_testsuite({
+        "ts.example": [{"TXT": "v=spf1 mx a:both.example -all"}, {"SPF": "v=spf1 +all"},
+                       {"MX": [10, "mx.ts.example"]}, "TIMEOUT"],
+        "mx.ts.example": [{"A": ["192.0.2.1", "192.0.2.2"]}],
+        "both.example": [{"A": "192.0.2.3"}, {"AAAA": "TIMEOUT"}],
+        "empty.example": [],
+    })
+    assert [check_host(dns, ip, "ts.example").result
+            for ip in ("192.0.2.2", "192.0.2.3", "192.0.2.9")] == ["pass", "pass", "fail"]
+    assert dns.query("ts.example", "A").status == "ERROR"       # TIMEOUT after the others
+    assert dns.query("both.example", "AAAA").status == "ERROR"
+    assert dns.query("empty.example", "TXT").status == "NODATA"
+    assert dns.query("missing.example", "TXT").status == "NXDOMAIN"
+    assert check_host(dns, "2001:db8::1", "ts.example").result == "temperror"

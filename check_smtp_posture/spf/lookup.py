@@ -47,9 +47,10 @@ class ZoneDns:
     """In-memory DNS over a dict: `{name: [(rdtype, value), ...]}`.
 
     Values: TXT a str or a list of character-strings; A/AAAA address text;
-    MX `(preference, host)` or "10 host"; PTR and CNAME a host name. A name
-    with the pseudo type "TIMEOUT" fails every query (as an unanswered
-    query would). Names are case-insensitive; CNAMEs are followed.
+    MX `(preference, host)` or "10 host"; PTR and CNAME a host name. The
+    pseudo record ("TIMEOUT", ...) makes queries of the name time out, except
+    for a type with records listed before it; a value "TIMEOUT" makes only
+    that type time out. Names are case-insensitive; CNAMEs are followed.
     `from_testsuite()` reads the `zonedata` layout of the OpenSPF/pyspf
     YAML test suites.
     """
@@ -98,11 +99,18 @@ class ZoneDns:
             rrs = self.zone.get(key)
             if rrs is None:
                 return Answer(NXDOMAIN)
-            if any(t == "TIMEOUT" for t, _ in rrs):
-                return Answer(ERROR, detail="timeout")
-            records = tuple(v for t, v in rrs if t == rdtype)
+            records = []
+            for t, v in rrs:
+                if t == "TIMEOUT":        # times out unless answered by what came before
+                    if not records:
+                        return Answer(ERROR, detail="timeout")
+                    break
+                if t == rdtype:
+                    if v == "TIMEOUT":    # this type alone times out
+                        return Answer(ERROR, detail="timeout")
+                    records.append(v)
             if records:
-                return Answer(OK, records)
+                return Answer(OK, tuple(records))
             cname = [v for t, v in rrs if t == "CNAME"]
             if not cname or rdtype == "CNAME":
                 return Answer(NODATA)

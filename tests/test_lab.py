@@ -64,6 +64,7 @@ def test_banner_is_name_esmtp(lab_postfix):
 def test_local_recipient_accepted_relay_refused_and_logged(lab_postfix):
     mark = lab_postfix.mark()
     with _smtp(lab_postfix, "mx1") as client:
+        port = client.sock.getsockname()[1]
         client.ehlo()
         assert client.mail("someone@example.org")[0] == 250
         assert client.rcpt("probe@posture.test")[0] == 250
@@ -72,8 +73,11 @@ def test_local_recipient_accepted_relay_refused_and_logged(lab_postfix):
         assert code == 554 and b"Relay access denied" in text
         assert client.rcpt("nobody-here@posture.test")[0] == 550
         assert client.rset()[0] == 250
-    lab_postfix.wait_for_log(r"mx1/smtpd.*disconnect from .* rset=1 quit=1", since=mark)
+    lab_postfix.wait_for_log(rf"mx1/smtpd.*disconnect from .*:{port} .*rset=1 quit=1",
+                             since=mark)
     assert "Relay access denied" in lab_postfix.log_since(mark)
+    [counts] = lab_postfix.disconnects(since=mark, endpoint="mx1", client_port=port)
+    assert counts["rcpt"] == "2/4" and counts["quit"] == "1" and "data" not in counts
 
 
 def test_delivery_to_maildir(lab_postfix):
@@ -81,6 +85,7 @@ def test_delivery_to_maildir(lab_postfix):
     import uuid
 
     marker = uuid.uuid4().hex.encode()
+    mark = lab_postfix.mark()
     with _smtp(lab_postfix, "mx2") as client:
         client.sendmail("sender@example.org", ["roundtrip@posture.test"],
                         b"Subject: lab " + marker + b"\r\n\r\nhello\r\n")
@@ -88,6 +93,7 @@ def test_delivery_to_maildir(lab_postfix):
     while not any(marker in p.read_bytes() for p in lab_postfix.messages("roundtrip")):
         assert time.monotonic() < end, "message not delivered to the maildir within 10 s"
         time.sleep(0.05)
+    assert lab_postfix.queued(since=mark)
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "CRAM-MD5"])

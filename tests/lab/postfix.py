@@ -19,8 +19,20 @@ SASL (Dovecot): user SASL_USER, password SASL_PASSWORD (plain, login, cram-md5).
 Dovecot also serves IMAP on 127.0.25.3:143 (no TLS) over the same maildirs.
 
 Certificates come from a lab CA (tests/lab/certs.py); `ca_file` is its PEM.
-What reached the server is in the maillog (`maillog_file`, written by postlogd):
-`mark()` / `log_since(mark)` / `wait_for_log(regex, since=mark)`.
+What reached the server is in the maillog (`maillog_file`, written by postlogd;
+lines appear a moment after the fact, hence wait_for_log):
+`mark()` / `log_since(mark)` / `wait_for_log(regex, since=mark)`, and parsed:
+`disconnects(since=mark, endpoint="mx1")` (smtpd's per-connection command counts:
+quit, rset, data...) and `queued(since=mark)` (messages that were accepted).
+
+How it runs: the queue directories are made here the way post-install would,
+and `master -c DIR -w` is started directly (no `postfix start`, so no
+postfix-script integrity scan and no default /etc/postfix/main.cf needed: a
+root-started master may use any config directory; only set-gid tools such as
+postqueue/sendmail would need `alternate_config_directories`). chroot is off,
+`inet_interfaces = loopback-only` (Postfix refuses addresses that are on no
+interface, and 127.0.25.x are only routed to lo) while every service in master.cf
+binds its own address. `postfix -c DIR status|stop` works on it from a shell.
 
 Several pytest sessions on one machine share the instance (tests/lab/sharedlock.py):
 the first starts it, the last stops it. Usage::
@@ -115,6 +127,7 @@ inet_interfaces = loopback-only
 inet_protocols = ipv4
 smtpd_banner = $myhostname ESMTP
 smtpd_peername_lookup = no
+smtpd_client_port_logging = yes
 biff = no
 append_dot_mydomain = no
 alias_maps =
@@ -318,6 +331,32 @@ class LabPostfix:
                                      f"log since mark:\n{text[-3000:]}")
             time.sleep(0.05)
 
+    def disconnects(self, since: int = 0, endpoint: str | None = None,
+                    client_port: int | None = None) -> list[dict[str, str]]:
+        """The per-connection command counts smtpd logs at disconnect, oldest first.
+
+        e.g. ``{"endpoint": "mx1", "client": "127.0.0.1:40522", "ehlo": "1", "mail": "1",
+        "rcpt": "0/1", "rset": "1", "quit": "1", "commands": "4/5"}`` ("ok/total" where
+        some failed): a polite client's connection has "quit", and "data" is absent
+        unless DATA was sent. Other sessions share the instance: filter by
+        `client_port` (your socket's local port) to find your own connection.
+        """
+        found = []
+        pattern = r"postfix/([\w.-]+)/smtpd\[\d+\]: disconnect from [^\[\s]*\[([^\]]+)\]:(\d+) (.*)"
+        for m in re.finditer(pattern, self.log_since(since)):
+            if endpoint and m.group(1) != endpoint:
+                continue
+            if client_port and int(m.group(3)) != client_port:
+                continue
+            counts = dict(item.split("=", 1) for item in m.group(4).split() if "=" in item)
+            found.append({"endpoint": m.group(1), "client": f"{m.group(2)}:{m.group(3)}",
+                          **counts})
+        return found
+
+    def queued(self, since: int = 0) -> list[str]:
+        """Queue ids of messages fully received (qmgr saw them) since `since`."""
+        return re.findall(r"postfix/qmgr\[\d+\]: ([0-9A-F]+): from=", self.log_since(since))
+
     # -- lifecycle ---------------------------------------------------------
     def start(self, wait: float = 15.0) -> LabPostfix:
         reason = available()
@@ -337,6 +376,12 @@ class LabPostfix:
                 self._kill_stale()
             self._lock.close()
             raise
+        if not alone and _read(self.workdir / "config.version") != self._config_version():
+            import warnings
+
+            warnings.warn("the lab Postfix shared with another session runs an older "
+                          "configuration; it is rebuilt once every session has left",
+                          stacklevel=2)
         self._lock.ready()
         self._running = True
         return self
@@ -356,6 +401,13 @@ class LabPostfix:
         self.stop()
 
     # -- internals ---------------------------------------------------------
+    def _config_version(self) -> str:
+        import hashlib
+
+        text = repr((_MAIN_CF, _MASTER_CF, _DOVECOT_CONF, sorted(self.endpoints.items()),
+                     self.users, self.sasl_user, self.sasl_password))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def _configure(self) -> None:
         from tests.lab.certs import LabCA
 
@@ -405,6 +457,7 @@ class LabPostfix:
         users.write_text(f"{self.sasl_user}:{{PLAIN}}{self.sasl_password}::::::\n")
         shutil.chown(users, "root", "dovecot")
         os.chmod(users, 0o640)
+        (d / "config.version").write_text(self._config_version())
 
     def _start_postfix(self, wait: float) -> None:
         env = dict(os.environ, MAIL_CONFIG=str(self.workdir))

@@ -244,6 +244,8 @@ def test_usage_errors_exit_3(run_plugin):
                  ["-D", "x.test", "--expect", "pass"],
                  ["-D", "x.test", "--ip", "192.0.2.1", "--expect", "maybe"],
                  ["-D", "x.test", "-4"], ["-D", "a b"], ["-D", "x.test", "-w", "x:y:z"],
+                 ["-D", "a..b.test"], ["-D", "x" * 64 + ".test"], ["-D", "localhost"],
+                 ["-D", "."], ["-D", ""], ["-D", "x.test", "--max-length", "0"],
                  ["-D", "x.test", "--missing", "unknown"]):
         result = run_plugin(main, argv)
         assert result.exitcode == 3, argv

@@ -394,7 +394,10 @@ def main(argv=None) -> int:
         return args
     domain = args.domain.strip()
     domain = domain[:-1] if domain.endswith(".") and domain != "." else domain
-    if not domain or domain == "." or any(c.isspace() for c in domain):
+    from check_smtp_posture.spf.evaluate import valid_name
+
+    if any(c.isspace() for c in domain) or not valid_name(domain, multi_label=True):
+        # RFC 7208 §4.3 would answer "none"; a name that cannot exist is the caller's mistake
         return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
     if args.family and not args.check_mx:
         return runner.usage_exit(parser, "-4 and -6 only apply with --check-mx")

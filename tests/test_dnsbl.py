@@ -359,3 +359,19 @@ def test_silent_dns_server_ends_within_timeout(run_plugin):
     assert run.exitcode == 2
     assert status(run) == (f"DNSBL CRITICAL - MX lookup for {TARGET_DOMAIN}: TIMEOUT (no "
                            "answer within 1.5s) | " + perf(0, 0, 0))
+
+
+def test_every_option_in_man_page_and_check_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    man = (root / "man" / "check_dnsbl.1").read_text()
+    conf = (root / "icinga2-conf" / "check_dnsbl.conf").read_text()
+    for action in bl.build_parser()._actions:
+        names = [o for o in action.option_strings if o not in ("-h", "--help", "-V",
+                                                               "--version")]
+        if not names:
+            continue
+        assert any(n.replace("-", "\\-") in man for n in names), names
+        if "--list-zones" not in names:  # prints and exits: nothing for a service
+            assert any(f'"{n}"' in conf for n in names), names

@@ -358,3 +358,18 @@ def test_silent_dns_server_ends_within_timeout(run_plugin):
     assert run.exitcode == 1
     assert run.first_line.startswith("MX_SANITY WARNING - good.mx.lab.test: MX lookup failed:"
                                      " TIMEOUT (no answer within 0.5s) | ")
+
+
+def test_every_option_in_man_page_and_check_command():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    man = (root / "man" / "check_mx_sanity.1").read_text()
+    conf = (root / "icinga2-conf" / "check_mx_sanity.conf").read_text()
+    for action in mx.build_parser()._actions:
+        names = [o for o in action.option_strings if o not in ("-h", "--help", "-V",
+                                                               "--version")]
+        if not names:
+            continue
+        assert any(n.replace("-", "\\-") in man for n in names), names
+        assert any(f'"{n}"' in conf for n in names), names

@@ -16,6 +16,7 @@ from check_smtp_posture.plugins.check_spf import main
 NSD_ADDRESS = "127.0.29.53"
 SERVER = f"{NSD_ADDRESS}:53"
 SILENT_ADDRESS = "127.0.29.54"   # a UDP socket that never answers
+FORWARDER_ADDRESS = "127.0.29.55"  # forwards to NSD, never answers names under slow.spf.test
 
 LONG_RECORD = "v=spf1 " + " ".join(f"ip4:198.51.100.{i}" for i in range(1, 30)) + " -all"
 
@@ -56,6 +57,8 @@ SPF_ZONES = {
         macro         TXT "v=spf1 exists:%{{ir}}.allow.spf.test -all exp=why.spf.test"
         why           TXT "%{{i}} is not allowed to send for %{{d}}"
         20.29.0.127.allow A 127.0.0.2
+        slowinc       TXT "v=spf1 ip4:192.0.2.1 include:x.slow.spf.test -all"
+        x.slow        TXT "v=spf1 -all"
         badmx         TXT "v=spf1 ip4:192.0.2.1 -all"
         badmx         MX 10 mx.ok
         """,
@@ -280,3 +283,30 @@ def test_dns_server_that_never_answers(run_plugin, silent_dns, extra, code):
                     r"TIMEOUT \(no answer within 1\.\ds\); check_host\(192\.0\.2\.1\) = "
                     r"temperror \(DNS failure looking up TXT ok\.spf\.test: TIMEOUT",
                     result.first_line), result.first_line
+
+
+@pytest.fixture(scope="module")
+def dropping_dns(spf_dns):
+    from tests.lab.authdns import free_udp_port
+    from tests.lab.dnsdelay import DelayingDns
+
+    forwarder = DelayingDns((FORWARDER_ADDRESS, free_udp_port(FORWARDER_ADDRESS)),
+                            (NSD_ADDRESS, 53), drop=["slow.spf.test"])
+    with forwarder:
+        yield forwarder.server_arg
+
+
+def test_include_that_never_answers_is_temperror_within_the_budget(run_plugin, dropping_dns):
+    started = time.monotonic()
+    result = run_plugin(main, ["--dns-server", dropping_dns, "-t", "1.5",
+                               "-D", "slowinc.spf.test", "--ip", "192.0.2.1",
+                               "--ip", "192.0.2.2"])
+    assert time.monotonic() - started < 1.5 + 0.5
+    assert result.exitcode == 2
+    # 192.0.2.1 matches ip4 before the include is reached; 192.0.2.2 needs the include
+    assert re.match(r"SPF CRITICAL - DNS failure looking up TXT x\.slow\.spf\.test: TIMEOUT "
+                    r"\(no answer within 1\.\ds\); check_host\(192\.0\.2\.2\) = "
+                    r"temperror \(DNS failure looking up TXT x\.slow\.spf\.test: TIMEOUT",
+                    result.first_line), result.first_line
+    assert "check_host(192.0.2.1) = pass" not in result.first_line
+    assert result.perfdata["dns_lookups"] == "1"

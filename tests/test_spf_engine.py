@@ -619,3 +619,51 @@ def test_zone_from_testsuite_layout():
     assert dns.query("empty.example", "TXT").status == "NODATA"
     assert dns.query("missing.example", "TXT").status == "NXDOMAIN"
     assert check_host(dns, "2001:db8::1", "ts.example").result == "temperror"
+
+
+def test_redirect_with_macro_and_ipv6_mx_cidr():
+    dns = ZoneDns({
+        "r6.example": [("TXT", "v=spf1 redirect=_spf.%{d}")],
+        "_spf.r6.example": [("TXT", "v=spf1 mx:mx6.example//64 -all")],
+        "mx6.example": [("MX", (5, "host.mx6.example."))],
+        "host.mx6.example": [("AAAA", "2001:db8:6::25")],
+    })
+    assert check_host(dns, "2001:db8:6::ffff", "r6.example").result == "pass"
+    assert check_host(dns, "2001:db8:7::1", "r6.example").result == "fail"
+    result = check_host(dns, "192.0.2.1", "r6.example")
+    assert (result.result, result.void_lookups) == ("fail", 1)  # no A for the MX host
+
+
+def test_adapter_over_dns_client():
+    from check_smtp_posture import dnslookup
+    from check_smtp_posture.spf.adapter import DnsClientLookup
+
+    class FakeClient:
+        def __init__(self):
+            self.asked = []
+
+        def query(self, name, rdtype):
+            self.asked.append((name, rdtype))
+            if name == "fail.example":
+                return dnslookup.DnsAnswer(name, rdtype, dnslookup.TIMEOUT, detail="slow",
+                                           elapsed=0.5)
+            if rdtype == "MX":
+                return dnslookup.DnsAnswer(name, rdtype, dnslookup.NOERROR,
+                                           ("20 b.example.", "10 a.example.", "0 ."),
+                                           elapsed=0.25)
+            if rdtype == "PTR":
+                return dnslookup.DnsAnswer(name, rdtype, dnslookup.NOERROR, ("h.example.",))
+            return dnslookup.DnsAnswer(name, rdtype, dnslookup.NXDOMAIN, elapsed=0.25)
+
+    client = FakeClient()
+    dns = DnsClientLookup(client)
+    mx = dns.query("m.example", "MX")
+    assert (mx.status, mx.records) == ("OK", ((20, "b.example"), (10, "a.example"), (0, ".")))
+    assert dns.query("M.example.", "MX") is mx  # cached, case-insensitively
+    assert dns.query("1.2.0.192.in-addr.arpa", "PTR").records == ("h.example",)
+    assert dns.query("n.example", "A").status == "NXDOMAIN"
+    failed = dns.query("fail.example", "TXT")
+    assert (failed.status, failed.detail) == ("ERROR", "TIMEOUT (slow)")
+    dns.query("fail.example", "TXT")  # failures are asked again
+    assert client.asked.count(("fail.example", "TXT")) == 2
+    assert (dns.queries, dns.elapsed) == (5, 1.5)

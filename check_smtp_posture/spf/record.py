@@ -61,12 +61,11 @@ class Record:
     modifiers: list = field(default_factory=list)
     redirect: Modifier | None = None
     exp: Modifier | None = None
+    terms: list = field(default_factory=list)   # mechanisms and modifiers as written
 
     @property
     def has_all(self) -> bool:
         return any(m.name == "all" for m in self.mechanisms)
-
-    terms: list = field(default_factory=list)   # mechanisms and modifiers as written
 
     def lookup_terms(self) -> int:
         """Terms of this record alone that cost a DNS lookup when evaluated."""

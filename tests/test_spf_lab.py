@@ -143,6 +143,12 @@ def test_missing_state_is_configurable(spf_dns, run_plugin):
         1, "SPF WARNING - no SPF record at none.spf.test (NODATA)")
 
 
+def test_missing_ok(spf_dns, run_plugin):
+    result = run(run_plugin, "-D", "nosuch.spf.test", "--missing", "ok")
+    assert (result.exitcode, stable(result.first_line)) == (
+        0, "SPF OK - no SPF record at nosuch.spf.test (NXDOMAIN) | " + perf())
+
+
 def test_ptr_state_is_configurable(spf_dns, run_plugin):
     assert run(run_plugin, "-D", "ptr.spf.test", "--ptr", "ok").exitcode == 0
     assert run(run_plugin, "-D", "ptr.spf.test", "--ptr", "critical").exitcode == 2

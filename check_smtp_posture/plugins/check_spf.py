@@ -271,7 +271,9 @@ class SpfSummary(nagiosplugin.Summary):
     def ok(self, results):
         report = self._report(results)
         parts = []
-        if report is not None:
+        if report is not None and report.status != "ok":
+            parts.append(str(results["record"].hint or f"no SPF record at {self.domain}"))
+        elif report is not None:
             policy = report.policy_term or ("redirect" if report.policy_seen else "no all")
             lookups = report.dns_lookups
             parts.append(f"{self.domain}: policy {policy}, {lookups} DNS lookup"

@@ -266,3 +266,21 @@ def test_every_option_is_in_the_man_page_and_the_check_command():
         assert any(f'"{o}" = ' in conf for o in longs + shorts), action.option_strings
     for label in ("dns_lookups", "void_lookups", "record_length", "include_depth", "dns_time"):
         assert f".B {label}" in man
+
+
+def test_failed_lookup_of_the_domain_by_a_mechanism_is_not_hidden():
+    zone = {"d.example": [("TXT", "v=spf1 a -all"), ("A", "TIMEOUT")]}
+    code, out = run_check(zone)
+    assert (code, out.split(" | ")[0]) == (
+        2, "SPF CRITICAL - DNS failure looking up A d.example: timeout")
+
+
+def test_check_mx_partial_address_failure():
+    zone = {"d.example": [("TXT", "v=spf1 mx -all"), ("MX", (10, "a.d.example")),
+                          ("MX", (20, "b.d.example"))],
+            "a.d.example": [("A", "192.0.2.1")], "b.d.example": [("TIMEOUT", True)]}
+    code, out = run_check(zone, check_mx=True, expect=("pass",), dns_failure=Warn)
+    assert code == 1
+    assert out.split(" | ")[0].startswith(
+        "SPF WARNING - DNS failure looking up A b.d.example: timeout; ")
+    assert "DNS failure looking up MX addresses: A b.d.example: timeout" in out

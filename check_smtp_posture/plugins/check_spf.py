@@ -110,14 +110,18 @@ class SpfResource(nagiosplugin.Resource):
                              + "; ".join(failures))
         if not pairs:
             return MxTargets("EMPTY", f"the MX hosts of {self.domain} have no address")
-        return MxTargets("OK", "; ".join(failures), pairs)
+        return MxTargets("PARTIAL" if failures else "OK",
+                         "DNS failure looking up MX addresses: " + "; ".join(failures)
+                         if failures else "", pairs)
 
 
 def visible_findings(report) -> list:
     """Findings that get their own result: not the ones other metrics already carry."""
     from check_smtp_posture.spf import linter as lintmod
 
-    skip_top = {lintmod.MISSING, lintmod.LONG, lintmod.DNS_FAILURE}
+    skip_top = {lintmod.MISSING, lintmod.LONG}
+    if report.status == "temperror":   # the record's own lookup failed: RecordContext says so
+        skip_top.add(lintmod.DNS_FAILURE)
     hidden = {lintmod.LOOKUP_LIMIT, lintmod.VOID_LIMIT}
     return [f for f in report.findings
             if f.kind not in hidden
@@ -247,7 +251,7 @@ class MxContext(nagiosplugin.Context):
 
     def evaluate(self, metric, resource):
         mx = metric.value
-        if mx.status == "ERROR":
+        if mx.status in ("ERROR", "PARTIAL"):
             return self.result_cls(self.dns_failure, mx.detail, metric)
         if mx.status == "EMPTY":
             return self.result_cls(Warn, mx.detail, metric)

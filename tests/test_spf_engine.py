@@ -667,3 +667,15 @@ def test_adapter_over_dns_client():
     dns.query("fail.example", "TXT")  # failures are asked again
     assert client.asked.count(("fail.example", "TXT")) == 2
     assert (dns.queries, dns.elapsed) == (5, 1.5)
+
+
+def test_adapter_never_asks_for_names_dns_would_rewrite():
+    from check_smtp_posture.spf.adapter import DnsClientLookup
+
+    class NoClient:
+        def query(self, name, rdtype):
+            raise AssertionError(f"asked {name}")
+
+    dns = DnsClientLookup(NoClient())
+    for name in ("caf\u00e9.example", "\u00b2.com", "x" * 64 + ".example"):
+        assert dns.query(name, "A").status == "NXDOMAIN"

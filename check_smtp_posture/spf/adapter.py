@@ -26,6 +26,12 @@ class DnsClientLookup:
             return cached
         from check_smtp_posture import dnslookup
 
+        if not _askable(name):
+            # SPF names are ASCII (RFC 7208 §4.3); dnspython would IDNA-map others
+            # into different names. No such name can exist.
+            answer = Answer(NXDOMAIN, detail="not a valid DNS name")
+            self._cache[key] = answer
+            return answer
         raw = self.client.query(name, rdtype)
         self.queries += 1
         self.elapsed += raw.elapsed
@@ -54,3 +60,15 @@ def _convert(rdtype: str, text: str):
 
 def _host(name: str) -> str:
     return name if name == "." else name.rstrip(".")
+
+
+def _askable(name: str) -> bool:
+    if not name.isascii():
+        return False
+    import dns.name
+
+    try:
+        dns.name.from_text(name)
+    except Exception:
+        return False
+    return True

@@ -679,3 +679,16 @@ def test_adapter_never_asks_for_names_dns_would_rewrite():
     dns = DnsClientLookup(NoClient())
     for name in ("caf\u00e9.example", "\u00b2.com", "x" * 64 + ".example"):
         assert dns.query(name, "A").status == "NXDOMAIN"
+
+
+def test_ptr_and_p_macro_for_ipv6():
+    reverse = ipaddress.ip_address("2001:db8::25").reverse_pointer
+    dns = ZoneDns({
+        "p6.example": [("TXT", "v=spf1 ptr:mail.p6.example -all exp=e.p6.example")],
+        "e.p6.example": [("TXT", "%{p} %{v}")],
+        reverse: [("PTR", "h.mail.p6.example")],
+        "h.mail.p6.example": [("AAAA", "2001:db8::25")],
+    })
+    assert check_host(dns, "2001:db8::25", "p6.example").result == "pass"
+    failed = check_host(dns, "2001:db8::26", "p6.example")
+    assert (failed.result, failed.explanation) == ("fail", "unknown ip6")

@@ -431,16 +431,6 @@ def zone_arg(kind: str):
     return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def build_parser() -> cli.PluginArgumentParser:
     parser = cli.PluginArgumentParser(
         prog="check_dnsbl",
@@ -476,7 +466,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_family_options(parser)
     cli.add_threshold_options(parser, what="the number of listings", warning="0",
                               critical="1")
-    parser.add_argument("--concurrency", type=positive_int, default=DEFAULT_CONCURRENCY,
+    parser.add_argument("--concurrency", type=cli.whole_number(1), default=DEFAULT_CONCURRENCY,
                         metavar="N", help="DNS queries in flight at once "
                                           f"(default: {DEFAULT_CONCURRENCY})")
     parser.add_argument("--query-timeout", type=cli.positive_float, metavar="SECONDS",

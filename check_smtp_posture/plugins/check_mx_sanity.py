@@ -512,16 +512,6 @@ def name_list(text: str) -> list:
     return names
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
-
-
 def build_parser() -> cli.PluginArgumentParser:
     parser = cli.PluginArgumentParser(
         prog="check_mx_sanity",
@@ -547,9 +537,9 @@ def build_parser() -> cli.PluginArgumentParser:
                              "(default: warning)")
     parser.add_argument("--require-ipv6", action="store_true",
                         help="CRITICAL when no MX has an IPv6 address")
-    parser.add_argument("--min-mx", type=non_negative_int, default=1, metavar="N",
+    parser.add_argument("--min-mx", type=cli.whole_number(0), default=1, metavar="N",
                         help="WARNING with fewer MX targets (default: 1)")
-    parser.add_argument("--min-addresses", type=non_negative_int, default=1, metavar="N",
+    parser.add_argument("--min-addresses", type=cli.whole_number(0), default=1, metavar="N",
                         help="WARNING with fewer distinct MX addresses (default: 1)")
     parser.add_argument("--expect-mx", type=name_list, metavar="HOST[,HOST...]",
                         help="the MX host names expected; a difference is a WARNING")

@@ -86,7 +86,7 @@ def build_parser() -> cli.PluginArgumentParser:
     target.add_argument("--servername", metavar="NAME",
                         help="name for SNI and the certificate check (default: the host or MX "
                              "name)")
-    target.add_argument("--concurrency", type=int, default=8, metavar="N",
+    target.add_argument("--concurrency", type=cli.whole_number(1), default=8, metavar="N",
                         help="endpoints probed at once with -D (default: 8)")
     cli.add_family_options(target)
     cli.add_dns_options(target)
@@ -182,8 +182,6 @@ def options_from(args, parser) -> Options | str:
         return "--payload/--payload-file need --send-data"
     if args.responses and len(args.responses) != len(args.commands):
         return "give one --response per --command"
-    if args.concurrency < 1:
-        return "--concurrency must be at least 1"
     proxy_opts = (args.proxy_family, args.proxy_source_address, args.proxy_dest_address,
                   args.proxy_source_port, args.proxy_dest_port)
     if any(v is not None for v in proxy_opts) and not args.proxy_protocol:

@@ -333,6 +333,7 @@ class SmtpPhases(nagiosplugin.Resource):
         self.deadline = deadline
         self.resolution: Resolution | None = None
         self.results: list[SessionResult] = []
+        self._certificates: dict = {}
 
     @property
     def name(self):
@@ -347,7 +348,20 @@ class SmtpPhases(nagiosplugin.Resource):
         self.results = run_sessions(endpoints, self.options, self.deadline)
         prefixed = self.options.domain is not None or len(endpoints) > 1
         for result in self.results:
-            yield from endpoint_metrics(result, self.options, prefixed)
+            cert = self.certificate(result)
+            yield from endpoint_metrics(result, cert, prefixed)
+
+    def certificate(self, result: SessionResult):
+        """Facts about the endpoint's certificate (None without TLS), parsed once."""
+        if not result.peer_chain:
+            return None
+        if id(result) not in self._certificates:
+            from check_smtp_posture.smtp import tls
+
+            ep = result.endpoint
+            self._certificates[id(result)] = tls.certificate_facts(
+                result.peer_chain, hostname=ep.name or ep.address, ca_file=self.options.ca_file)
+        return self._certificates[id(result)]
 
 
 def run_sessions(endpoints, options: Options, deadline: Deadline) -> list[SessionResult]:
@@ -424,7 +438,7 @@ class Fact:
     prefix: str
 
 
-def endpoint_metrics(result: SessionResult, options: Options, prefixed: bool):
+def endpoint_metrics(result: SessionResult, cert, prefixed: bool):
     ep = result.endpoint
     prefix = f"{ep.name}_{ep.address}_" if prefixed and ep.name else (
         f"{ep.address}_" if prefixed else "")
@@ -440,15 +454,11 @@ def endpoint_metrics(result: SessionResult, options: Options, prefixed: bool):
                               min=0, context="time")
     if result.tls is not None:
         yield nagiosplugin.Metric(prefix + "tls_protocol", fact, context="tls_protocol")
-    if result.peer_chain:
-        from check_smtp_posture.smtp import tls
-
-        facts = tls.certificate_facts(result.peer_chain, hostname=ep.name or ep.address,
-                                      ca_file=options.ca_file)
-        yield nagiosplugin.Metric(prefix + "certificate", (fact, facts), context="certificate")
-        if facts.days_left is not None:
+    if cert is not None:
+        yield nagiosplugin.Metric(prefix + "certificate", (fact, cert), context="certificate")
+        if cert.days_left is not None:
             # No unit: "d" is not among the units Nagios perfdata defines.
-            yield nagiosplugin.Metric(prefix + "cert_days_left", round(facts.days_left, 2),
+            yield nagiosplugin.Metric(prefix + "cert_days_left", round(cert.days_left, 2),
                                       context="cert_days_left")
 
 
@@ -711,7 +721,8 @@ class PhasesSummary(nagiosplugin.Summary):
             lines.extend(f"dns: {p}" for p in res.problems)
         verbosity = self.resource.options.verbose
         for session in self.resource.results:
-            lines.extend(describe_session(session, verbosity))
+            lines.extend(describe_session(session, self.resource.certificate(session),
+                                          verbosity))
         return lines
 
 
@@ -737,7 +748,7 @@ INVENTORY = ("PIPELINING", "8BITMIME", "SIZE", "SMTPUTF8", "CHUNKING", "DSN",
              "ENHANCEDSTATUSCODES", "STARTTLS", "AUTH", "REQUIRETLS")
 
 
-def describe_session(result: SessionResult, verbosity: int) -> list[str]:
+def describe_session(result: SessionResult, cert, verbosity: int) -> list[str]:
     """Long output for one endpoint: phases, extensions, TLS, transcript at -vvv."""
     lines = [f"{result.endpoint.label} port {result.endpoint.port}:"]
     # result.times is filled as the dialogue goes, so its order is the phases' order
@@ -767,18 +778,12 @@ def describe_session(result: SessionResult, verbosity: int) -> list[str]:
         lines.append("  STARTTLS not offered: mail to this endpoint travels in clear text")
     if result.tls is not None:
         lines.append(f"  tls: {result.tls.describe()}, SNI {result.tls.sni or '-'}")
-    if result.peer_chain:
-        from check_smtp_posture.smtp import tls
-
-        cert = tls.certificate_facts(result.peer_chain,
-                                     hostname=result.endpoint.name or result.endpoint.address,
-                                     ca_file=None)
-        if not cert.error:
-            lines.append(f"  certificate: subject {cert.subject}; issuer {cert.issuer}; "
-                         f"valid {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}; "
-                         f"{cert.key_type} {cert.key_bits} bits, {cert.signature_hash}")
-            if cert.san_dns or cert.san_ip:
-                lines.append("  names: " + " ".join(cert.san_dns + cert.san_ip))
+    if cert is not None and not cert.error:
+        lines.append(f"  certificate: subject {cert.subject}; issuer {cert.issuer}; "
+                     f"valid {cert.not_before:%Y-%m-%d} to {cert.not_after:%Y-%m-%d}; "
+                     f"{cert.key_type} {cert.key_bits} bits, {cert.signature_hash}")
+        if cert.san_dns or cert.san_ip:
+            lines.append("  names: " + " ".join(cert.san_dns + cert.san_ip))
     for recipient, reply in result.rcpt_replies:
         lines.append(f"  RCPT <{recipient}>: {one_line(str(reply), 100)}")
     for command, reply in result.command_replies:

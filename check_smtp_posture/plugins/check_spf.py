@@ -342,16 +342,6 @@ def result_list(text: str) -> tuple:
     return values
 
 
-def byte_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of bytes: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than zero: {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.PluginArgumentParser(
         prog="check_spf",
@@ -378,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="evaluate check_host() for every MX address of the domain "
                              "(expects pass unless --expect says otherwise)")
     cli.add_family_options(parser)
-    parser.add_argument("--max-length", type=byte_count, default=450, metavar="BYTES",
+    parser.add_argument("--max-length", type=cli.whole_number(1), default=450, metavar="BYTES",
                         help="WARNING when the SPF record is longer (default: 450)")
     parser.add_argument("--missing", choices=("ok", "warning", "critical"),
                         default="critical", help="state when the domain has no SPF record "

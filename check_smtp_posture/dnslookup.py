@@ -32,6 +32,9 @@ TIMEOUT = "TIMEOUT"
 SERVFAIL = "SERVFAIL"
 ERROR = "ERROR"
 
+#: seconds of the remaining budget a query leaves for the run to finish after it
+LIFETIME_MARGIN = 0.2
+
 #: statuses that say nothing about the domain, only that no answer was had
 FAILURES = frozenset({TIMEOUT, SERVFAIL, ERROR})
 
@@ -120,12 +123,27 @@ class DnsClient:
         """Ask for `rdtype` records of `name`; never raises for DNS outcomes."""
         with self._lock:
             self.queries += 1
-        started = time.monotonic()
-        lifetime = self.deadline.remaining()
+        lifetime = self.deadline.remaining() - LIFETIME_MARGIN
         if self.query_cap is not None:
             lifetime = min(lifetime, self.query_cap)
         if lifetime <= 0:
             return DnsAnswer(name, rdtype, TIMEOUT, detail="no time left")
+        # dnspython sleeps its retry back-off (up to 2 s) without looking at
+        # the lifetime, so against a refusing server resolve() overruns it. The
+        # query runs in a daemon thread that the run stops waiting for.
+        outcome: list[DnsAnswer] = []
+        worker = threading.Thread(target=lambda: outcome.append(
+            self._resolve(name, rdtype, lifetime)), daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(lifetime + LIFETIME_MARGIN / 2)
+        if outcome:
+            return outcome[0]
+        return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
+                         detail=f"no answer within {lifetime:.1f}s")
+
+    def _resolve(self, name: str, rdtype: str, lifetime: float) -> DnsAnswer:
+        started = time.monotonic()
         try:
             answer = self._resolver.resolve(name, rdtype, lifetime=lifetime,
                                             raise_on_no_answer=False, search=False)

@@ -101,3 +101,14 @@ def test_silent_dns_server_is_critical_within_the_deadline():
     assert result.exitcode == 2, result.output
     assert result.first_line.startswith("SMTP_PHASES CRITICAL - phases.test MX: TIMEOUT")
     assert elapsed < 2.0
+
+
+def test_refusing_dns_server_is_critical_within_the_deadline():
+    # Nothing listens there: ICMP refusals make dnspython back off and retry,
+    # sleeping past its own lifetime unless the DNS layer stops waiting.
+    started = time.monotonic()
+    result = run("-D", "phases.test", "--dns-server", "127.0.27.55:53", "-t", "5")
+    elapsed = time.monotonic() - started
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith("SMTP_PHASES CRITICAL - phases.test MX: TIMEOUT")
+    assert elapsed < 5.3

@@ -347,8 +347,9 @@ def test_silent_dns_server_ends_within_timeout(run_plugin):
         elapsed = time.monotonic() - started
     assert elapsed < 1.5 + 0.5
     assert run.exitcode == 2
-    assert run.first_line.startswith("MX_SANITY CRITICAL - good.mx.lab.test: MX lookup failed:"
-                                     " TIMEOUT (no answer within 1.5s) | ")
+    # the query gets what is left of -t, less a margin for the run to finish
+    assert re.match(r"MX_SANITY CRITICAL - good.mx.lab.test: MX lookup failed:"
+                    r" TIMEOUT \(no answer within 1\.[2-4]s\) \| ", run.first_line)
     # default per-query cap: half of -t, then the verdict
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
         sink.bind(("127.0.28.99", 0))

@@ -18,6 +18,7 @@ import nagiosplugin
 from check_smtp_posture import cli, runner
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.sanitize import one_line
+from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
     STARTTLS_AUTO,
     STARTTLS_NEVER,
@@ -28,8 +29,7 @@ from check_smtp_posture.smtp.session import (
     run_session,
 )
 
-TIMED_PHASES = ("dns", "connect", "tls_handshake", "banner", "ehlo", "starttls", "ehlo_tls",
-                "auth", "command", "mail", "rcpt", "data", "body", "rset", "quit")
+TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
 PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 DEFAULT_MESSAGE = ("Subject: check_smtp_phases probe\r\n"
                    "X-Mailer: check_smtp_posture\r\n\r\n"

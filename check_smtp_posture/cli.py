@@ -29,9 +29,16 @@ class PluginArgumentParser(argparse.ArgumentParser):
                           version=f"%(prog)s {__version__}")
 
     def error(self, message):  # argparse calls this for every usage error
+        sys.exit(self.usage_error(message))
+
+    def usage_error(self, message: str) -> int:
+        """Usage and `message` on stdout; the exit code for a usage error (3).
+
+        For arguments that parse but contradict each other, found after parsing.
+        """
         self.print_usage(sys.stdout)
         print(f"{self.prog}: error: {message}")
-        sys.exit(UNKNOWN_EXIT)
+        return UNKNOWN_EXIT
 
 
 def parse(parser: argparse.ArgumentParser, argv=None):

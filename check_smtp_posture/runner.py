@@ -105,10 +105,3 @@ def _disarm_alarm(previous) -> None:
 
 def _raise_timeout(signum, frame):
     raise _LastResortTimeout()
-
-
-def usage_exit(parser, message: str) -> int:
-    """Contradictory arguments found after parsing: usage on stdout, exit 3."""
-    parser.print_usage(sys.stdout)
-    print(f"{parser.prog}: error: {message}")
-    return 3

@@ -509,27 +509,27 @@ def main(argv=None) -> int:
     try:
         ip_zones, domain_zones = select_zones(args)
     except (OSError, ValueError) as exc:
-        return runner.usage_exit(parser, f"--zones-file: {exc}")
+        return parser.usage_error(f"--zones-file: {exc}")
     if args.list_zones:
         for spec in ip_zones + domain_zones:
             errors = ",".join(str(n) for n in spec.errors) or "-"
             print(f"{spec.kind}\t{spec.name}\t{errors}\t{spec.note}")
         return 0
     if not (args.domain or args.hostname or args.ip):
-        return runner.usage_exit(parser, "give -D, -H or --ip")
+        return parser.usage_error("give -D, -H or --ip")
     if domain_zones and not args.domain:
-        return runner.usage_exit(parser, "--domain-zone needs -D")
+        return parser.usage_error("--domain-zone needs -D")
     if not ip_zones and not domain_zones:
-        return runner.usage_exit(parser, "no zones to ask (--no-default-zones without --zone)")
+        return parser.usage_error("no zones to ask (--no-default-zones without --zone)")
     if args.domain is not None and not dnsbl_zones.valid_hostname(args.domain):
-        return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
+        return parser.usage_error(f"bad domain name {args.domain!r}")
     hosts, ips = [], list(args.ip)
     for host in args.hostname:
         try:
             ips.append(ip_address(host))
         except argparse.ArgumentTypeError:
             if not dnsbl_zones.valid_hostname(host):
-                return runner.usage_exit(parser, f"bad host name {host!r}")
+                return parser.usage_error(f"bad host name {host!r}")
             hosts.append(host.strip())
 
     deadline = Deadline(args.timeout)

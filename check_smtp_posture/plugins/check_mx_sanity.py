@@ -563,14 +563,14 @@ def main(argv=None) -> int:
     if not isinstance(args, argparse.Namespace):
         return args
     if args.expect_mx is not None and args.state_file:
-        return runner.usage_exit(parser, "--expect-mx and --state-file exclude each other")
+        return parser.usage_error("--expect-mx and --state-file exclude each other")
     if args.accept_changes and not args.state_file:
-        return runner.usage_exit(parser, "--accept-changes needs --state-file")
+        return parser.usage_error("--accept-changes needs --state-file")
     if args.require_ipv6 and args.family == 4:
-        return runner.usage_exit(parser, "--require-ipv6 contradicts -4")
+        return parser.usage_error("--require-ipv6 contradicts -4")
     domain = args.domain.strip()
     if not valid_hostname(domain):
-        return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
+        return parser.usage_error(f"bad domain name {args.domain!r}")
 
     deadline = Deadline(args.timeout)
     from check_smtp_posture.dnslookup import DnsClient

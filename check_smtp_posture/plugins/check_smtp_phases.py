@@ -825,7 +825,7 @@ def main(argv=None) -> int:
         return args
     options = options_from(args, parser)
     if isinstance(options, str):
-        return runner.usage_exit(parser, options)
+        return parser.usage_error(options)
     deadline = Deadline(options.timeout)
     check = build_check(options, deadline)
     return runner.execute(check, verbose=options.verbose, timeout=options.timeout,

@@ -394,11 +394,11 @@ def main(argv=None) -> int:
 
     if any(c.isspace() for c in domain) or not valid_name(domain, multi_label=True):
         # RFC 7208 §4.3 would answer "none"; a name that cannot exist is the caller's mistake
-        return runner.usage_exit(parser, f"bad domain name {args.domain!r}")
+        return parser.usage_error(f"bad domain name {args.domain!r}")
     if args.family and not args.check_mx:
-        return runner.usage_exit(parser, "-4 and -6 only apply with --check-mx")
+        return parser.usage_error("-4 and -6 only apply with --check-mx")
     if args.expect and not (args.ip or args.check_mx):
-        return runner.usage_exit(parser, "--expect needs --ip or --check-mx")
+        return parser.usage_error("--expect needs --ip or --check-mx")
     expect = args.expect or (("pass",) if args.check_mx else None)
 
     deadline = Deadline(args.timeout)

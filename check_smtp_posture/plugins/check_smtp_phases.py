@@ -323,6 +323,7 @@ class Resolution:
     failed: bool  # no endpoint because DNS failed (not because there is none)
     what: str  # "MX of example.org", "host mx1.example"
     dns_time: float = 0.0
+    null_mx: bool = False  # the domain says it accepts no mail (RFC 7505)
 
 
 class SmtpPhases(nagiosplugin.Resource):
@@ -406,7 +407,7 @@ def resolve_endpoints(options: Options, deadline: Deadline) -> Resolution:
         if len(pairs) == 1 and pairs[0][1] == ".":
             return Resolution((), (f"{options.domain} has a null MX (RFC 7505): "
                                    "it accepts no mail",), False, what,
-                              deadline.elapsed() - started)
+                              deadline.elapsed() - started, null_mx=True)
         if not pairs:  # implicit MX (RFC 5321 §5.1): the domain itself
             problems.append(f"{options.domain} has no MX; using its address records")
             hosts = [options.domain]
@@ -479,9 +480,12 @@ class ResolutionContext(nagiosplugin.Context):
         if res.endpoints:
             hint = "; ".join(res.problems)
             return self.result_cls(nagiosplugin.Ok, hint, metric)
-        state = STATES[self.options.unreachable_state] if res.failed else nagiosplugin.Critical
-        if any("null MX" in p for p in res.problems):
+        if res.null_mx:  # nothing to probe, by the domain's own choice
             state = nagiosplugin.Ok
+        elif res.failed:
+            state = STATES[self.options.unreachable_state]
+        else:
+            state = nagiosplugin.Critical
         reason = "; ".join(res.problems) or f"no endpoint found for {res.what}"
         return self.result_cls(state, one_line(reason, 200), metric)
 

@@ -138,13 +138,7 @@ class LabDns:
             time.sleep(0.3)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def __enter__(self):
@@ -152,6 +146,18 @@ class LabDns:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def stop_process(process: subprocess.Popen | None, grace: float = 5.0) -> None:
+    """Terminate a lab server process; kill it if it lingers past `grace` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _read(path: Path) -> str:

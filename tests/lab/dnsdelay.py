@@ -137,13 +137,9 @@ class DelayingDns:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        from tests.lab.authdns import stop_process
+
+        stop_process(self.process)
         if self.process and self.process.stdout:
             self.process.stdout.close()
         self.process = None

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import sys
 
-from check_smtp_posture import __version__
+from check_smtp_posture import __version__, names, states
 
 UNKNOWN_EXIT = 3
 
@@ -58,6 +59,8 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than zero: {text!r}")
     return value
@@ -99,6 +102,28 @@ def nagios_range(text: str) -> str:
     return text
 
 
+def ip_address(text: str) -> str:
+    """An IPv4 or IPv6 address; IPv4-mapped IPv6 (::ffff:192.0.2.1) is the IPv4 address."""
+    try:
+        return names.plain_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def host_name(text: str) -> str:
+    """A DNS name a host can have, normalised (lower case, no root dot)."""
+    if not names.is_hostname(text):
+        raise argparse.ArgumentTypeError(f"bad host name {text!r}")
+    return names.normalize(text)
+
+
+def domain_name(text: str) -> str:
+    """A mail domain: a host name of at least two labels (RFC 7208 §4.3 asks that too)."""
+    if not names.is_hostname(text) or "." not in names.normalize(text):
+        raise argparse.ArgumentTypeError(f"bad domain name {text!r}")
+    return names.normalize(text)
+
+
 def dns_server(text: str) -> tuple[str, int]:
     """Parse ADDR[:PORT]; an IPv6 address with a port is written [ADDR]:PORT."""
     addr, port = text, 53
@@ -129,9 +154,40 @@ def add_common_options(parser: argparse.ArgumentParser, *, timeout: float = 10.0
 
 
 def add_dns_options(parser: argparse.ArgumentParser) -> None:
+    """--dns-server and --query-timeout: where DNS questions go and how long one may take."""
     parser.add_argument("--dns-server", type=dns_server, action="append", default=None,
                         metavar="ADDR[:PORT]",
                         help="ask this DNS server (repeatable; default: the system resolver)")
+    parser.add_argument("--query-timeout", type=positive_float, metavar="SECONDS",
+                        help="cap for a single DNS query (default: half of -t)")
+
+
+def add_unreachable_option(parser: argparse.ArgumentParser) -> None:
+    """The family's one name for "the target cannot be reached or resolved"."""
+    parser.add_argument("--unreachable-state", choices=states.FAILURE_NAMES,
+                        default="critical",
+                        help="state when the target cannot be reached or resolved: DNS "
+                             "failure or timeout, refused or timed-out connection, no time "
+                             "left (default: critical)")
+
+
+#: endpoints probed, or DNS queries asked, at once: 16 MX endpoints (and the A and AAAA
+#: questions about 16 MX hosts) fit in one wave
+DEFAULT_CONCURRENCY = 32
+
+
+def add_concurrency_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--concurrency", type=whole_number(1), default=DEFAULT_CONCURRENCY,
+                        metavar="N",
+                        help=f"{what} at once (default: {DEFAULT_CONCURRENCY})")
+
+
+def dns_client(args, deadline, *, dnssec: bool = False):
+    """The run's DnsClient from --dns-server and --query-timeout (default: half of -t)."""
+    from check_smtp_posture.dnslookup import DnsClient
+
+    return DnsClient(deadline, args.dns_server,
+                     query_cap=args.query_timeout or args.timeout / 2, dnssec=dnssec)
 
 
 def add_family_options(parser: argparse.ArgumentParser) -> None:

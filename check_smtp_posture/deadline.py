@@ -6,6 +6,7 @@ so that `-t` bounds the run as a whole rather than each step separately.
 
 from __future__ import annotations
 
+import math
 import time
 
 
@@ -37,6 +38,16 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+    def share(self, seconds: float) -> Deadline:
+        """A budget of its own for one part of the run (one endpoint of several).
+
+        It ends `seconds` from now, or with this deadline if that is sooner; its
+        `budget` is what timeout messages quote, so a tarpitting endpoint is
+        reported against its share, not against the whole `-t`.
+        """
+        share = math.floor(max(0.0, min(seconds, self.remaining())) * 100) / 100
+        return Deadline(share, clock=self._clock)
 
     def timeout(self, phase: str, cap: float | None = None) -> float:
         """Seconds an operation in `phase` may block; raises when none are left.

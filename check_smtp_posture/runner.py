@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
+from check_smtp_posture import states
 from check_smtp_posture.deadline import DeadlineExceeded
-from check_smtp_posture.sanitize import one_line
-
-STATE_NAMES = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
+from check_smtp_posture.sanitize import one_line, printable
 
 # The deadline should end the run by itself; the alarm is the last resort for
 # code that ignored it (dnspython swallows nagiosplugin's SIGALRM, so it
@@ -51,15 +50,8 @@ def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
         extra = check.verbose_str
         if isinstance(extra, str):
             extra = extra.splitlines()
-        lines.extend(_printable(x) for x in extra if x is not None)
+        lines.extend(printable(x) for x in extra if x is not None)
     return Outcome(check.exitcode, "\n".join(lines) + "\n")
-
-
-def _printable(text: str) -> str:
-    # Long output may span lines, but must not smuggle a '|' that would be
-    # read as the start of perfdata.
-    return "".join(ch if ch.isprintable() or ch == "\t" else " " for ch in str(text)).replace(
-        "|", "/")
 
 
 def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
@@ -74,7 +66,7 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
     except (_LastResortTimeout, DeadlineExceeded) as exc:
         reason = str(exc) if isinstance(exc, DeadlineExceeded) else f"timeout after {timeout:g}s"
         outcome = Outcome(timeout_state,
-                          f"{name} {STATE_NAMES[timeout_state]} - {one_line(reason)}\n")
+                          f"{name} {states.word(timeout_state)} - {one_line(reason)}\n")
     except Exception as exc:  # the promise: never a traceback
         outcome = Outcome(3, f"{name} UNKNOWN - internal error: "
                              f"{one_line(type(exc).__name__ + ': ' + str(exc))}\n")
@@ -83,6 +75,15 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
     stream.write(outcome.text)
     stream.flush()
     return outcome.exitcode
+
+
+def run(check: nagiosplugin.Check, options) -> int:
+    """execute() with the family's common options: -v, -t and --unreachable-state.
+
+    `options` is the parsed arguments or a plugin's Options; both carry these names.
+    """
+    return execute(check, verbose=options.verbose, timeout=options.timeout,
+                   timeout_state=states.exit_code(options.unreachable_state))
 
 
 def _arm_alarm(seconds: float):

@@ -1,22 +1,40 @@
-"""Make text from the network safe for a plugin's output."""
+"""Make text from the network safe for a plugin's output: the family's one sanitiser.
+
+Server replies, DNS names and certificate fields are written by strangers. In
+the status line a '|' would start the perfdata and a control character would
+break the line; in the long output a '|' would start perfdata too; in a
+perfdata label a quote or '=' would end the label.
+"""
 
 from __future__ import annotations
 
 import re
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f|]+")
+_LABEL_UNSAFE = re.compile(r"[^\w.:@+-]+")
 
 
 def one_line(text: str | bytes, limit: int = 120) -> str:
-    """Server text as one short printable line: no control characters, no '|'.
-
-    '|' would start the perfdata part of a Nagios status line, control
-    characters would break it into several lines.
-    """
+    """Server text as one short printable line: no control characters, no '|'."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    text = _UNSAFE.sub(" ", text).strip()
+    text = _UNSAFE.sub(" ", str(text)).strip()
     text = re.sub(r" {2,}", " ", text)
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
+    return _truncate(text, limit)
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """A line of long output: every character printable ('?' otherwise), '|' as '/'."""
+    text = "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in str(text))
+    return _truncate(text.replace("|", "/"), limit)
+
+
+def perf_label(text: str) -> str:
+    """A perfdata label part: only letters, digits and . : @ + - (others become '_')."""
+    return _LABEL_UNSAFE.sub("_", str(text))
+
+
+def _truncate(text: str, limit: int | None) -> str:
+    if limit is not None and len(text) > limit:
+        return text[: limit - 3].rstrip() + "..."
     return text

@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from check_smtp_posture.sanitize import printable
+
 SENT, RECEIVED, NOTE, FAILURE = "->", "<-", "===", "***"
 _TLS_ARROWS = {SENT: "~>", RECEIVED: "<~"}
 
@@ -52,9 +54,5 @@ class Transcript:
         self._add(FAILURE, text)
 
     def lines(self) -> list[str]:
-        return [f"[{e.offset:.3f}] {e.direction:>3}  {_printable(e.text)}" for e in self.events]
-
-
-def _printable(text: str, limit: int = 200) -> str:
-    text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text if len(text) <= limit else text[:limit] + "..."
+        return [f"[{e.offset:.3f}] {e.direction:>3}  {printable(e.text, 200)}"
+                for e in self.events]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from check_smtp_posture import names
+
 IP = "ip"
 DOMAIN = "domain"
 
@@ -74,26 +76,14 @@ DEFAULT_DOMAIN_ZONES: tuple = (
 _KNOWN = {z.name: z for z in DEFAULT_IP_ZONES + DEFAULT_DOMAIN_ZONES}
 
 
-def normalize(name: str) -> str:
-    return name.strip().rstrip(".").lower()
-
-
-def valid_hostname(name: str) -> bool:
-    """A DNS name as the checks accept it: 1-63 octet labels, at most 253 octets, no spaces."""
-    name = name.strip().rstrip(".")
-    if not name or len(name) > 253 or any(c.isspace() for c in name):
-        return False
-    return all(0 < len(label) <= 63 for label in name.split("."))
-
-
 def parse_zone(text: str, kind: str = IP) -> ZoneSpec:
     """`NAME[=ERR[,ERR...]]`, each ERR an address or a network in 127.0.0.0/8.
 
     A name among the built-in zones keeps its documented errors, plus any given.
     """
     name, _, errs = text.partition("=")
-    name = normalize(name)
-    if not valid_hostname(name):
+    name = names.normalize(name)
+    if not names.is_hostname(name):
         raise ValueError(f"bad zone name {text!r}")
     known = _KNOWN.get(name)
     errors = list(known.errors) if known else []

@@ -8,11 +8,10 @@ means for the check; nothing here raises for DNS outcomes.
 
 from __future__ import annotations
 
-import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import dns.exception
 import dns.flags
@@ -23,6 +22,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
+from check_smtp_posture import names
 from check_smtp_posture.deadline import Deadline
 
 NOERROR = "NOERROR"
@@ -71,17 +71,8 @@ class DnsAnswer:
 
     @property
     def is_alias(self) -> bool:
-        return bool(self.canonical_name) and _norm(self.canonical_name) != _norm(self.qname)
-
-    def describe(self) -> str:
-        if self.status == NOERROR:
-            return f"{self.qname} {self.rdtype}: " + ", ".join(self.records)
-        return f"{self.qname} {self.rdtype}: {self.status}" + (
-            f" ({self.detail})" if self.detail else "")
-
-
-def _norm(name: str) -> str:
-    return name.rstrip(".").lower()
+        return (bool(self.canonical_name)
+                and names.normalize(self.canonical_name) != names.normalize(self.qname))
 
 
 @dataclass
@@ -185,11 +176,6 @@ class DnsClient:
                          canonical_name=canonical, authenticated=authenticated,
                          elapsed=elapsed, ttl=answer.rrset.ttl)
 
-    def addresses(self, name: str, family: int | None = None) -> list[DnsAnswer]:
-        """A and/or AAAA answers for `name` (family 4, 6 or None for both)."""
-        kinds = {4: ["A"], 6: ["AAAA"], None: ["A", "AAAA"]}[family]
-        return [self.query(name, kind) for kind in kinds]
-
     def reverse(self, address: str) -> DnsAnswer:
         """PTR answer for an IPv4 or IPv6 address."""
         return self.query(dns.reversename.from_address(address).to_text(), "PTR")
@@ -205,33 +191,3 @@ def _no_nameservers_detail(exc: dns.resolver.NoNameservers) -> str:
     except Exception:
         pass
     return "all servers failed"
-
-
-def is_ip_literal(text: str) -> bool:
-    candidate = text.strip("[]")
-    if candidate.lower().startswith("ipv6:"):
-        candidate = candidate[5:]
-    try:
-        ipaddress.ip_address(candidate.rstrip("."))
-    except ValueError:
-        return False
-    return True
-
-
-def mx_records(answer: DnsAnswer) -> list[tuple[int, str]]:
-    """(preference, exchange) pairs of an MX answer, sorted by preference."""
-    pairs = []
-    for text in answer.records:
-        pref, _, host = text.partition(" ")
-        pairs.append((int(pref), host))
-    return sorted(pairs)
-
-
-def endpoints_of(answers: Iterable[DnsAnswer]) -> list[str]:
-    """The addresses in a set of A/AAAA answers, in order, without duplicates."""
-    seen: dict[str, None] = {}
-    for answer in answers:
-        if answer.ok:
-            for record in answer.records:
-                seen.setdefault(record, None)
-    return list(seen)

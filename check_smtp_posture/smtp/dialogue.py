@@ -24,6 +24,7 @@ from check_smtp_posture.smtp.errors import (
     SmtpProtocolError,
     SmtpTimeout,
     SmtpTlsError,
+    SmtpUsageError,
 )
 from check_smtp_posture.smtp.reply import LineReader, Reply
 from check_smtp_posture.smtp.transcript import MASK, Transcript
@@ -105,9 +106,8 @@ class SmtpDialogue:
 
     # -- transport ------------------------------------------------------------
 
-    def connect(self, proxy_header=None) -> None:
-        """TCP connect; then send `proxy_header` (bytes, or a function of the
-        connection's (local, peer) addresses returning bytes) if given."""
+    def connect(self, proxy=None) -> None:
+        """TCP connect; then send the PROXY header of `proxy` (a proxy.ProxySpec) if given."""
         family = socket.AF_INET6 if ipaddress.ip_address(self.address).version == 6 \
             else socket.AF_INET
         self.transcript.note(f"Trying {self.address}:{self.port}...")
@@ -133,11 +133,13 @@ class SmtpDialogue:
         self.local_address = sock.getsockname()
         self._reader = LineReader(sock, self.deadline)
         self.transcript.note(f"Connected to {self.address}.")
-        if proxy_header is not None:
-            if callable(proxy_header):
-                proxy_header = proxy_header(self.local_address, sock.getpeername())
+        if proxy is not None:
+            try:
+                header = proxy.header(self.local_address, sock.getpeername(), self.port)
+            except ValueError as exc:  # options that do not fit this connection
+                raise SmtpUsageError("connect", str(exc)) from None
             with self.timed("connect"):
-                self._send("connect", proxy_header, _proxy_display(proxy_header))
+                self._send("connect", header, _proxy_display(header))
 
     def start_tls(self, context: ssl.SSLContext, server_name: str | None,
                   phase: str = "tls_handshake"):

@@ -48,3 +48,9 @@ class SmtpTlsError(SmtpError):
     """The TLS handshake failed."""
 
     kind = "tls"
+
+
+class SmtpUsageError(SmtpError):
+    """The options cannot be applied to this connection (a PROXY family that does not fit)."""
+
+    kind = "usage"

@@ -2,10 +2,11 @@
 
 A check can send one of these first on a connection to an MTA that sits
 behind a load balancer (Postfix `smtpd_upstream_proxy_protocol`) to test how
-it answers. Defaults follow the Circonus SMTP check's proxy options:
+it answers. `ProxySpec` holds what the user asked; what is left open comes
+from the connection, as the Circonus SMTP check documents for its options:
 
-- family TCP4 (TCP6 only when the addresses in use are IPv6 and no family
-  was asked for, since a TCP4 header cannot carry them);
+- family: the connection's (TCP4, or TCP6 for an IPv6 connection), unless
+  asked for or implied by a given address;
 - source address and port: the connection's real local address and port;
 - destination address: the connection's real peer address; destination
   port: the target port.
@@ -17,7 +18,6 @@ user (the plugin reports it as a usage error, exit 3).
 from __future__ import annotations
 
 import ipaddress
-import socket
 import struct
 from dataclasses import dataclass
 from typing import Union
@@ -124,25 +124,60 @@ def _v2(family_byte: int, body: bytes) -> bytes:
     return V2_SIGNATURE + struct.pack("!BBH", V2_VERSION_PROXY, family_byte, len(body)) + body
 
 
-def check_proxy_options(version: Union[int, str] = 1, family: str | None = None,
-                        src_addr: str | None = None, dst_addr: str | None = None,
-                        src_port: Port | None = None,
-                        dst_port: Port | None = None) -> None:
-    """Validate user options before connecting (ValueError on the first problem).
+@dataclass(frozen=True)
+class ProxySpec:
+    """What the user asked of the PROXY header; the rest comes from the connection.
 
-    Whatever is None will be filled in from the connection later.
+    Validated when made (ValueError with a one-line message: a usage error).
+    `header()` fills in what is None: the family from the connection (TCP6
+    for an IPv6 connection), the connection's real local address and port as
+    the source, its real peer address as the destination and the target port
+    as the destination port.
     """
-    parse_version(version)
-    fam = parse_family(family) if family is not None else None
-    if fam != "UNKNOWN":
-        if fam is None and src_addr is not None:
-            fam = _family_of(src_addr)
-        for addr, what in ((src_addr, "source address"), (dst_addr, "destination address")):
-            if addr is not None:
-                parse_address(addr, fam or _family_of(addr), what)
-    for port, what in ((src_port, "source port"), (dst_port, "destination port")):
-        if port is not None:
-            parse_port(port, what)
+
+    version: int = 1
+    family: str | None = None
+    src_addr: str | None = None
+    dst_addr: str | None = None
+    src_port: Port | None = None
+    dst_port: Port | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "version", parse_version(self.version))
+        fam = parse_family(self.family) if self.family is not None else None
+        object.__setattr__(self, "family", fam)
+        if fam != "UNKNOWN":
+            for addr, what in ((self.src_addr, "source address"),
+                               (self.dst_addr, "destination address")):
+                if addr is not None:
+                    parse_address(addr, fam or _family_of(addr), what)
+            given = [_family_of(a) for a in (self.src_addr, self.dst_addr) if a is not None]
+            if fam is None and len(set(given)) > 1:
+                raise ValueError("PROXY source and destination addresses are of different "
+                                 "families")
+        for port, what in ((self.src_port, "source port"),
+                           (self.dst_port, "destination port")):
+            if port is not None:
+                parse_port(port, what)
+
+    def header(self, local: tuple, peer: tuple, target_port: int | None = None) -> bytes:
+        """The header for a connection from `local` to `peer` (socket address tuples)."""
+        real = connection_endpoints(local, peer)
+        family = self.family or next(
+            (_family_of(a) for a in (self.src_addr, self.dst_addr) if a is not None),
+            real.family)
+        src, dst = self.src_addr, self.dst_addr
+        if src is None or dst is None:
+            if family != "UNKNOWN" and family != real.family:
+                raise ValueError(f"a PROXY {family} header on a {real.family} connection "
+                                 "needs both addresses given")
+            src = real.src_addr if src is None else src
+            dst = real.dst_addr if dst is None else dst
+        return proxy_header(
+            self.version, family, src, dst,
+            real.src_port if self.src_port is None else self.src_port,
+            self.dst_port if self.dst_port is not None else (
+                target_port if target_port is not None else real.dst_port))
 
 
 def _family_of(addr: str) -> str:
@@ -153,40 +188,14 @@ def _family_of(addr: str) -> str:
         raise ValueError(f"PROXY address {addr!r} is not an IP address") from None
 
 
-def default_addresses(sock: socket.socket) -> Endpoints:
-    """The real local and peer addresses of a connected TCP socket.
+def connection_endpoints(local: tuple, peer: tuple) -> Endpoints:
+    """The real addresses of a connection from its socket address tuples.
 
     An IPv4-mapped IPv6 connection (::ffff:a.b.c.d) is reported as TCP4.
     """
-    local = sock.getsockname()
-    peer = sock.getpeername()
     src = ipaddress.ip_address(local[0].split("%", 1)[0])
     dst = ipaddress.ip_address(peer[0].split("%", 1)[0])
     if src.version == 6 and dst.version == 6 and src.ipv4_mapped and dst.ipv4_mapped:
         src, dst = src.ipv4_mapped, dst.ipv4_mapped
     family = "TCP6" if dst.version == 6 else "TCP4"
     return Endpoints(family, str(src), int(local[1]), str(dst), int(peer[1]))
-
-
-def header_for_connection(sock: socket.socket, *, version: Union[int, str] = 1,
-                          family: str | None = None,
-                          src_addr: str | None = None, dst_addr: str | None = None,
-                          src_port: Port | None = None, dst_port: Port | None = None,
-                          target_port: int | None = None) -> bytes:
-    """proxy_header() with the Circonus defaults filled in from `sock`.
-
-    `target_port` is the port the check connected to (default: the peer's port).
-    """
-    real = default_addresses(sock)
-    if family is None:
-        family = _family_of(src_addr) if src_addr is not None else (
-            _family_of(dst_addr) if dst_addr is not None else real.family)
-        # Circonus defaults to TCP4; keep it whenever the addresses allow
-    return proxy_header(
-        version, family,
-        src_addr if src_addr is not None else real.src_addr,
-        dst_addr if dst_addr is not None else real.dst_addr,
-        src_port if src_port is not None else real.src_port,
-        dst_port if dst_port is not None else (target_port if target_port is not None
-                                               else real.dst_port),
-    )

@@ -18,6 +18,7 @@ from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
 from check_smtp_posture.smtp.errors import SmtpError
 from check_smtp_posture.smtp.reply import Reply
 from check_smtp_posture.smtp.transcript import Transcript
+from check_smtp_posture.targets import Endpoint
 
 STARTTLS_AUTO, STARTTLS_NEVER = "auto", "never"
 
@@ -28,20 +29,6 @@ class SaslCredentials:
     user: str
     password: str = field(repr=False)
     authzid: str = ""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where to connect (address) and whom to expect there (name, for TLS)."""
-
-    address: str
-    port: int
-    name: str | None = None  # host or MX name: SNI and certificate check
-    dns_time: float | None = None
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}[{self.address}]" if self.name else self.address
 
 
 @dataclass(frozen=True)
@@ -56,8 +43,7 @@ class SessionPlan:
     rcpt_to: tuple[str, ...] = ()
     send_data: bool = False
     message: bytes = b""
-    #: PROXY header bytes, or a function of the connection's (local, peer) addresses
-    proxy_header: bytes | Callable[[tuple, tuple], bytes] | None = None
+    proxy: object = None  # proxy.ProxySpec: send a PROXY header first
 
 
 @dataclass
@@ -101,7 +87,7 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
     dialogue = SmtpDialogue(endpoint.address, endpoint.port, deadline, transcript=transcript)
     started = time.monotonic()
     try:
-        dialogue.connect(proxy_header=plan.proxy_header)
+        dialogue.connect(proxy=plan.proxy)
         if plan.implicit_tls:
             dialogue.start_tls(_context(plan), endpoint.name)
         _converse(dialogue, plan, result)

@@ -33,6 +33,11 @@ CLIENT_CIPHERS = "ALL:!aNULL:!eNULL:@SECLEVEL=0"
 
 _OP_LEGACY_SERVER_CONNECT = getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
 
+# kinds of certificate findings
+UNREADABLE, EXPIRED, NOT_YET_VALID = "unreadable", "expired", "not yet valid"
+UNTRUSTED, NAME_MISMATCH = "untrusted", "name mismatch"
+WEAK_KEY, WEAK_SIGNATURE = "weak key", "weak signature"
+
 WEAK_HASHES = frozenset({"md2", "md4", "md5", "sha1"})
 #: minimum acceptable key sizes in bits, by key type
 MIN_KEY_BITS = {"RSA": 2048, "DSA": 2048, "EC": 224}
@@ -66,17 +71,6 @@ def client_context(*, ca_file: str | None = None,
     if ca_file:
         ctx.load_verify_locations(cafile=ca_file)
     return ctx
-
-
-def parse_tls_version(text: str) -> ssl.TLSVersion:
-    """'1.2', 'TLSv1.2' or 'tls1.2' -> ssl.TLSVersion; ValueError otherwise."""
-    norm = text.strip().lower().replace("tlsv", "").replace("tls", "").replace("_", ".")
-    table = {"1": ssl.TLSVersion.TLSv1, "1.0": ssl.TLSVersion.TLSv1,
-             "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
-             "1.3": ssl.TLSVersion.TLSv1_3}
-    if norm not in table:
-        raise ValueError(f"unknown TLS version {text!r} (use 1.0, 1.1, 1.2 or 1.3)")
-    return table[norm]
 
 
 # --------------------------------------------------------------------------- session
@@ -169,37 +163,34 @@ class CertificateFacts:
     weak_key: bool = False
     weak_signature: bool = False
 
-    @property
-    def ok(self) -> bool:
-        """True when nothing below is wrong: parsed, trusted, matching, valid, strong."""
-        return not self.problems()
+    def findings(self) -> tuple[tuple[str, str], ...]:
+        """(kind, phrase) for everything wrong, in the one wording users see.
 
-    def problems(self) -> tuple[str, ...]:
-        """Short, sanitised phrases for everything wrong with the certificate."""
+        Kinds: UNREADABLE, EXPIRED, NOT_YET_VALID (the certificate cannot be
+        used), UNTRUSTED, NAME_MISMATCH (common with private MX certificates),
+        WEAK_KEY, WEAK_SIGNATURE. Phrases are short and sanitised.
+        """
         if self.error:
-            return (self.error,)
+            return ((UNREADABLE, self.error),)
         out = []
-        if not self.chain_trusted:
-            out.append(f"untrusted ({self.chain_error or 'unknown reason'})")
-        if not self.hostname_matches:
-            out.append(f"name mismatch for {one_line(self.hostname, 80)}")
         if self.expired and self.days_left is not None:
-            out.append(f"expired {_days(-self.days_left)} ago")
+            out.append((EXPIRED, f"expired {_days(-self.days_left)} ago"))
         if self.not_yet_valid and self.not_before is not None:
-            out.append(f"not valid before {self.not_before:%Y-%m-%d %H:%M}Z")
+            out.append((NOT_YET_VALID, f"not valid before {self.not_before:%Y-%m-%d %H:%M}Z"))
+        if not self.chain_trusted:
+            out.append((UNTRUSTED, f"untrusted ({self.chain_error or 'unknown reason'})"))
+        if not self.hostname_matches:
+            out.append((NAME_MISMATCH, f"name mismatch for {one_line(self.hostname, 80)}"))
         if self.weak_key:
-            out.append(f"weak key ({self.key_type} {self.key_bits} bits)")
+            out.append((WEAK_KEY, f"weak key ({self.key_type} {self.key_bits} bits)"))
         if self.weak_signature:
-            out.append(f"weak signature ({self.signature_hash or self.signature_algorithm})")
+            out.append((WEAK_SIGNATURE,
+                        f"weak signature ({self.signature_hash or self.signature_algorithm})"))
         return tuple(out)
 
-    def describe(self) -> str:
-        """One sanitised line: subject, issuer, expiry."""
-        if self.error:
-            return one_line(self.error)
-        when = f"{self.not_after:%Y-%m-%d}" if self.not_after else "?"
-        left = "" if self.days_left is None else f", {self.days_left:.0f} days left"
-        return one_line(f"{self.subject} issued by {self.issuer}, expires {when}{left}", 200)
+    def problems(self) -> tuple[str, ...]:
+        """The phrases of `findings()`."""
+        return tuple(phrase for _, phrase in self.findings())
 
 
 def _days(days: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from check_smtp_posture import names
 from check_smtp_posture.spf.lookup import ERROR, NODATA, NXDOMAIN, OK, Answer
 
 
@@ -9,7 +10,7 @@ class DnsClientLookup:
     """Adapts DnsClient to the SPF engine; caches answers and totals the time spent.
 
     One run asks the same question several times (the lint walk, then
-    check_host() for each address); the cache keeps those to one query each.
+    checknames.normalize() for each address); the cache keeps those to one query each.
     Failures are not cached.
     """
 
@@ -20,7 +21,7 @@ class DnsClientLookup:
         self._cache: dict[tuple[str, str], Answer] = {}
 
     def query(self, name: str, rdtype: str) -> Answer:
-        key = (name.rstrip(".").lower(), rdtype)
+        key = (names.normalize(name), rdtype)
         cached = self._cache.get(key)
         if cached is not None:
             return cached
@@ -52,14 +53,10 @@ class DnsClientLookup:
 def _convert(rdtype: str, text: str):
     if rdtype == "MX":
         pref, _, host = text.partition(" ")
-        return int(pref), _host(host)
+        return int(pref), names.normalize(host)
     if rdtype in ("PTR", "CNAME"):
-        return _host(text)
+        return names.normalize(text)
     return text
-
-
-def _host(name: str) -> str:
-    return name if name == "." else name.rstrip(".")
 
 
 def _askable(name: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+from check_smtp_posture import names
 from check_smtp_posture.spf.lookup import OK, Answer, SpfDns, reverse_name
 from check_smtp_posture.spf.macro import (
     EXP_LETTERS,
@@ -343,6 +344,5 @@ def _ips(answer: Answer) -> list:
 
 def _within(name: str, domain: str) -> bool:
     """Is `name` `domain` or a subdomain of it (case-insensitive)?"""
-    name = name.rstrip(".").lower()
-    domain = domain.rstrip(".").lower()
+    name, domain = names.normalize(name), names.normalize(domain)
     return name == domain or name.endswith("." + domain)

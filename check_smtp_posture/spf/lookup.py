@@ -13,6 +13,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
 
+from check_smtp_posture import names
+
 OK = "OK"
 NXDOMAIN = "NXDOMAIN"
 NODATA = "NODATA"
@@ -66,7 +68,7 @@ class ZoneDns:
     def from_testsuite(cls, zonedata: dict) -> ZoneDns:
         dns = cls()
         for name, rrs in zonedata.items():
-            dns.zone.setdefault(_key(name), [])
+            dns.zone.setdefault(names.normalize(name), [])
             for rr in rrs or []:
                 if isinstance(rr, str):       # "TIMEOUT"
                     dns.add(name, rr, True)
@@ -87,14 +89,14 @@ class ZoneDns:
             if isinstance(value, str):
                 pref, _, host = value.partition(" ")
                 value = (int(pref), host)
-            value = (int(value[0]), _host(value[1]))
+            value = (int(value[0]), names.normalize(value[1]))
         elif rdtype in ("PTR", "CNAME"):
-            value = _host(value)
-        self.zone.setdefault(_key(name), []).append((rdtype, value))
+            value = names.normalize(value)
+        self.zone.setdefault(names.normalize(name), []).append((rdtype, value))
 
     def query(self, name: str, rdtype: str) -> Answer:
         self.log.append((name, rdtype))
-        key = _key(name)
+        key = names.normalize(name)
         for _ in range(10):
             rrs = self.zone.get(key)
             if rrs is None:
@@ -114,13 +116,5 @@ class ZoneDns:
             cname = [v for t, v in rrs if t == "CNAME"]
             if not cname or rdtype == "CNAME":
                 return Answer(NODATA)
-            key = _key(cname[0])
+            key = names.normalize(cname[0])
         return Answer(ERROR, detail="CNAME chain too long")
-
-
-def _key(name: str) -> str:
-    return name.rstrip(".").lower()
-
-
-def _host(name: str) -> str:
-    return name.rstrip(".") if name != "." else "."

@@ -1,0 +1,117 @@
+"""The family's shared Contexts: verdicts more than one plugin gives, decided once.
+
+- `MxContext`: the MX verdict, one state per case of a targets.Resolution.
+  Every plugin that resolves a domain's MX judges it here, so the same domain
+  gets the same answer from every plugin (the table in check_smtp_posture(7)).
+- `TimeContext`: a time in seconds with optional thresholds, written in fixed
+  point (perfdata parsers choke on "7.9e-05").
+- `StateFileContext`: what a statefile.StateProblem means.
+
+Counts that are perfdata only need no Context of their own: their Metrics use
+nagiosplugin's built-in `default` context.
+"""
+
+from __future__ import annotations
+
+import nagiosplugin
+from nagiosplugin.state import Critical, Ok, Unknown, Warn
+
+from check_smtp_posture import states, targets
+from check_smtp_posture.sanitize import one_line
+
+DEFAULT = "default"  # nagiosplugin's own perfdata-only context
+
+
+class MxContext(nagiosplugin.Context):
+    """The MX verdict (RFC 5321 §5.1, RFC 7505, RFC 2181 §10.3):
+
+    ============================================  ===========================
+    case                                          state
+    ============================================  ===========================
+    MX records, every target sane                 OK
+    null MX alone                                 OK, CRITICAL if expect_mail
+    null MX mixed with other MX                   CRITICAL
+    no MX, address records (implicit MX)          WARNING
+    no MX, no address records                     CRITICAL
+    domain does not exist (NXDOMAIN)              CRITICAL
+    MX lookup failed (timeout, SERVFAIL)          --unreachable-state
+    target an IP literal, CNAME, NXDOMAIN, or
+    without address                               CRITICAL
+    target's address lookup failed                --unreachable-state
+    ============================================  ===========================
+    """
+
+    def __init__(self, name: str = "mx", *, unreachable: str = "critical",
+                 expect_mail: bool = False):
+        super().__init__(name)
+        self.unreachable = states.state(unreachable)
+        self.expect_mail = expect_mail
+
+    def evaluate(self, metric, resource):
+        verdicts = self.verdicts(metric.value)
+        bad = sorted((v for v in verdicts if v[0] != Ok), key=lambda v: -int(v[0]))
+        if not bad:
+            hint = "; ".join(h for _, h in verdicts) or None
+            return self.result_cls(Ok, hint, metric)
+        return self.result_cls(bad[0][0], "; ".join(h for _, h in bad), metric)
+
+    def verdicts(self, res: targets.Resolution) -> list:
+        """(state, phrase) for the MX set and for each target with a problem."""
+        kind = res.kind
+        out = []
+        if kind == targets.NULL:
+            out.append((Critical if self.expect_mail else Ok,
+                        f"null MX (RFC 7505): {res.domain} accepts no mail"))
+        elif kind == targets.NULL_MIXED:
+            out.append((Critical, "null MX mixed with other MX records"))
+        elif kind == targets.IMPLICIT:
+            out.append((Warn, "no MX, implicit MX from address records"))
+        elif kind == targets.NO_MAIL_HOST:
+            out.append((Critical, "no MX and no address records"))
+        elif kind == targets.NXDOMAIN:
+            out.append((Critical, f"{res.domain} does not exist (NXDOMAIN)"))
+        elif kind == targets.FAILED:
+            out.append((self.unreachable, f"MX lookup failed: {one_line(res.detail, 100)}"))
+        for target in res.problems:
+            state = self.unreachable if target.problem == targets.LOOKUP_FAILED else Critical
+            out.append((state, one_line(target.describe_problem(), 160)))
+        return out
+
+
+class TimeContext(nagiosplugin.ScalarContext):
+    """A time in seconds: fixed-point perfdata, and a hint naming the metric when a range fires."""
+
+    def performance(self, metric, resource):
+        perf = super().performance(metric, resource)
+        return perf._replace(value=f"{metric.value:.6f}")
+
+    def evaluate(self, metric, resource):
+        result = super().evaluate(metric, resource)
+        if result.state != Ok:
+            return self.result_cls(result.state, f"{metric.name} {metric.value:.3f}s "
+                                   f"({result.hint})", metric)
+        return result
+
+
+def seconds(name: str, value: float, context: str = "time") -> nagiosplugin.Metric:
+    """A Metric of a time in seconds (unit s, minimum 0) for a TimeContext."""
+    return nagiosplugin.Metric(name, round(value, 6), "s", min=0, context=context)
+
+
+class StateFileContext(nagiosplugin.Context):
+    """A state file that failed: corrupt (started afresh) WARNING; unwritable or locked UNKNOWN.
+
+    UNKNOWN because it is a fault of the monitoring host, not of the monitored domain.
+    """
+
+    def __init__(self, name: str = "state_file"):
+        super().__init__(name)
+
+    def evaluate(self, metric, resource):
+        from check_smtp_posture.statefile import CORRUPT
+
+        problem = metric.value
+        if problem is None:
+            return self.result_cls(Ok, None, metric)
+        state = Warn if problem.kind == CORRUPT else Unknown
+        return self.result_cls(state, one_line(problem.describe(), 200), metric)

@@ -23,16 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import nagiosplugin
-from nagiosplugin.state import Critical, Ok, Unknown, Warn
+from nagiosplugin.state import Ok, Warn
 
-from check_smtp_posture import cli, dnsbl_zones, runner
+from check_smtp_posture import cli, dnsbl_zones, names, runner, targets
+from check_smtp_posture.contexts import DEFAULT, MxContext, TimeContext, seconds
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.dnsbl_zones import DOMAIN, IP, ZoneSpec
 from check_smtp_posture.sanitize import one_line
+from check_smtp_posture.summary import FamilySummary
 
 NAME = "DNSBL"
-STATES = {"warning": Warn, "critical": Critical, "unknown": Unknown}
-DEFAULT_CONCURRENCY = 16
 LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
 
 # outcome of one blocklist query
@@ -76,8 +76,7 @@ class ZoneHealth:
 @dataclass
 class DnsblFacts:
     subjects: list = field(default_factory=list)  # addresses and domains asked about
-    target_problem: str = ""  # why there is nothing (or not everything) to ask about
-    target_note: str = ""
+    resolutions: list = field(default_factory=list)  # targets.Resolution of -D and each -H
     lookups: list = field(default_factory=list)
     zones: dict = field(default_factory=dict)  # name -> ZoneHealth
     query_time: float = 0.0
@@ -149,7 +148,7 @@ class DnsblResource(nagiosplugin.Resource):
     """Finds the addresses, asks every zone about each; decides nothing."""
 
     def __init__(self, client, *, ip_zones, domain_zones=(), domain=None, hosts=(), ips=(),
-                 family=None, concurrency=DEFAULT_CONCURRENCY):
+                 family=None, concurrency=cli.DEFAULT_CONCURRENCY):
         self.client = client
         self.ip_zones = list(ip_zones)
         self.domain_zones = list(domain_zones)
@@ -168,61 +167,36 @@ class DnsblResource(nagiosplugin.Resource):
     def probe(self):
         started = time.monotonic()
         facts = DnsblFacts()
+        addresses = self._addresses(facts)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
-            addresses = self._addresses(facts, pool)
-            if not facts.target_problem:
-                self._ask(facts, addresses, pool)
+            self._ask(facts, addresses, pool)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         facts.query_time = time.monotonic() - started
-        yield nagiosplugin.Metric("targets", facts, context="targets")
+        for res in facts.resolutions:
+            yield nagiosplugin.Metric(res.what, res, context="mx")
         yield nagiosplugin.Metric("zones", facts, context="zones")
         yield nagiosplugin.Metric("listed", len(facts.listings), min=0, context="listed")
-        yield nagiosplugin.Metric("zones_checked", len(facts.zones), min=0, context="perf")
+        yield nagiosplugin.Metric("zones_checked", len(facts.zones), min=0, context=DEFAULT)
         yield nagiosplugin.Metric("zones_unusable", len(facts.unusable_zones), min=0,
-                                  context="perf")
-        yield nagiosplugin.Metric("query_time", round(facts.query_time, 4), "s", min=0,
-                                  context="perf")
+                                  context=DEFAULT)
+        yield seconds("query_time", facts.query_time, "query_time")
 
-    # -- which addresses
+    # -- which addresses: the family's resolver, for -D and each -H
 
-    def _addresses(self, facts: DnsblFacts, pool) -> list:
-        from check_smtp_posture.dnslookup import NODATA, NOERROR, endpoints_of, mx_records
-
-        found = dict.fromkeys(self.ips)
-        names = list(self.hosts)
+    def _addresses(self, facts: DnsblFacts) -> list:
         if self.domain:
-            answer = self.client.query(self.domain, "MX")
-            if answer.status == NOERROR:
-                hosts = [h for _, h in mx_records(answer) if h != "."]
-                if not hosts:
-                    facts.target_note = "null MX, no address to check"
-                names.extend(hosts)
-            elif answer.status == NODATA:
-                names.append(self.domain)  # implicit MX (RFC 5321 §5.1)
-            else:
-                facts.target_problem = f"MX lookup for {self.domain}: {answer.status}" + (
-                    f" ({answer.detail})" if answer.detail else "")
-                return []
-        answers = list(pool.map(lambda n: (n, self.client.addresses(n, self.family)), names))
-        problems = []
-        for host, host_answers in answers:
-            addrs = endpoints_of(host_answers)
-            if not addrs:
-                worst = next((a for a in host_answers if a.failed), None) or next(
-                    (a for a in host_answers if a.status != NOERROR), host_answers[0])
-                status = worst.status if worst.status != NODATA else "no address"
-                problems.append(f"{host.rstrip('.')}: {status}")
-            found.update(dict.fromkeys(addrs))
-        addresses = [a for a in found if self.family is None
-                     or ipaddress.ip_address(a).version == self.family]
-        if problems and (self.hosts or not addresses):
-            # a name the user gave, or every MX, did not resolve
-            facts.target_problem = "; ".join(problems)
-        elif problems:
-            facts.target_note = "; ".join(problems)
-        return addresses
+            facts.resolutions.append(targets.resolve_mx(
+                self.client, self.domain, family=self.family, concurrency=self.concurrency))
+        for host in self.hosts:
+            facts.resolutions.append(targets.resolve_host(
+                self.client, host, family=self.family, concurrency=self.concurrency))
+        found = dict.fromkeys(self.ips)
+        for res in facts.resolutions:
+            found.update(dict.fromkeys(res.addresses))
+        return [a for a in found if self.family is None
+                or ipaddress.ip_address(a).version == self.family]
 
     # -- the blocklist queries
 
@@ -234,7 +208,7 @@ class DnsblResource(nagiosplugin.Resource):
                 subjects = list(addresses)
                 canary = dnsbl_zones.IPV4_CANARY
             else:
-                subjects = [self.domain.rstrip(".").lower()]
+                subjects = [self.domain]
                 canary = dnsbl_zones.DOMAIN_CANARY
             if not subjects:
                 continue
@@ -269,20 +243,6 @@ class DnsblResource(nagiosplugin.Resource):
 # --------------------------------------------------------------------------- decide
 
 
-class TargetsContext(nagiosplugin.Context):
-    """Whether there was something to check: the monitored names must resolve."""
-
-    def __init__(self, *, dns_failure="critical"):
-        super().__init__("targets")
-        self.dns_failure = STATES[dns_failure]
-
-    def evaluate(self, metric, resource):
-        facts = metric.value
-        if facts.target_problem:
-            return nagiosplugin.Result(self.dns_failure, facts.target_problem, metric)
-        return nagiosplugin.Result(Ok, facts.target_note or None, metric)
-
-
 class ZonesContext(nagiosplugin.Context):
     """Unusable, timed-out and broken zones: a note, or WARNING with --strict."""
 
@@ -308,18 +268,6 @@ class ListedContext(nagiosplugin.ScalarContext):
     def evaluate(self, metric, resource):
         result = super().evaluate(metric, resource)
         return nagiosplugin.Result(result.state, None, metric)
-
-
-class PerfContext(nagiosplugin.Context):
-    def __init__(self):
-        super().__init__("perf")
-
-    def evaluate(self, metric, resource):
-        return nagiosplugin.Result(Ok, None, metric)
-
-    def performance(self, metric, resource):
-        return nagiosplugin.Performance(metric.name, metric.value, metric.uom,
-                                        min=metric.min, max=metric.max)
 
 
 # --------------------------------------------------------------------------- phrase
@@ -351,42 +299,29 @@ def _is_address(text: str) -> bool:
     return True
 
 
-class DnsblSummary(nagiosplugin.Summary):
-    def __init__(self, verbose: int = 0):
-        self.level = verbose
-
+class DnsblSummary(FamilySummary):
     def _facts(self, results) -> DnsblFacts | None:
         for result in results:
             if result.metric is not None and isinstance(result.metric.value, DnsblFacts):
                 return result.metric.value
         return None
 
-    def ok(self, results):
+    def answers(self, results):
+        """Listed or not: the question asked, answered even beside worse findings."""
         facts = self._facts(results)
-        if facts is None:  # pragma: no cover - defensive
-            return ""
-        notes = [r.hint for r in results if r.hint]
-        usable = len(facts.zones) - len(facts.unusable_zones)
+        if facts is None:
+            return []
         if facts.listings:
-            head = "; ".join(describe_listing(lk) for lk in facts.listings)
-        elif facts.subjects and not usable:
-            head = "no usable zone"
-        elif facts.subjects:
-            head = (f"{describe_subjects(facts.subjects)} not listed on {usable} "
-                    f"zone{'s' if usable != 1 else ''}")
-        else:
-            head = "nothing to check"
-        return "; ".join([head] + notes)
+            return ["; ".join(describe_listing(lk) for lk in facts.listings)]
+        usable = len(facts.zones) - len(facts.unusable_zones)
+        if facts.subjects and not usable:
+            return ["no usable zone"]
+        if facts.subjects:
+            return [f"{describe_subjects(facts.subjects)} not listed on {usable} "
+                    f"zone{'s' if usable != 1 else ''}"]
+        return []
 
-    def problem(self, results):
-        facts = self._facts(results)
-        parts = []
-        if facts is not None and facts.listings:
-            parts.append("; ".join(describe_listing(lk) for lk in facts.listings))
-        parts.extend(r.hint for r in sorted(results, key=lambda r: -int(r.state)) if r.hint)
-        return "; ".join(parts)
-
-    def verbose(self, results):
+    def details(self, results):
         facts = self._facts(results)
         if facts is None:
             return []
@@ -399,7 +334,7 @@ class DnsblSummary(nagiosplugin.Summary):
             lines.append(f"{health.state}: zone {health.zone.name}: {health.detail}")
         lines.append(f"asked {len(facts.zones)} zones about {len(facts.subjects)} "
                      f"subjects: {', '.join(facts.subjects) or '-'}")
-        if self.level >= 2:  # every query, the RFC 5782 test entries too
+        if self.verbosity >= 2:  # every query, the RFC 5782 test entries too
             for lk in facts.lookups:
                 codes = f" {', '.join(lk.codes)}" if lk.codes else ""
                 detail = f" ({lk.detail})" if lk.detail and lk.outcome != ERROR_ANSWER else ""
@@ -409,15 +344,6 @@ class DnsblSummary(nagiosplugin.Summary):
 
 
 # --------------------------------------------------------------------------- CLI
-
-
-def ip_address(text: str) -> str:
-    try:
-        ip = ipaddress.ip_address(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
-    mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:192.0.2.1 is 192.0.2.1
-    return str(mapped or ip)
 
 
 def zone_arg(kind: str):
@@ -439,10 +365,11 @@ def build_parser() -> cli.PluginArgumentParser:
                     "documented error answers and broken zones are reported apart from "
                     "listings.")
     what = parser.add_argument_group("what to check (at least one)")
-    what.add_argument("-D", "--domain", help="check every MX address of this domain")
+    what.add_argument("-D", "--domain", type=cli.domain_name,
+                      help="check every MX address of this domain")
     what.add_argument("-H", "--hostname", action="append", default=[], metavar="HOST",
                       help="check this host name's addresses, or this address (repeatable)")
-    what.add_argument("--ip", action="append", default=[], type=ip_address, metavar="ADDR",
+    what.add_argument("--ip", action="append", default=[], type=cli.ip_address, metavar="ADDR",
                       help="check this IPv4 or IPv6 address (repeatable)")
     zones = parser.add_argument_group("zones")
     zones.add_argument("--zone", action="append", default=[], type=zone_arg(IP),
@@ -466,18 +393,11 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_family_options(parser)
     cli.add_threshold_options(parser, what="the number of listings", warning="0",
                               critical="1")
-    parser.add_argument("--concurrency", type=cli.whole_number(1), default=DEFAULT_CONCURRENCY,
-                        metavar="N", help="DNS queries in flight at once "
-                                          f"(default: {DEFAULT_CONCURRENCY})")
-    parser.add_argument("--query-timeout", type=cli.positive_float, metavar="SECONDS",
-                        help="cap for a single DNS query (default: half of -t)")
+    cli.add_concurrency_option(parser, "DNS queries asked")
     parser.add_argument("--strict", action="store_true",
                         help="WARNING when a zone is unusable, timed out or broken "
                              "(default: a note)")
-    parser.add_argument("--dns-failure", choices=("warning", "critical", "unknown"),
-                        default="critical",
-                        help="state when the domain or a host does not resolve "
-                             "(default: critical)")
+    cli.add_unreachable_option(parser)
     return parser
 
 
@@ -521,35 +441,29 @@ def main(argv=None) -> int:
         return parser.usage_error("--domain-zone needs -D")
     if not ip_zones and not domain_zones:
         return parser.usage_error("no zones to ask (--no-default-zones without --zone)")
-    if args.domain is not None and not dnsbl_zones.valid_hostname(args.domain):
-        return parser.usage_error(f"bad domain name {args.domain!r}")
     hosts, ips = [], list(args.ip)
     for host in args.hostname:
         try:
-            ips.append(ip_address(host))
-        except argparse.ArgumentTypeError:
-            if not dnsbl_zones.valid_hostname(host):
+            ips.append(names.plain_address(host))
+        except ValueError:
+            if not names.is_hostname(host):
                 return parser.usage_error(f"bad host name {host!r}")
-            hosts.append(host.strip())
+            hosts.append(names.normalize(host))
 
     deadline = Deadline(args.timeout)
-    from check_smtp_posture.dnslookup import DnsClient
-
-    client = DnsClient(deadline, args.dns_server,
-                       query_cap=args.query_timeout or args.timeout / 2)
+    client = cli.dns_client(args, deadline)
     check = nagiosplugin.Check(
         DnsblResource(client, ip_zones=ip_zones, domain_zones=domain_zones,
-                      domain=args.domain.strip().rstrip(".") if args.domain else None,
-                      hosts=hosts, ips=list(dict.fromkeys(ips)), family=args.family,
-                      concurrency=args.concurrency),
-        TargetsContext(dns_failure=args.dns_failure),
+                      domain=args.domain, hosts=hosts, ips=list(dict.fromkeys(ips)),
+                      family=args.family, concurrency=args.concurrency),
+        MxContext(unreachable=args.unreachable_state),
         ZonesContext(strict=args.strict),
         ListedContext(args.warning, args.critical),
-        PerfContext(),
+        TimeContext("query_time"),
         DnsblSummary(args.verbose),
         name=NAME,
     )
-    return runner.execute(check, verbose=args.verbose, timeout=args.timeout)
+    return runner.run(check, args)
 
 
 def console_main():

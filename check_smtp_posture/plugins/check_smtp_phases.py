@@ -7,7 +7,7 @@ below turn facts into states according to the options; PhasesSummary phrases.
 
 from __future__ import annotations
 
-import ipaddress
+import math
 import os
 import socket
 import sys
@@ -15,28 +15,29 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
-from check_smtp_posture import cli, runner
+from check_smtp_posture import cli, names, runner, states, targets
+from check_smtp_posture.contexts import MxContext, TimeContext, seconds
 from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.sanitize import one_line
+from check_smtp_posture.sanitize import one_line, perf_label
+from check_smtp_posture.secrets import SecretError, read_secret
 from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
     STARTTLS_AUTO,
     STARTTLS_NEVER,
-    Endpoint,
     SaslCredentials,
     SessionPlan,
     SessionResult,
     run_session,
 )
+from check_smtp_posture.summary import FamilySummary
 
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
 PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 DEFAULT_MESSAGE = ("Subject: check_smtp_phases probe\r\n"
                    "X-Mailer: check_smtp_posture\r\n\r\n"
                    "Probe message of check_smtp_phases.\r\n")
-STATES = {"ok": nagiosplugin.Ok, "warning": nagiosplugin.Warn,
-          "critical": nagiosplugin.Critical, "unknown": nagiosplugin.Unknown}
-EXIT_STATES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
+#: seconds kept back from the endpoints' shares for the run to report
+REPORT_MARGIN = 0.1
 
 
 # -- configuration ---------------------------------------------------------------
@@ -52,6 +53,7 @@ class Options:
     servername: str | None
     family: int | None
     dns_servers: tuple | None
+    query_timeout: float | None
     concurrency: int
     plan: SessionPlan
     expect: str | None
@@ -79,15 +81,16 @@ def build_parser() -> cli.PluginArgumentParser:
                     "and certificate findings.")
     target = parser.add_argument_group("target")
     which = target.add_mutually_exclusive_group()
-    which.add_argument("-H", "--hostname", help="host name or address of the SMTP server")
-    which.add_argument("-D", "--domain", help="mail domain: check every address of every MX")
+    which.add_argument("-H", "--hostname", type=host_or_address,
+                       help="host name or address of the SMTP server")
+    which.add_argument("-D", "--domain", type=cli.domain_name,
+                       help="mail domain: check every address of every MX")
     target.add_argument("-p", "--port", type=cli.port_number,
                         help="TCP port (default: 25, or 465 with --tls)")
     target.add_argument("--servername", metavar="NAME",
                         help="name for SNI and the certificate check (default: the host or MX "
                              "name)")
-    target.add_argument("--concurrency", type=cli.whole_number(1), default=8, metavar="N",
-                        help="endpoints probed at once with -D (default: 8)")
+    cli.add_concurrency_option(target, "endpoints probed (and DNS queries asked) with -D")
     cli.add_family_options(target)
     cli.add_dns_options(target)
 
@@ -129,7 +132,7 @@ def build_parser() -> cli.PluginArgumentParser:
     tls.add_argument("--cert-days", default="30,14", metavar="WARN,CRIT",
                      help="days of certificate validity left below which to warn / go "
                           "critical (default: 30,14)")
-    tls.add_argument("--cert-error-state", choices=sorted(STATES), default="warning",
+    tls.add_argument("--cert-error-state", choices=states.NAMES, default="warning",
                      help="state for an untrusted chain or a name mismatch (default: warning)")
 
     sasl = parser.add_argument_group("SASL authentication")
@@ -146,7 +149,7 @@ def build_parser() -> cli.PluginArgumentParser:
     proxy.add_argument("--proxy-protocol", type=int, choices=(1, 2), metavar="VERSION",
                        help="send a PROXY protocol header (version 1 or 2) before SMTP")
     proxy.add_argument("--proxy-family", choices=("TCP4", "TCP6"), default=None,
-                       help="family in the PROXY header (default: TCP4)")
+                       help="family in the PROXY header (default: the connection's)")
     proxy.add_argument("--proxy-source-address", metavar="ADDR",
                        help="source address in the PROXY header (default: the connection's)")
     proxy.add_argument("--proxy-dest-address", metavar="ADDR",
@@ -163,13 +166,19 @@ def build_parser() -> cli.PluginArgumentParser:
     limits.add_argument("--phase-threshold", action="append", default=[],
                         metavar="PHASE=WARN[,CRIT]",
                         help="ranges for one phase's time, e.g. banner=2,5 (repeatable)")
-    limits.add_argument("--transient-state", choices=sorted(STATES), default="warning",
+    limits.add_argument("--transient-state", choices=states.NAMES, default="warning",
                         help="state for a 4xx reply where 2xx was expected (default: warning)")
-    limits.add_argument("--unreachable-state", choices=sorted(STATES), default="critical",
-                        help="state for refused, unreachable, timed out, DNS failure "
-                             "(default: critical)")
+    cli.add_unreachable_option(limits)
     cli.add_common_options(limits)
     return parser
+
+
+def host_or_address(text: str) -> str:
+    """-H: an IP address (optionally in brackets) or a host name."""
+    try:
+        return names.plain_address(text.strip().strip("[]"))
+    except ValueError:
+        return cli.host_name(text)
 
 
 def options_from(args, parser) -> Options | str:
@@ -212,7 +221,10 @@ def options_from(args, parser) -> Options | str:
             return "--sasl-mechanism needs --sasl-user"
         if args.sasl_authzid and (args.sasl_mechanism or "PLAIN") != "PLAIN":
             return "--sasl-authzid works with the PLAIN mechanism only"
-        password = read_password(args.sasl_password_file)
+        try:
+            password = read_secret(args.sasl_password_file, PASSWORD_ENV)
+        except SecretError as exc:
+            return str(exc)
         if password is None:
             return (f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,
@@ -222,7 +234,7 @@ def options_from(args, parser) -> Options | str:
     except OSError as exc:
         return f"cannot read --payload-file: {exc.strerror}"
     try:
-        proxy_header = proxy_builder(args)
+        proxy_spec = proxy_from(args)
     except ValueError as exc:
         return str(exc)
     ca_file = args.ca_file
@@ -243,12 +255,13 @@ def options_from(args, parser) -> Options | str:
         rcpt_to=tuple(args.rcpt_to),
         send_data=args.send_data,
         message=message,
-        proxy_header=proxy_header,
+        proxy=proxy_spec,
     )
     return Options(
         hostname=args.hostname, domain=args.domain, port=port, servername=args.servername,
         family=args.family, dns_servers=tuple(args.dns_server) if args.dns_server else None,
-        concurrency=args.concurrency, plan=plan, expect=args.expect,
+        query_timeout=args.query_timeout, concurrency=args.concurrency, plan=plan,
+        expect=args.expect,
         responses=tuple(args.responses), require_starttls=args.require_starttls,
         ca_file=ca_file, cert_warn_days=warn_days, cert_crit_days=crit_days,
         cert_error_state=args.cert_error_state, transient_state=args.transient_state,
@@ -256,16 +269,6 @@ def options_from(args, parser) -> Options | str:
         ignore_quit_failure=args.ignore_quit_failure, warning=args.warning,
         critical=args.critical, phase_thresholds=thresholds, verbose=args.verbose,
         timeout=args.timeout)
-
-
-def read_password(path: str | None) -> str | None:
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read().rstrip("\r\n")
-        except OSError:
-            return None
-    return os.environ.get(PASSWORD_ENV)
 
 
 def load_message(args) -> bytes:
@@ -277,53 +280,17 @@ def load_message(args) -> bytes:
     return DEFAULT_MESSAGE.encode("ascii")
 
 
-def proxy_builder(args):
-    """A function of (local, peer) giving the PROXY header, or None."""
+def proxy_from(args):
+    """The PROXY header asked for (a ProxySpec), or None; ValueError for bad options."""
     if not args.proxy_protocol:
         return None
-    from check_smtp_posture.smtp import proxy
+    from check_smtp_posture.smtp.proxy import ProxySpec
 
-    version, family = args.proxy_protocol, args.proxy_family or "TCP4"
-    for addr in (args.proxy_source_address, args.proxy_dest_address):
-        if addr is not None:
-            try:
-                ip = ipaddress.ip_address(addr)
-            except ValueError:
-                raise ValueError(f"PROXY address {addr!r} is not an IP address") from None
-            if (ip.version == 6) != (family == "TCP6"):
-                raise ValueError(f"PROXY address {addr} does not match family {family}")
-
-    def build(local, peer) -> bytes:
-        src = args.proxy_source_address or _matching(local[0], family, "127.0.0.1", "::1")
-        dst = args.proxy_dest_address or _matching(peer[0], family, "127.0.0.1", "::1")
-        return proxy.proxy_header(version, family, src, dst,
-                                  args.proxy_source_port or local[1],
-                                  args.proxy_dest_port or peer[1])
-
-    return build
-
-
-def _matching(address: str, family: str, v4: str, v6: str) -> str:
-    """The connection's address if it fits the header's family, else a placeholder."""
-    is_v6 = ipaddress.ip_address(address).version == 6
-    if is_v6 == (family == "TCP6"):
-        return address
-    return v6 if family == "TCP6" else v4
+    return ProxySpec(args.proxy_protocol, args.proxy_family, args.proxy_source_address,
+                     args.proxy_dest_address, args.proxy_source_port, args.proxy_dest_port)
 
 
 # -- probe -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """How the target became a list of endpoints, and what went wrong on the way."""
-
-    endpoints: tuple
-    problems: tuple  # one line each: "mx2.example: A: TIMEOUT"
-    failed: bool  # no endpoint because DNS failed (not because there is none)
-    what: str  # "MX of example.org", "host mx1.example"
-    dns_time: float = 0.0
-    null_mx: bool = False  # the domain says it accepts no mail (RFC 7505)
 
 
 class SmtpPhases(nagiosplugin.Resource):
@@ -332,8 +299,9 @@ class SmtpPhases(nagiosplugin.Resource):
     def __init__(self, options: Options, deadline: Deadline):
         self.options = options
         self.deadline = deadline
-        self.resolution: Resolution | None = None
+        self.resolution: targets.Resolution | None = None
         self.results: list[SessionResult] = []
+        self.prefixes: dict = {}  # id(result) -> its perfdata label prefix
         self._certificates: dict = {}
 
     @property
@@ -341,16 +309,24 @@ class SmtpPhases(nagiosplugin.Resource):
         return "SMTP_PHASES"
 
     def probe(self):
-        self.resolution = resolve_endpoints(self.options, self.deadline)
-        yield nagiosplugin.Metric("resolution", self.resolution, context="resolution")
-        endpoints = self.resolution.endpoints
+        self.resolution = resolve(self.options, self.deadline)
+        yield nagiosplugin.Metric("mx", self.resolution, context="mx")
+        endpoints = self.resolution.endpoints(self.options.port, self.options.servername)
         if not endpoints:
             return
         self.results = run_sessions(endpoints, self.options, self.deadline)
         prefixed = self.options.domain is not None or len(endpoints) > 1
         for result in self.results:
-            cert = self.certificate(result)
-            yield from endpoint_metrics(result, cert, prefixed)
+            self.prefixes[id(result)] = label_prefix(result.endpoint, prefixed)
+            yield from endpoint_metrics(result, self.certificate(result),
+                                        self.prefixes[id(result)])
+
+    def endpoint_label(self, prefix: str) -> str:
+        """name[address] of the endpoint whose perfdata labels start with `prefix`."""
+        for result in self.results:
+            if self.prefixes.get(id(result)) == prefix:
+                return result.endpoint.label
+        return self.results[0].endpoint.label if self.results else ""
 
     def certificate(self, result: SessionResult):
         """Facts about the endpoint's certificate (None without TLS), parsed once."""
@@ -365,94 +341,69 @@ class SmtpPhases(nagiosplugin.Resource):
         return self._certificates[id(result)]
 
 
+def resolve(options: Options, deadline: Deadline) -> targets.Resolution:
+    """The endpoints' source: the address given, the host's addresses, or every MX's."""
+    if options.hostname and names.is_ip_literal(options.hostname):
+        # an address: no DNS at all (and no dnspython import)
+        return targets.address_target(options.hostname, options.servername)
+    from check_smtp_posture.dnslookup import DnsClient
+
+    client = DnsClient(deadline, options.dns_servers,
+                       query_cap=options.query_timeout or options.timeout / 2)
+    if options.hostname:
+        return targets.resolve_host(client, options.hostname, family=options.family)
+    return targets.resolve_mx(client, options.domain, family=options.family,
+                              concurrency=options.concurrency)
+
+
 def run_sessions(endpoints, options: Options, deadline: Deadline) -> list[SessionResult]:
-    """One session per endpoint, concurrently (bounded) when there are several."""
+    """One session per endpoint, concurrently (bounded) when there are several.
+
+    Each endpoint gets its share of what is left of -t: the time divided by the
+    number of waves (endpoints / --concurrency, rounded up), less a margin to
+    report. One tarpitting endpoint then ends at its share, and the endpoints
+    after it still get theirs.
+    """
     if len(endpoints) == 1:
         return [run_session(endpoints[0], options.plan, deadline)]
     from concurrent.futures import ThreadPoolExecutor  # paid only when needed
 
+    waves = math.ceil(len(endpoints) / options.concurrency)
+    share = max(0.0, deadline.remaining() - REPORT_MARGIN) / waves
+
+    def session(endpoint):
+        return run_session(endpoint, options.plan, deadline.share(share))
+
     with ThreadPoolExecutor(max_workers=min(len(endpoints), options.concurrency)) as pool:
-        return list(pool.map(lambda ep: run_session(ep, options.plan, deadline), endpoints))
-
-
-def resolve_endpoints(options: Options, deadline: Deadline) -> Resolution:
-    """Endpoints to probe: the address given, the host's addresses, or every MX address."""
-    if options.hostname:
-        try:
-            ip = ipaddress.ip_address(options.hostname.strip("[]"))
-        except ValueError:
-            ip = None
-        if ip is not None:  # an address: no DNS at all (and no dnspython import)
-            ep = Endpoint(str(ip), options.port, options.servername)
-            return Resolution((ep,), (), False, f"host {ip}")
-    from check_smtp_posture import dnslookup
-
-    client = dnslookup.DnsClient(deadline, servers=options.dns_servers)
-    problems: list[str] = []
-    failed = False
-    started = deadline.elapsed()
-    if options.hostname:
-        hosts = [options.hostname.rstrip(".")]
-        what = f"host {hosts[0]}"
-    else:
-        what = f"MX of {options.domain}"
-        answer = client.query(options.domain, "MX")
-        if answer.failed:
-            return Resolution((), (f"{options.domain} MX: {answer.status}",), True, what,
-                              deadline.elapsed() - started)
-        if answer.status == dnslookup.NXDOMAIN:
-            return Resolution((), (f"{options.domain}: NXDOMAIN",), False, what,
-                              deadline.elapsed() - started)
-        pairs = dnslookup.mx_records(answer) if answer.ok else []
-        if len(pairs) == 1 and pairs[0][1] == ".":
-            return Resolution((), (f"{options.domain} has a null MX (RFC 7505): "
-                                   "it accepts no mail",), False, what,
-                              deadline.elapsed() - started, null_mx=True)
-        if not pairs:  # implicit MX (RFC 5321 §5.1): the domain itself
-            problems.append(f"{options.domain} has no MX; using its address records")
-            hosts = [options.domain]
-        else:
-            hosts = [host.rstrip(".") for _, host in pairs if host != "."]
-    endpoints = []
-    for host in hosts:
-        for answer in client.addresses(host, options.family):
-            if answer.failed:
-                failed = True
-                problems.append(f"{host} {answer.rdtype}: {answer.status}")
-            for address in answer.records if answer.ok else ():
-                endpoints.append(Endpoint(address, options.port,
-                                          options.servername or host))
-        if not any(ep.name == (options.servername or host) for ep in endpoints) and not failed:
-            problems.append(f"{host} has no address")
-    dns_time = deadline.elapsed() - started
-    endpoints = [Endpoint(ep.address, ep.port, ep.name, dns_time) for ep in endpoints]
-    return Resolution(tuple(endpoints), tuple(problems), failed and not endpoints, what,
-                      dns_time)
+        return list(pool.map(session, endpoints))
 
 
 @dataclass(frozen=True)
 class Fact:
     """A fact about one endpoint, handed from probe to Context."""
 
-    endpoint: Endpoint
+    endpoint: targets.Endpoint
     result: SessionResult
     prefix: str
 
 
-def endpoint_metrics(result: SessionResult, cert, prefixed: bool):
+def label_prefix(ep: targets.Endpoint, prefixed: bool) -> str:
+    """`<name>_<address>_` for the perfdata labels of one endpoint of several."""
+    if not prefixed:
+        return ""
+    return perf_label(f"{ep.name}_{ep.address}_" if ep.name else f"{ep.address}_")
+
+
+def endpoint_metrics(result: SessionResult, cert, prefix: str):
     ep = result.endpoint
-    prefix = f"{ep.name}_{ep.address}_" if prefixed and ep.name else (
-        f"{ep.address}_" if prefixed else "")
     fact = Fact(ep, result, prefix)
     yield nagiosplugin.Metric(prefix + "dialogue", fact, context="dialogue")
     yield nagiosplugin.Metric(prefix + "starttls", fact, context="starttls")
     yield nagiosplugin.Metric(prefix + "auth_posture", fact, context="auth_posture")
     for phase in TIMED_PHASES:
         if phase in result.times:
-            yield nagiosplugin.Metric(f"{prefix}{phase}_time", round(result.times[phase], 6),
-                                      uom="s", min=0, context=f"phase_{phase}")
-    yield nagiosplugin.Metric(prefix + "time", round(result.times["total"], 6), uom="s",
-                              min=0, context="time")
+            yield seconds(f"{prefix}{phase}_time", result.times[phase], f"phase_{phase}")
+    yield seconds(prefix + "time", result.times["total"])
     if result.tls is not None:
         yield nagiosplugin.Metric(prefix + "tls_protocol", fact, context="tls_protocol")
     if cert is not None:
@@ -468,26 +419,6 @@ def endpoint_metrics(result: SessionResult, cert, prefixed: bool):
 
 def _where(fact: Fact) -> str:
     return fact.endpoint.label
-
-
-class ResolutionContext(nagiosplugin.Context):
-    def __init__(self, options: Options):
-        super().__init__("resolution")
-        self.options = options
-
-    def evaluate(self, metric, resource):
-        res: Resolution = metric.value
-        if res.endpoints:
-            hint = "; ".join(res.problems)
-            return self.result_cls(nagiosplugin.Ok, hint, metric)
-        if res.null_mx:  # nothing to probe, by the domain's own choice
-            state = nagiosplugin.Ok
-        elif res.failed:
-            state = STATES[self.options.unreachable_state]
-        else:
-            state = nagiosplugin.Critical
-        reason = "; ".join(res.problems) or f"no endpoint found for {res.what}"
-        return self.result_cls(state, one_line(reason, 200), metric)
 
 
 class DialogueContext(nagiosplugin.Context):
@@ -506,7 +437,9 @@ class DialogueContext(nagiosplugin.Context):
             exc = result.failure
             state = nagiosplugin.Critical
             if exc.kind in ("connect", "timeout"):
-                state = STATES[opts.unreachable_state]
+                state = states.state(opts.unreachable_state)
+            elif exc.kind == "usage":
+                state = nagiosplugin.Unknown
             return self.result_cls(state, f"{where} {exc.phase}: {one_line(exc.detail)}",
                                    metric)
         if result.stopped is not None:
@@ -526,7 +459,7 @@ class DialogueContext(nagiosplugin.Context):
                 detail = str(reply)
             if phase == "ehlo" and reply.code in (500, 502, 504, 550):
                 detail = f"EHLO and HELO refused: {reply}"
-            state = STATES[opts.transient_state] if reply.transient else nagiosplugin.Critical
+            state = states.state(opts.transient_state) if reply.transient else nagiosplugin.Critical
             return self.result_cls(state, f"{where} {phase}: {one_line(detail)}", metric)
         if opts.expect is not None:
             banner = result.replies.get("banner")
@@ -543,7 +476,7 @@ class DialogueContext(nagiosplugin.Context):
         if not opts.responses:
             for command, reply in result.command_replies:
                 if not reply.positive:
-                    state = STATES[opts.transient_state] if reply.transient \
+                    state = states.state(opts.transient_state) if reply.transient \
                         else nagiosplugin.Critical
                     return self.result_cls(state, f"{where} {one_line(command, 30)}: "
                                                   f"{one_line(str(reply))}", metric)
@@ -572,9 +505,11 @@ class StartTlsContext(nagiosplugin.Context):
         where = _where(fact)
         if self.options.plan.implicit_tls or result.extensions is None:
             return self.result_cls(nagiosplugin.Ok, "", metric)
-        if not result.starttls_offered:
-            state = nagiosplugin.Critical if self.options.require_starttls else nagiosplugin.Ok
-            return self.result_cls(state, f"{where} STARTTLS not offered", metric)
+        if not result.starttls_offered:  # the OK line says "no STARTTLS" already
+            if self.options.require_starttls:
+                return self.result_cls(nagiosplugin.Critical, f"{where} STARTTLS not offered",
+                                       metric)
+            return self.result_cls(nagiosplugin.Ok, "", metric)
         if not result.starttls_attempted:
             return self.result_cls(nagiosplugin.Ok, "", metric)
         if result.stopped == "starttls":
@@ -617,42 +552,33 @@ class TlsProtocolContext(nagiosplugin.Context):
 
 
 class CertificateContext(nagiosplugin.Context):
-    """Expiry, validity start, trust, name, key and signature of the peer certificate."""
+    """Validity, trust, name, key and signature of the peer certificate, in tls.py's wording.
+
+    Unreadable, expired or not yet valid: CRITICAL. Untrusted chain or name
+    mismatch: --cert-error-state (MX certificates are often private, RFC 7672).
+    Weak key or signature: WARNING. The worst of these wins; all are named.
+    """
 
     def __init__(self, options: Options):
         super().__init__("certificate")
         self.options = options
 
     def evaluate(self, metric, resource):
+        from check_smtp_posture.smtp import tls
+
         fact, cert = metric.value
-        where = _where(fact)
-        if cert.error:
-            return self.result_cls(nagiosplugin.Critical,
-                                   f"{where} certificate unreadable: {one_line(cert.error)}",
-                                   metric)
-        if cert.expired:
-            return self.result_cls(nagiosplugin.Critical, f"{where} certificate expired "
-                                   f"{cert.not_after:%Y-%m-%d}", metric)
-        if cert.not_yet_valid:
-            return self.result_cls(nagiosplugin.Critical, f"{where} certificate not valid "
-                                   f"before {cert.not_before:%Y-%m-%d}", metric)
-        problems = []
-        if not cert.chain_trusted:
-            problems.append(f"untrusted chain ({one_line(cert.chain_error or 'unknown', 60)})")
-        if not cert.hostname_matches:
-            problems.append(f"name mismatch for {fact.endpoint.name or fact.endpoint.address}")
-        if problems:
-            state = STATES[self.options.cert_error_state]
-            return self.result_cls(state, f"{where} certificate: {', '.join(problems)}", metric)
-        weak = []
-        if cert.weak_key:
-            weak.append(f"weak key {cert.key_type} {cert.key_bits} bits")
-        if cert.weak_signature:
-            weak.append(f"{cert.signature_hash} signature")
-        if weak:
-            return self.result_cls(nagiosplugin.Warn, f"{where} certificate: {', '.join(weak)}",
-                                   metric)
-        return self.result_cls(nagiosplugin.Ok, "", metric)
+        severity = {tls.UNREADABLE: nagiosplugin.Critical, tls.EXPIRED: nagiosplugin.Critical,
+                    tls.NOT_YET_VALID: nagiosplugin.Critical,
+                    tls.UNTRUSTED: states.state(self.options.cert_error_state),
+                    tls.NAME_MISMATCH: states.state(self.options.cert_error_state),
+                    tls.WEAK_KEY: nagiosplugin.Warn, tls.WEAK_SIGNATURE: nagiosplugin.Warn}
+        judged = [(severity[kind], phrase) for kind, phrase in cert.findings()]
+        bad = [(state, phrase) for state, phrase in judged if state != nagiosplugin.Ok]
+        if not bad:
+            return self.result_cls(nagiosplugin.Ok, "", metric)
+        worst = max(state for state, _ in bad)
+        return self.result_cls(worst, f"{_where(fact)} certificate: "
+                               + ", ".join(one_line(p, 100) for _, p in bad), metric)
 
 
 class CertDaysContext(nagiosplugin.ScalarContext):
@@ -667,66 +593,35 @@ class CertDaysContext(nagiosplugin.ScalarContext):
             return self.result_cls(nagiosplugin.Ok, "", metric)
         result = super().evaluate(metric, resource)
         if result.state != nagiosplugin.Ok:
-            label = metric.name[: -len("cert_days_left")].rstrip("_") or "certificate"
-            return self.result_cls(result.state, f"{label} certificate expires in "
+            where = resource.endpoint_label(metric.name[: -len("cert_days_left")])
+            return self.result_cls(result.state, f"{where} certificate: expires in "
                                    f"{metric.value:.0f} days", metric)
-        return result
-
-
-class TimeContext(nagiosplugin.ScalarContext):
-    """Thresholds on a time; the hint names the endpoint and phase."""
-
-    def performance(self, metric, resource):
-        # Fixed-point: perfdata parsers choke on Python's "7.9e-05".
-        perf = super().performance(metric, resource)
-        return perf._replace(value=f"{metric.value:.6f}")
-
-    def evaluate(self, metric, resource):
-        result = super().evaluate(metric, resource)
-        if result.state != nagiosplugin.Ok:
-            return self.result_cls(result.state, f"{metric.name} {metric.value:.3f}s "
-                                   f"({result.hint})", metric)
         return result
 
 
 # -- summary -----------------------------------------------------------------------
 
 
-class PhasesSummary(nagiosplugin.Summary):
+class PhasesSummary(FamilySummary):
     def __init__(self, resource: SmtpPhases):
+        super().__init__(resource.options.verbose)
         self.resource = resource
 
-    def ok(self, results):
+    def headline(self, results):
         res = self.resource.results
         if not res:
-            hints = [r.hint for r in results if r.hint]
-            return "; ".join(hints) or "nothing to check"
+            return ""
         if len(res) == 1:
             return describe_ok(res[0])
         slowest = max(res, key=lambda r: r.times.get("total", 0))
         return (f"{len(res)} endpoints OK for {self.resource.resolution.what}, slowest "
                 f"{slowest.endpoint.label} {slowest.times['total']:.3f}s")
 
-    def problem(self, results):
-        worst = results.most_significant_state
-        hints = [r.hint for r in results if r.state == worst and r.hint]
-        if not hints:
-            hints = [str(results.first_significant)]
-        more = f" (+{len(hints) - 3} more)" if len(hints) > 3 else ""
-        return "; ".join(hints[:3]) + more
-
-    def verbose(self, results):
+    def details(self, results):
         lines = []
-        for result in results:
-            if result.state != nagiosplugin.Ok and result.hint:
-                lines.append(f"{str(result.state).lower()}: {result.hint}")
-        res = self.resource.resolution
-        if res is not None and res.problems and res.endpoints:
-            lines.extend(f"dns: {p}" for p in res.problems)
-        verbosity = self.resource.options.verbose
         for session in self.resource.results:
             lines.extend(describe_session(session, self.resource.certificate(session),
-                                          verbosity))
+                                          self.verbosity))
         return lines
 
 
@@ -806,7 +701,7 @@ def describe_session(result: SessionResult, cert, verbosity: int) -> list[str]:
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = SmtpPhases(options, deadline)
     contexts = [
-        ResolutionContext(options),
+        MxContext(unreachable=options.unreachable_state),
         DialogueContext(options),
         StartTlsContext(options),
         AuthPostureContext(),
@@ -832,8 +727,7 @@ def main(argv=None) -> int:
         return parser.usage_error(options)
     deadline = Deadline(options.timeout)
     check = build_check(options, deadline)
-    return runner.execute(check, verbose=options.verbose, timeout=options.timeout,
-                          timeout_state=EXIT_STATES[options.unreachable_state])
+    return runner.run(check, options)
 
 
 def console_main() -> None:

@@ -9,32 +9,23 @@ options; `SpfSummary` phrases them.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import sys
 
 import nagiosplugin
-from nagiosplugin.state import Critical, Ok, Unknown, Warn
+from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import cli, runner
+from check_smtp_posture import cli, runner, states, targets
+from check_smtp_posture.contexts import DEFAULT, MxContext, TimeContext, seconds
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.summary import FamilySummary
 
 NAME = "SPF"
-STATES = {"ok": Ok, "warning": Warn, "critical": Critical, "unknown": Unknown}
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
 RFC_MAX_LOOKUPS = 10
 RFC_MAX_VOID = 2
 
 
 # --------------------------------------------------------------------------- probe
-
-
-class MxTargets:
-    """What --check-mx found: (host, address) pairs, or why there are none."""
-
-    def __init__(self, status: str = "OK", detail: str = "", pairs=()):
-        self.status = status
-        self.detail = detail
-        self.pairs = list(pairs)
 
 
 class SpfResource(nagiosplugin.Resource):
@@ -71,48 +62,22 @@ class SpfResource(nagiosplugin.Resource):
                                   context="void_lookups")
         yield nagiosplugin.Metric("record_length", report.record_length, "B", min=0,
                                   context="record_length")
-        yield nagiosplugin.Metric("include_depth", report.include_depth, min=0, context="perf")
+        yield nagiosplugin.Metric("include_depth", report.include_depth, min=0,
+                                  context=DEFAULT)
 
-        targets = [(str(ip), None) for ip in self.ips]
-        if self.check_mx:
-            mx = self._mx_targets(dns)
-            yield nagiosplugin.Metric("mx", mx, context="mx")
-            targets += [(addr, host) for host, addr in mx.pairs]
+        clients = [(str(ip), None) for ip in self.ips]
+        if self.check_mx:  # the family's resolver: the same MX verdict as every plugin
+            resolution = targets.resolve_mx(self.client, self.domain, family=self.family)
+            yield nagiosplugin.Metric("mx", resolution, context="mx")
+            clients += [(addr, host) for host, addr in resolution.pairs()]
         seen = set()
-        for ip, host in targets:
+        for ip, host in clients:
             if ip in seen:
                 continue
             seen.add(ip)
             result = check_host(dns, ip, self.domain, self.sender, helo=self.helo)
             yield nagiosplugin.Metric(f"check_host {ip}", (result, host), context="check_host")
-        elapsed = round(getattr(dns, "elapsed", 0.0), 4)
-        yield nagiosplugin.Metric("dns_time", elapsed, "s", min=0, context="perf")
-
-    def _mx_targets(self, dns) -> MxTargets:
-        answer = dns.query(self.domain, "MX")
-        if answer.error:
-            return MxTargets("ERROR", f"DNS failure looking up MX {self.domain}: "
-                                      f"{answer.detail}")
-        hosts = [host for _pref, host in sorted(answer.records) if host not in (".", "")]
-        if not hosts:
-            return MxTargets("EMPTY", f"{self.domain} has no MX host to evaluate")
-        kinds = {4: ["A"], 6: ["AAAA"], None: ["A", "AAAA"]}[self.family]
-        pairs, failures = [], []
-        for host in hosts:
-            for kind in kinds:
-                addresses = dns.query(host, kind)
-                if addresses.error:
-                    failures.append(f"{kind} {host}: {addresses.detail}")
-                pairs.extend((host, addr) for addr in addresses.records
-                             if addresses.status == "OK")
-        if failures and not pairs:
-            return MxTargets("ERROR", "DNS failure looking up MX addresses: "
-                             + "; ".join(failures))
-        if not pairs:
-            return MxTargets("EMPTY", f"the MX hosts of {self.domain} have no address")
-        return MxTargets("PARTIAL" if failures else "OK",
-                         "DNS failure looking up MX addresses: " + "; ".join(failures)
-                         if failures else "", pairs)
+        yield seconds("dns_time", getattr(dns, "elapsed", 0.0), "dns_time")
 
 
 def visible_findings(report) -> list:
@@ -210,16 +175,6 @@ class LengthContext(nagiosplugin.ScalarContext):
         return self.result_cls(Ok, None, metric)
 
 
-class PerfContext(nagiosplugin.ScalarContext):
-    """Performance data only."""
-
-    def __init__(self):
-        super().__init__("perf")
-
-    def evaluate(self, metric, resource):
-        return self.result_cls(Ok, None, metric)
-
-
 class CheckHostContext(nagiosplugin.Context):
     """check_host() for one address: compared with --expect when given."""
 
@@ -244,27 +199,13 @@ class CheckHostContext(nagiosplugin.Context):
         return self.result_cls(Ok, text, metric)
 
 
-class MxContext(nagiosplugin.Context):
-    def __init__(self, *, dns_failure=Critical):
-        super().__init__("mx")
-        self.dns_failure = dns_failure
-
-    def evaluate(self, metric, resource):
-        mx = metric.value
-        if mx.status in ("ERROR", "PARTIAL"):
-            return self.result_cls(self.dns_failure, mx.detail, metric)
-        if mx.status == "EMPTY":
-            return self.result_cls(Warn, mx.detail, metric)
-        return self.result_cls(Ok, None, metric)
-
-
 # --------------------------------------------------------------------------- summary
 
 
-class SpfSummary(nagiosplugin.Summary):
+class SpfSummary(FamilySummary):
     def __init__(self, domain: str, verbosity: int = 0):
+        super().__init__(verbosity)
         self.domain = domain
-        self.verbosity = verbosity
 
     def _report(self, results):
         try:
@@ -272,30 +213,28 @@ class SpfSummary(nagiosplugin.Summary):
         except (KeyError, AttributeError):
             return None
 
-    def ok(self, results):
+    def headline(self, results):
         report = self._report(results)
-        parts = []
-        if report is not None and report.status != "ok":
-            parts.append(str(results["record"].hint or f"no SPF record at {self.domain}"))
-        elif report is not None:
-            policy = report.policy_term or ("redirect" if report.policy_seen else "no all")
-            lookups = report.dns_lookups
-            parts.append(f"{self.domain}: policy {policy}, {lookups} DNS lookup"
-                         + ("" if lookups == 1 else "s"))
-        parts += [r.hint for r in results if r.metric and r.metric.context == "check_host"]
-        return "; ".join(parts)
+        if report is None or report.status != "ok":
+            return ""  # the record's own result says why (a note with --missing ok)
+        policy = report.policy_term or ("redirect" if report.policy_seen else "no all")
+        lookups = report.dns_lookups
+        return (f"{self.domain}: policy {policy}, {lookups} DNS lookup"
+                + ("" if lookups == 1 else "s"))
+
+    def answers(self, results):
+        """check_host() for each --ip / MX address: what the user asked, always shown."""
+        return [str(r.hint) for r in results if r.metric and r.metric.context == "check_host"]
 
     def problem(self, results):
-        bad = sorted((r for r in results if r.state != Ok and r.hint),
-                     key=lambda r: -int(r.state))
-        hints = list(dict.fromkeys(str(r.hint) for r in bad))
-        first = bad[0].metric.context if bad and bad[0].metric else ""
-        text = "; ".join(hints)
+        text = super().problem(results)
+        bad = [r for r in results if r.state != Ok and r.hint]
+        first = max(bad, key=lambda r: int(r.state)).metric.context if bad else ""
         if first not in ("record", "finding") and not text.startswith(self.domain):
             text = f"{self.domain}: {text}"
         return text
 
-    def verbose(self, results):
+    def details(self, results):
         report = self._report(results)
         lines = []
         if report is not None:
@@ -326,13 +265,6 @@ class SpfSummary(nagiosplugin.Summary):
 # --------------------------------------------------------------------------- main
 
 
-def ip_address(text: str) -> str:
-    try:
-        return str(ipaddress.ip_address(text.strip()))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
-
-
 def result_list(text: str) -> tuple:
     values = tuple(v.strip().lower() for v in text.split(",") if v.strip())
     bad = [v for v in values if v not in RESULTS]
@@ -348,12 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a domain's SPF record (RFC 7208): present, unique, valid, within "
                     "the DNS lookup limits, with a sound policy; optionally evaluate "
                     "check_host() for given addresses or for the domain's MX addresses.")
-    parser.add_argument("-D", "--domain", required=True, help="the domain whose SPF to check")
+    parser.add_argument("-D", "--domain", required=True, type=cli.domain_name,
+                        help="the domain whose SPF to check")
     cli.add_common_options(parser)
     cli.add_dns_options(parser)
     cli.add_threshold_options(parser, what="DNS-querying terms (dns_lookups)",
                               warning="8", critical=str(RFC_MAX_LOOKUPS))
-    parser.add_argument("--ip", type=ip_address, action="append", default=[],
+    parser.add_argument("--ip", type=cli.ip_address, action="append", default=[],
                         metavar="ADDR", help="evaluate check_host() for this client address "
                                              "(repeatable)")
     parser.add_argument("--sender", metavar="ADDR",
@@ -376,11 +309,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ptr", choices=("ok", "warning", "critical"), default="warning",
                         help="state for the deprecated ptr mechanism or %%{p} macro "
                              "(default: warning)")
-    parser.add_argument("--dns-failure", choices=("warning", "critical", "unknown"),
-                        default="critical",
-                        help="state when a DNS lookup fails or times out (temperror; "
-                             "default: critical)")
+    cli.add_unreachable_option(parser)
     return parser
+
+
+def build_check(args, client, lookup=None) -> nagiosplugin.Check:
+    """The check main() runs; `lookup` (an SpfDns such as ZoneDns) replaces DNS in tests."""
+    domain = args.domain
+    expect = args.expect or (("pass",) if args.check_mx else None)
+    dns_failure = states.state(args.unreachable_state)
+    return nagiosplugin.Check(
+        SpfResource(domain, client, ips=args.ip, sender=args.sender,
+                    helo=args.helo or domain, check_mx=args.check_mx, family=args.family,
+                    max_length=args.max_length, lookup=lookup),
+        RecordContext(missing=states.state(args.missing), dns_failure=dns_failure),
+        FindingContext(ptr=states.state(args.ptr), dns_failure=dns_failure),
+        LimitContext("dns_lookups", limit=RFC_MAX_LOOKUPS, what="DNS-querying terms",
+                     warning=args.warning, critical=args.critical),
+        LimitContext("void_lookups", limit=RFC_MAX_VOID, what="void lookups",
+                     critical=str(RFC_MAX_VOID)),
+        LengthContext(args.max_length),
+        CheckHostContext(expect=expect, dns_failure=dns_failure),
+        MxContext(unreachable=args.unreachable_state),
+        TimeContext("dns_time"),
+        SpfSummary(domain, args.verbose),
+        name=NAME,
+    )
 
 
 def main(argv=None) -> int:
@@ -388,43 +342,13 @@ def main(argv=None) -> int:
     args = cli.parse(parser, argv)
     if not isinstance(args, argparse.Namespace):
         return args
-    domain = args.domain.strip()
-    domain = domain[:-1] if domain.endswith(".") and domain != "." else domain
-    from check_smtp_posture.spf.evaluate import valid_name
-
-    if any(c.isspace() for c in domain) or not valid_name(domain, multi_label=True):
-        # RFC 7208 §4.3 would answer "none"; a name that cannot exist is the caller's mistake
-        return parser.usage_error(f"bad domain name {args.domain!r}")
     if args.family and not args.check_mx:
         return parser.usage_error("-4 and -6 only apply with --check-mx")
     if args.expect and not (args.ip or args.check_mx):
         return parser.usage_error("--expect needs --ip or --check-mx")
-    expect = args.expect or (("pass",) if args.check_mx else None)
-
     deadline = Deadline(args.timeout)
-    from check_smtp_posture.dnslookup import DnsClient
-
-    client = DnsClient(deadline, args.dns_server)
-    dns_failure = STATES[args.dns_failure]
-    check = nagiosplugin.Check(
-        SpfResource(domain, client, ips=args.ip, sender=args.sender,
-                    helo=args.helo or domain, check_mx=args.check_mx, family=args.family,
-                    max_length=args.max_length),
-        RecordContext(missing=STATES[args.missing], dns_failure=dns_failure),
-        FindingContext(ptr=STATES[args.ptr], dns_failure=dns_failure),
-        LimitContext("dns_lookups", limit=RFC_MAX_LOOKUPS, what="DNS-querying terms",
-                     warning=args.warning, critical=args.critical),
-        LimitContext("void_lookups", limit=RFC_MAX_VOID, what="void lookups",
-                     critical=str(RFC_MAX_VOID)),
-        LengthContext(args.max_length),
-        CheckHostContext(expect=expect, dns_failure=dns_failure),
-        MxContext(dns_failure=dns_failure),
-        PerfContext(),
-        SpfSummary(domain, args.verbose),
-        name=NAME,
-    )
-    return runner.execute(check, verbose=args.verbose, timeout=args.timeout,
-                          timeout_state=int(dns_failure))
+    check = build_check(args, cli.dns_client(args, deadline))
+    return runner.run(check, args)
 
 
 def console_main():

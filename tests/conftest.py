@@ -70,7 +70,9 @@ def _lab_requirement(*binaries: str) -> str | None:
 def lab_dns():
     """The lab's authoritative DNS (NSD) on 127.0.25.53:53 serving tests/lab/world.ZONES.
 
-    Yields the LabDns: `.server_arg` is the value for `--dns-server`.
+    The suite's only NSD, shared with concurrent sessions: every test module's zones
+    are in world.ZONES. Yields the LabDns: `.server_arg` is the value for `--dns-server`,
+    `.address` and `.port` the upstream for a tests/lab/dnsdelay forwarder.
     """
     from tests.lab.authdns import NSD
 

@@ -31,8 +31,9 @@ class LabDns:
         dns.stop()
 
     Zone text gets a default $ORIGIN, $TTL, SOA and NS prepended unless it
-    has its own SOA. Several instances may run at once on different
-    addresses (each test module can have its own).
+    has its own SOA. The test suite runs one instance, the shared lab DNS
+    (tests/lab/world.py, sharedlock.SharedDns); benchmarks may run more on
+    other addresses.
     """
 
     def __init__(self, address: str = "127.0.25.53", port: int = 53,
@@ -130,11 +131,45 @@ class LabDns:
         except Exception:
             return False
 
+    def missing_zones(self) -> list[str]:
+        """The origins the running server does not answer authoritatively (SOA over UDP)."""
+        import dns.flags
+        import dns.message
+        import dns.query
+        import dns.rcode
+
+        missing = []
+        for origin in self.zones:
+            try:
+                reply = dns.query.udp(dns.message.make_query(origin, "SOA"), self.address,
+                                      port=self.port, timeout=2)
+                if reply.rcode() != dns.rcode.NOERROR or not reply.flags & dns.flags.AA:
+                    missing.append(origin)
+            except Exception:
+                missing.append(origin)
+        return missing
+
+    def running_pid(self) -> int | None:
+        """The NSD serving this workdir: ours, or the one another session started."""
+        if self.process and self.process.poll() is None:
+            return self.process.pid
+        try:
+            pid = int((self.workdir / "nsd.pid").read_text().split()[0])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if b"nsd" in cmdline and bytes(self.workdir) in cmdline else None
+
     def reload(self) -> None:
-        """Rewrite the zones and make NSD read them again (SIGHUP)."""
+        """Rewrite the zones and make NSD read them again (SIGHUP).
+
+        NSD rereads changed zone files only; a new zone needs a restart.
+        """
         self._write_config()
-        if self.process:
-            self.process.send_signal(signal.SIGHUP)
+        pid = self.running_pid()
+        if pid:
+            os.kill(pid, signal.SIGHUP)
             time.sleep(0.3)
 
     def stop(self) -> None:

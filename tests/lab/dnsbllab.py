@@ -1,9 +1,12 @@
 """Lab zones for check_dnsbl: a target domain and test blocklists, one per case.
 
-A real NSD serves them on 127.0.28.54; the plugin asks it through the
-forwarder of tests/lab/dnsdelay.py on 127.0.28.55, which never answers the
-zone `timeout.bl.lab.test` (the zone that times out) and, for the benchmark,
-adds latency. Ports are free ones, so concurrent test sessions do not collide.
+The shared lab NSD (tests/lab/world.ZONES, 127.0.25.53:53) serves them; the
+plugin asks it through the forwarder of tests/lab/dnsdelay.py on a free port of
+127.0.28.55 (`dnsbl_forwarder`), which never answers the zone
+`timeout.bl.lab.test` (the zone that times out). The benchmark
+(tests/lab/bench_dnsbl.py, not a test) runs an NSD of its own for its 30 zones
+on 127.0.28.56, behind a forwarder on 127.0.28.57 that adds latency
+(`running_lab`).
 
     zone                  behaviour
     txt.bl.lab.test       lists 127.0.28.21 and 2001:db8:28::21, with TXT reasons
@@ -22,7 +25,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 TARGET_DOMAIN = "dnsbl-target.lab.test"
-NSD_ADDRESS = "127.0.28.54"
 FORWARDER_ADDRESS = "127.0.28.55"
 BENCH_NSD_ADDRESS = "127.0.28.56"
 BENCH_FORWARDER_ADDRESS = "127.0.28.57"
@@ -90,26 +92,35 @@ def bench_zones() -> dict[str, str]:
     return zones
 
 
+def forwarder(address: str, upstream: tuple[str, int], *, delay: float = 0.0, drop=()):
+    """An unstarted DelayingDns on a free port of `address`, in front of `upstream`."""
+    from tests.lab.authdns import free_udp_port
+    from tests.lab.dnsdelay import DelayingDns
+
+    return DelayingDns((address, free_udp_port(address)), upstream, delay=delay, drop=drop)
+
+
+def dnsbl_forwarder(upstream: tuple[str, int]):
+    """The tests' forwarder in front of the shared lab NSD: drops the timeout zone."""
+    return forwarder(FORWARDER_ADDRESS, upstream, drop=(TIMEOUT_ZONE,))
+
+
 @contextmanager
 def running_lab(zones: dict[str, str], nsd_address: str, forwarder_address: str, *,
                 delay: float = 0.0, drop=()):
-    """NSD serving `zones`, and the forwarder in front of it; yields the forwarder."""
+    """The benchmark's own NSD serving `zones` and the forwarder in front; yields the forwarder.
+
+    For benchmarks only: the tests use the shared lab NSD (`dnsbl_forwarder`).
+    """
     from tests.lab.authdns import LabDns, free_udp_port
-    from tests.lab.dnsdelay import DelayingDns
 
     nsd = LabDns(nsd_address, free_udp_port(nsd_address))
     for origin, body in zones.items():
         nsd.add_zone(origin, body)
     nsd.start()
     try:
-        forwarder = DelayingDns((forwarder_address, free_udp_port(forwarder_address)),
-                                (nsd.address, nsd.port), delay=delay, drop=drop)
-        with forwarder:
-            yield forwarder
+        with forwarder(forwarder_address, (nsd.address, nsd.port), delay=delay,
+                       drop=drop) as started:
+            yield started
     finally:
         nsd.stop()
-
-
-def dnsbl_lab():
-    """The test lab: every DNSBL zone, the timeout zone dropped, no delay."""
-    return running_lab(DNSBL_ZONES, NSD_ADDRESS, FORWARDER_ADDRESS, drop=(TIMEOUT_ZONE,))

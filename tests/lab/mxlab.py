@@ -1,7 +1,7 @@
 """Lab zones for check_mx_sanity: one domain per case of issue 3.
 
-Served by an NSD of its own on 127.0.28.53 (a free port, so that several test
-sessions on one machine do not collide). The MX hosts have loopback
+Served by the shared lab NSD (tests/lab/world.ZONES, 127.0.25.53:53), which
+the tests reach through the session fixture `lab_dns`. The MX hosts have loopback
 addresses in 127.0.28.0/24 and documentation IPv6 addresses in
 2001:db8:28::/64, so the lab runs use --allow-private except where the
 private/reserved rule itself is tested.
@@ -10,7 +10,6 @@ private/reserved rule itself is tested.
 from __future__ import annotations
 
 MX_DOMAIN = "mx.lab.test"
-MX_DNS_ADDRESS = "127.0.28.53"
 
 MX_ZONES: dict[str, str] = {
     MX_DOMAIN: """
@@ -76,13 +75,3 @@ MX_ZONES: dict[str, str] = {
         1.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0 PTR mx1.good.mx.lab.test.
         """,
 }
-
-
-def mx_lab_dns(workdir=None):
-    """An unstarted LabDns serving the MX zones on a free port of 127.0.28.53."""
-    from tests.lab.authdns import LabDns, free_udp_port
-
-    dns = LabDns(MX_DNS_ADDRESS, free_udp_port(MX_DNS_ADDRESS), workdir)
-    for origin, body in MX_ZONES.items():
-        dns.add_zone(origin, body)
-    return dns

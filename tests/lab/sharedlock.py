@@ -129,12 +129,28 @@ class SharedDns:
             if alone:
                 self._kill_leftover()
                 self.dns.start(wait)
+            else:
+                self._check_zones()
         except BaseException:
             self._lock.close()
             raise
         self._lock.ready()
         self._running = True
         return self.dns
+
+    def _check_zones(self) -> None:
+        """Joining another session's NSD: it must serve every zone of ours.
+
+        An NSD started from an older checkout may lack zones added since, and a
+        reload cannot add zones (only a restart, which would cut off its users).
+        """
+        missing = self.dns.missing_zones()
+        if missing:
+            raise RuntimeError(
+                f"the shared lab DNS {self.dns.server_arg} (pid {self.dns.running_pid()}), "
+                f"started by another test session, does not serve {', '.join(missing)} "
+                "(tests/lab/world.ZONES changed since): let that session end, or stop "
+                "that NSD, and run again")
 
     def stop(self) -> None:
         if not self._running:

@@ -2,18 +2,40 @@
 
 `make demo` and the lab tests share this picture. Address plan (loopback only):
 
-  127.0.25.53:53   the lab's authoritative DNS (NSD)
+  127.0.25.53:53   the lab's authoritative DNS (NSD): the only NSD of the test
+                   suite, shared by concurrent sessions (sharedlock.SharedDns,
+                   fixture `lab_dns`); serves every zone in ZONES
   127.0.25.1:25    mx1.posture.test, Postfix instance "mx1"
   127.0.25.2:25    mx2.posture.test, Postfix instance "mx2"
   127.0.25.3-.49   more lab Postfix/Dovecot endpoints as issues need them
-  127.0.27.0/24    scripted misbehaving SMTP servers (tests/lab/fakesmtp.py)
-  127.0.28.0/24    check_mx_sanity / check_dnsbl test zones (own NSD instances)
-  127.0.29.0/24    check_spf test zones (own NSD instance)
+  127.0.27.0/24    scripted misbehaving SMTP servers (tests/lab/fakesmtp.py), the
+                   phases.test MX host (.1); .54/.55 a silent and a refusing DNS server
+  127.0.28.0/24    addresses named by the check_mx_sanity and check_dnsbl zones
+                   (mxlab.py, dnsbllab.py); .55 the DNSBL tests' forwarder (no answer
+                   for timeout.bl.lab.test), .98/.99 silent DNS sockets;
+                   .56/.57 the DNSBL benchmark's own NSD and forwarder (not tests)
+  127.0.29.0/24    addresses named by the check_spf zones (spflab.py); .54 a silent
+                   DNS socket, .55 the SPF tests' forwarder (no answer for slow.spf.test)
+
+Reverse zones: 25.0.127.in-addr.arpa (here), 28.0.127.in-addr.arpa,
+28.10.in-addr.arpa and 2001:db8:28::/64 (mxlab.py), 29.0.127.in-addr.arpa (spflab.py).
+
+One NSD serves all test zones. To add zones, put them in a data module (or
+here) and add that module's dict to ZONES below; never start another NSD in a
+test. Where a test needs what NSD does not do (a zone that never answers,
+latency), put a tests/lab/dnsdelay.DelayingDns on a free port in front of the
+shared NSD. Only benchmarks (tests/lab/bench_*.py) start NSDs of their own.
 
 Never 127.0.0.1:25: a system MTA may own it.
 """
 
 from __future__ import annotations
+
+from tests.lab.dnsbllab import DNSBL_ZONES
+from tests.lab.mxlab import MX_ZONES
+from tests.lab.phaseslab import PHASES_ZONES
+from tests.lab.spflab import SPF_ZONES
+from tests.lab.verdictlab import VERDICT_ZONES
 
 LAB_DOMAIN = "posture.test"
 DNS_ADDRESS = "127.0.25.53"
@@ -23,8 +45,8 @@ DNS_SERVER_ARG = f"{DNS_ADDRESS}:{DNS_PORT}"
 MX1 = ("mx1.posture.test", "127.0.25.1")
 MX2 = ("mx2.posture.test", "127.0.25.2")
 
-#: zones served by the lab DNS: origin -> zone body (records only; LabDns adds SOA/NS)
-ZONES: dict[str, str] = {
+#: the posture.test world: origin -> zone body (records only; LabDns adds SOA/NS)
+POSTURE_ZONES: dict[str, str] = {
     LAB_DOMAIN: f"""
         @        MX 10 mx1
         @        MX 20 mx2
@@ -52,6 +74,33 @@ ZONES: dict[str, str] = {
         2.0.0.127  TXT "lab test entry"
         """,
 }
+
+
+def _union(*parts: dict[str, str]) -> dict[str, str]:
+    """The parts' zones as one dict, refusing an origin defined twice.
+
+    An origin under another part's origin is refused too: the inner zone would
+    hide the outer one's records below it (NSD answers from the closest zone).
+    """
+    zones: dict[str, str] = {}
+    owner: dict[str, int] = {}
+    for index, part in enumerate(parts):
+        for origin, body in part.items():
+            name = origin.lower().rstrip(".")
+            if name in owner:
+                raise ValueError(f"lab zone {name} is defined twice")
+            for other, other_index in owner.items():
+                if other_index != index and (name.endswith("." + other)
+                                             or other.endswith("." + name)):
+                    raise ValueError(f"lab zone {name} overlaps lab zone {other}")
+            owner[name] = index
+            zones[origin] = body
+    return zones
+
+
+#: every zone the lab DNS serves (the first one is its readiness probe)
+ZONES: dict[str, str] = _union(POSTURE_ZONES, MX_ZONES, DNSBL_ZONES, SPF_ZONES, PHASES_ZONES,
+                               VERDICT_ZONES)
 
 
 def lab_dns(workdir=None):

@@ -6,12 +6,7 @@ import socket
 
 import pytest
 
-from check_smtp_posture.smtp.proxy import (
-    check_proxy_options,
-    default_addresses,
-    header_for_connection,
-    proxy_header,
-)
+from check_smtp_posture.smtp.proxy import ProxySpec, connection_endpoints, proxy_header
 
 # the v2 signature, spelled out from proxy-protocol.txt section 2.2
 SIG = bytes([0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A])
@@ -81,39 +76,53 @@ def test_errors_are_one_line_value_errors(args, message):
     assert "\n" not in str(info.value)
 
 
-def test_check_proxy_options():
-    check_proxy_options(1, None, "192.0.2.1", None, None, 25)
-    check_proxy_options(2, "TCP6", None, "2001:db8::1", "1234", None)
+def test_proxy_spec_validates_what_the_user_gave():
+    ProxySpec(1, None, "192.0.2.1", None, None, 25)
+    ProxySpec(2, "TCP6", None, "2001:db8::1", "1234", None)
     with pytest.raises(ValueError, match="family TCP4 needs IPv4"):
-        check_proxy_options(1, "TCP4", "::1")
+        ProxySpec(1, "TCP4", "::1")
     with pytest.raises(ValueError, match="source port"):
-        check_proxy_options(2, "TCP4", src_port=70000)
+        ProxySpec(2, "TCP4", src_port=70000)
+    with pytest.raises(ValueError, match="different families"):
+        ProxySpec(1, None, "192.0.2.1", "2001:db8::1")
 
 
-@pytest.fixture
-def connected_pair():
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.27.201", 0))
+@pytest.fixture(params=[("127.0.27.201", "127.0.27.202"), ("::1", "::1")],
+                ids=["ipv4", "ipv6"])
+def connected_pair(request):
+    server_addr, client_addr = request.param
+    family = socket.AF_INET6 if ":" in server_addr else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.bind((server_addr, 0))
     server.listen(1)
-    client = socket.create_connection(server.getsockname(), timeout=2,
-                                      source_address=("127.0.27.202", 0))
+    client = socket.create_connection(server.getsockname()[:2], timeout=2,
+                                      source_address=(client_addr, 0))
     accepted, _ = server.accept()
     yield client, server.getsockname()[1]
     for s in (accepted, client, server):
         s.close()
 
 
-def test_default_addresses_and_circonus_defaults(connected_pair):
+def test_connection_defaults_real_addresses_and_the_connection_family(connected_pair):
     client, port = connected_pair
-    real = default_addresses(client)
-    assert real.family == "TCP4"
-    assert (real.src_addr, real.dst_addr, real.dst_port) == ("127.0.27.202", "127.0.27.201", port)
-    sport = client.getsockname()[1]
-    assert real.src_port == sport
-    assert (header_for_connection(client, target_port=25)
-            == f"PROXY TCP4 127.0.27.202 127.0.27.201 {sport} 25\r\n".encode())
-    assert (header_for_connection(client, version=2, src_addr="192.0.2.7", dst_port=2525)
+    local, peer = client.getsockname(), client.getpeername()
+    real = connection_endpoints(local, peer)
+    sport = local[1]
+    assert (real.src_addr, real.dst_addr, real.src_port, real.dst_port) == (
+        local[0], peer[0], sport, port)
+    family = "TCP6" if ":" in peer[0] else "TCP4"
+    assert real.family == family
+    assert (ProxySpec(1).header(local, peer, 25)
+            == f"PROXY {family} {local[0]} {peer[0]} {sport} 25\r\n".encode())
+
+
+@pytest.mark.parametrize("connected_pair", [("127.0.27.201", "127.0.27.202")], indirect=True,
+                         ids=["ipv4"])
+def test_v2_with_a_given_source_on_an_ipv4_connection(connected_pair):
+    client, _port = connected_pair
+    local, peer = client.getsockname(), client.getpeername()
+    assert (ProxySpec(2, src_addr="192.0.2.7", dst_port=2525).header(local, peer, 25)
             == SIG + b"\x21\x11\x00\x0c" + bytes([192, 0, 2, 7, 127, 0, 27, 201])
-            + sport.to_bytes(2, "big") + (2525).to_bytes(2, "big"))
-    with pytest.raises(ValueError, match="family TCP6 needs IPv6"):
-        header_for_connection(client, family="TCP6")
+            + local[1].to_bytes(2, "big") + (2525).to_bytes(2, "big"))
+    with pytest.raises(ValueError, match="TCP6 header on a TCP4 connection"):
+        ProxySpec(1, family="TCP6").header(local, peer, 25)

@@ -1,0 +1,171 @@
+"""The contract every plugin keeps, checked for every console script of setup.cfg.
+
+Usage errors exit 3 with usage and the reason on stdout; -V and --help; a
+silent DNS server ends the run within -t in the --unreachable-state state;
+an internal error is UNKNOWN without a traceback; the man page and the Icinga 2
+CheckCommand name every option and nothing else; the cheap paths import
+neither dnspython nor cryptography.
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from check_smtp_posture import __version__
+from tests.conftest import run_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def console_scripts() -> dict:
+    """console script name -> plugin module, from setup.cfg."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = {}
+    for line in config["options.entry_points"]["console_scripts"].strip().splitlines():
+        name, _, target = (part.strip() for part in line.partition("="))
+        scripts[name] = importlib.import_module(target.split(":")[0])
+    return scripts
+
+
+SCRIPTS = console_scripts()
+NAMES = sorted(SCRIPTS)
+#: the status-line name of each plugin
+STATUS = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANITY",
+          "check_dnsbl": "DNSBL", "check_spf": "SPF"}
+#: what makes each plugin ask about a domain's MX set
+MX_ARGS = {"check_spf": ["--check-mx"]}
+
+
+def test_every_console_script_is_covered():
+    assert set(NAMES) == set(STATUS)
+
+
+@pytest.mark.parametrize("script", NAMES)
+@pytest.mark.parametrize("argv, message", [
+    (["-D", "a..b"], "bad domain name 'a..b'"),
+    (["-D", "x" * 64 + ".test"], "bad domain name"),
+    (["-D", "\u00e4" * 62 + ".test"], "bad domain name"),  # 62 letters, 130 octets encoded
+    (["-D", "mx .test"], "bad domain name"),
+    (["-D", "localhost"], "bad domain name 'localhost'"),
+    (["-D", "posture.test", "-t", "nan"], "not a finite number: 'nan'"),
+    (["-D", "posture.test", "-t", "0"], "must be greater than zero"),
+    (["-D", "posture.test", "--unreachable-state", "ok"], "invalid choice: 'ok'"),
+    (["-D", "posture.test", "--query-timeout", "inf"], "not a finite number: 'inf'"),
+])
+def test_usage_errors_exit_3_with_usage_and_reason_on_stdout(script, argv, message):
+    run = run_main(SCRIPTS[script].main, argv)
+    assert run.exitcode == 3, run.output
+    assert run.output.startswith(f"usage: {script}")
+    assert f"{script}: error: " in run.output and message in run.output
+
+
+@pytest.mark.parametrize("script", NAMES)
+def test_version_and_help(script):
+    version = run_main(SCRIPTS[script].main, ["-V"])
+    assert (version.exitcode, version.output) == (0, f"{script} {__version__}\n")
+    helptext = run_main(SCRIPTS[script].main, ["--help"])
+    assert helptext.exitcode == 0
+    assert helptext.output.startswith(f"usage: {script}")
+    assert "--unreachable-state" in helptext.output
+
+
+@pytest.fixture
+def silent_dns():
+    """A UDP socket that reads queries and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.28.97", 0))
+        yield f"127.0.28.97:{sink.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("script", NAMES)
+@pytest.mark.parametrize("state, exitcode", [(None, 2), ("warning", 1), ("unknown", 3)])
+def test_silent_dns_ends_within_the_timeout_in_the_unreachable_state(script, state, exitcode,
+                                                                     silent_dns):
+    argv = ["-D", "posture.test", "--dns-server", silent_dns, "-t", "0.6",
+            *MX_ARGS.get(script, [])]
+    if state:
+        argv += ["--unreachable-state", state]
+    started = time.monotonic()
+    run = run_main(SCRIPTS[script].main, argv)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.6 + 0.5, run.output
+    assert run.exitcode == exitcode, run.output
+    word = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][exitcode]
+    assert run.first_line.startswith(f"{STATUS[script]} {word} - "), run.output
+
+
+@pytest.mark.parametrize("script", NAMES)
+def test_internal_error_is_unknown_without_traceback(script, silent_dns, monkeypatch):
+    from check_smtp_posture.dnslookup import DnsClient
+
+    def boom(self, name, rdtype):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(DnsClient, "query", boom)
+    run = run_main(SCRIPTS[script].main, ["-D", "posture.test", "--dns-server", silent_dns,
+                                          *MX_ARGS.get(script, [])])
+    assert run.exitcode == 3, run.output
+    assert run.output == f"{STATUS[script]} UNKNOWN - internal error: RuntimeError: boom\n"
+
+
+def parser_options(script) -> set:
+    """Every option string of the plugin's parser."""
+    parser = SCRIPTS[script].build_parser()
+    return {o for a in parser._actions for o in a.option_strings}
+
+
+def man_options(script) -> set:
+    """Option strings in the OPTIONS section of the plugin's man page."""
+    text = (ROOT / "man" / f"{script}.1").read_text()
+    section = re.search(r"^\.SH OPTIONS\n(.*?)(?=^\.SH )", text, re.S | re.M)
+    assert section, f"{script}.1 has no OPTIONS section"
+    options = set()
+    for line in section.group(1).splitlines():
+        if line.startswith((".TP", ".B", ".BR", ".BI", ".IP", "\\fB")):
+            plain = re.sub(r"\\f[BIRP]", " ", line).replace("\\-", "-")
+            options.update(re.findall(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*|-[A-Za-z0-9])\b", plain))
+    return options
+
+
+def command_options(script) -> set:
+    """Option strings the plugin's Icinga 2 CheckCommand passes."""
+    text = (ROOT / "icinga2-conf" / f"{script}.conf").read_text()
+    return set(re.findall(r'^\s*"(--?[A-Za-z0-9][a-z0-9-]*)"\s*=\s*[{"]', text, re.M))
+
+
+@pytest.mark.parametrize("script", NAMES)
+def test_man_page_names_every_option_and_nothing_else(script):
+    assert man_options(script) == parser_options(script)
+
+
+@pytest.mark.parametrize("script", NAMES)
+def test_check_command_passes_every_option_and_nothing_else(script):
+    parser = SCRIPTS[script].build_parser()
+    wanted = set()
+    for action in parser._actions:
+        names = [o for o in action.option_strings if o.startswith("--")] or action.option_strings
+        if not names or set(names) & {"--help", "--version", "--list-zones"}:
+            continue
+        wanted.add(names[0])
+    assert command_options(script) == wanted
+
+
+@pytest.mark.parametrize("script", NAMES)
+def test_startup_imports_neither_dnspython_nor_cryptography(script):
+    # Startup is most of a plugin's cost when Icinga runs thousands of checks.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", SCRIPTS[script].__name__,
+                           "-V"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout
+    modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    assert "check_smtp_posture.cli" in modules  # the plugin really ran
+    assert not {m for m in modules if m == "dns" or m.startswith(("dns.", "cryptography"))}

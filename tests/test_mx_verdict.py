@@ -1,0 +1,92 @@
+"""The MX verdict table of check_smtp_posture(7), through every plugin that resolves MX.
+
+One lab domain per case (tests/lab/verdictlab.py), each run through
+check_smtp_phases -D, check_mx_sanity, check_dnsbl -D and check_spf --check-mx
+against the real lab NSD and Postfix: the same exit status and the same phrase
+in the first line from all four.
+"""
+
+from __future__ import annotations
+
+import nagiosplugin
+import pytest
+from nagiosplugin.state import Critical, Ok, Warn
+
+from check_smtp_posture import targets
+from check_smtp_posture.contexts import MxContext
+from check_smtp_posture.plugins import check_dnsbl, check_mx_sanity, check_smtp_phases, check_spf
+from tests.lab.verdictlab import UNSERVED, VERDICT_DOMAIN
+
+
+def resolution(kind, *problems, detail=""):
+    good = targets.Target(10, "mx1.example", ("192.0.2.1",))
+    bad = [targets.Target(20, f"mx{n}.example", problem=p, detail=d)
+           for n, (p, d) in enumerate(problems, 2)]
+    return targets.Resolution("d.example", kind, (good, *bad), detail=detail)
+
+
+@pytest.mark.parametrize("res, options, state, hint", [
+    (resolution(targets.MX), {}, Ok, None),
+    (resolution(targets.NULL), {}, Ok, "null MX (RFC 7505): d.example accepts no mail"),
+    (resolution(targets.NULL), {"expect_mail": True}, Critical,
+     "null MX (RFC 7505): d.example accepts no mail"),
+    (resolution(targets.NXDOMAIN), {"unreachable": "warning"}, Critical,
+     "d.example does not exist (NXDOMAIN)"),
+    (resolution(targets.FAILED, detail="TIMEOUT (x)"), {}, Critical,
+     "MX lookup failed: TIMEOUT (x)"),
+    (resolution(targets.FAILED, detail="SERVFAIL"), {"unreachable": "warning"}, Warn,
+     "MX lookup failed: SERVFAIL"),
+    # the worst first, every problem named
+    (resolution(targets.IMPLICIT, (targets.LOOKUP_FAILED, "AAAA: SERVFAIL")),
+     {"unreachable": "warning"}, Warn,
+     "no MX, implicit MX from address records; mx2.example: lookup failed (AAAA: SERVFAIL)"),
+    (resolution(targets.MX, (targets.LOOKUP_FAILED, "A: TIMEOUT"), (targets.ALIAS, "to x")),
+     {"unreachable": "warning"}, Critical,
+     "mx3.example: CNAME (to x); mx2.example: lookup failed (A: TIMEOUT)"),
+])
+def test_the_verdict_of_each_case(res, options, state, hint):
+    result = MxContext(**options).evaluate(nagiosplugin.Metric("mx", res, context="mx"), None)
+    assert (result.state, result.hint) == (state, hint)
+
+
+# plugin name, main, arguments that keep its own findings out of the way
+PLUGINS = [
+    ("SMTP_PHASES", check_smtp_phases.main, ["--no-starttls"]),
+    ("MX_SANITY", check_mx_sanity.main, ["--allow-private"]),
+    ("DNSBL", check_dnsbl.main, ["--no-default-zones", "--zone", "dnsbl.posture.test"]),
+    ("SPF", check_spf.main, ["--check-mx"]),
+]
+
+# domain (under verdict.test unless absolute), extra arguments, exit status, phrase
+CASES = [
+    ("good", [], 0, None),
+    ("null", [], 0, f"null MX (RFC 7505): null.{VERDICT_DOMAIN} accepts no mail"),
+    ("mixed", [], 2, "null MX mixed with other MX records"),
+    ("implicit", [], 1, "no MX, implicit MX from address records"),
+    ("nohost", [], 2, "no MX and no address records"),
+    ("nx", [], 2, f"nx.{VERDICT_DOMAIN} does not exist (NXDOMAIN)"),
+    (f"mx.{UNSERVED}", [], 2, "MX lookup failed: SERVFAIL"),
+    (f"mx.{UNSERVED}", ["--unreachable-state", "warning"], 1, "MX lookup failed: SERVFAIL"),
+    ("literal", [], 2, "127.0.25.1: IP literal"),
+    ("cname", [], 2, f"alias.cname.{VERDICT_DOMAIN}: CNAME (to mx1.posture.test)"),
+    ("dangling", [], 2, f"gone.dangling.{VERDICT_DOMAIN}: NXDOMAIN"),
+    ("noaddr", [], 2, f"host.noaddr.{VERDICT_DOMAIN}: no address"),
+    ("lookupfail", [], 2, f"mx.{UNSERVED}: lookup failed (A: SERVFAIL"),
+    ("lookupfail", ["--unreachable-state", "warning"], 1, f"mx.{UNSERVED}: lookup failed"),
+]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("name, main, own", PLUGINS, ids=[p[0] for p in PLUGINS])
+@pytest.mark.parametrize("case, extra, exitcode, phrase", CASES,
+                         ids=[f"{c[0]}{'-' + c[1][-1] if c[1] else ''}" for c in CASES])
+def test_every_plugin_gives_the_same_mx_verdict(lab, lab_dns, run_plugin, name, main, own,
+                                                case, extra, exitcode, phrase):
+    domain = case if "." in case else f"{case}.{VERDICT_DOMAIN}"
+    run = run_plugin(main, ["-D", domain, "--dns-server", lab_dns.server_arg, "-t", "5",
+                            *own, *extra])
+    assert run.exitcode == exitcode, run.output
+    state = ["OK", "WARNING", "CRITICAL", "UNKNOWN"][exitcode]
+    assert run.first_line.startswith(f"{name} {state} - "), run.output
+    if phrase is not None:
+        assert phrase in run.first_line, run.output

@@ -10,6 +10,7 @@ import sys
 
 BENCHES = [
     "tests.lab.bench_dnsbl",  # check_dnsbl: 30 zones x 4 addresses, 100 ms per answer
+    "tests.lab.bench_domain",  # check_smtp_phases -D: 1..16 MX endpoints, 100 ms DNS, 200 ms banner
 ]
 
 

@@ -24,20 +24,7 @@ from tests.lab.dnsbllab import (
     bench_zones,
     running_lab,
 )
-
-
-def measure_latency(server: tuple[str, int], samples: int = 5) -> float:
-    """Median round trip of one query through the forwarder, in seconds."""
-    import dns.message
-    import dns.query
-
-    times = []
-    for _ in range(samples):
-        query = dns.message.make_query(f"2.0.0.127.{BENCH_ZONE_NAMES[0]}", "A")
-        started = time.monotonic()
-        dns.query.udp(query, server[0], port=server[1], timeout=5)
-        times.append(time.monotonic() - started)
-    return statistics.median(times)
+from tests.lab.dnsdelay import measure_latency
 
 
 def run_check(server_arg: str, concurrency: int | None, timeout: float) -> tuple:
@@ -64,7 +51,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     settings = args.concurrency or [None, 1]
 
-    from check_smtp_posture.plugins.check_dnsbl import DEFAULT_CONCURRENCY
+    from check_smtp_posture.cli import DEFAULT_CONCURRENCY
 
     queries = len(BENCH_ZONE_NAMES) * (len(BENCH_ADDRESSES) + 1) + 1
     print(f"check_dnsbl benchmark: {len(BENCH_ZONE_NAMES)} zones x {len(BENCH_ADDRESSES)} "
@@ -73,7 +60,7 @@ def main(argv=None) -> int:
           "entry per zone, one TXT for the single listing")
     with running_lab(bench_zones(), BENCH_NSD_ADDRESS, BENCH_FORWARDER_ADDRESS,
                      delay=args.delay) as forwarder:
-        latency = measure_latency(forwarder.listen)
+        latency = measure_latency(forwarder.listen, f"2.0.0.127.{BENCH_ZONE_NAMES[0]}")
         print(f"  measured round trip of one query through the lab DNS: {latency * 1000:.0f} ms")
         results = {}
         for setting in settings:

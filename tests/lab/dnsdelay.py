@@ -15,7 +15,7 @@ answers are the real server's. Run as a process of its own so that its work
 does not share the plugin's interpreter:
 
     python -m tests.lab.dnsdelay --listen 127.0.28.55:5353 \\
-        --upstream 127.0.28.54:5354 --delay 0.1 --drop timeout.bl.lab.test
+        --upstream 127.0.25.53:53 --delay 0.1 --drop timeout.bl.lab.test
 """
 
 from __future__ import annotations
@@ -165,3 +165,19 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def measure_latency(server: tuple[str, int], qname: str, samples: int = 5) -> float:
+    """Median round trip of one query for `qname` through `server`, in seconds."""
+    import statistics
+
+    import dns.message
+    import dns.query
+
+    times = []
+    for _ in range(samples):
+        query = dns.message.make_query(qname, "A")
+        started = time.monotonic()
+        dns.query.udp(query, server[0], port=server[1], timeout=5)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)

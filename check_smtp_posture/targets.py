@@ -24,6 +24,7 @@ imports no dnspython until it asks DNS, so `-H <address>` pays nothing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 from check_smtp_posture import names
@@ -115,23 +116,22 @@ def address_target(address: str, name: str | None = None) -> Resolution:
     return Resolution(address, HOST, (Target(0, name or "", (address,)),))
 
 
-def resolve_host(client, host: str, *, family: int | None = None,
-                 concurrency: int = 2) -> Resolution:
-    """-H given as a name: its addresses (a CNAME is fine for a host)."""
-    import time
+def resolve_hosts(client, hosts, *, family: int | None = None,
+                  concurrency: int = 32) -> list:
+    """-H given as names: one Resolution each, every lookup of every host at once.
 
+    A CNAME is fine for a host; it is an MX target that must not be one.
+    """
     started = time.monotonic()
-    host = names.normalize(host)
-    target = _resolve_targets(client, [Target(0, host)], family, concurrency,
-                              alias_problem=False)[0]
-    return Resolution(host, HOST, (target,), dns_time=time.monotonic() - started)
+    resolved = _resolve_targets(client, [Target(0, names.normalize(h)) for h in hosts],
+                                family, concurrency, alias_problem=False)
+    elapsed = time.monotonic() - started
+    return [Resolution(t.name, HOST, (t,), dns_time=elapsed) for t in resolved]
 
 
 def resolve_mx(client, domain: str, *, family: int | None = None,
                concurrency: int = 32) -> Resolution:
     """The MX set of `domain` with every target's addresses, as facts."""
-    import time
-
     from check_smtp_posture import dnslookup
 
     started = time.monotonic()

@@ -189,9 +189,8 @@ class DnsblResource(nagiosplugin.Resource):
         if self.domain:
             facts.resolutions.append(targets.resolve_mx(
                 self.client, self.domain, family=self.family, concurrency=self.concurrency))
-        for host in self.hosts:
-            facts.resolutions.append(targets.resolve_host(
-                self.client, host, family=self.family, concurrency=self.concurrency))
+        facts.resolutions.extend(targets.resolve_hosts(
+            self.client, self.hosts, family=self.family, concurrency=self.concurrency))
         found = dict.fromkeys(self.ips)
         for res in facts.resolutions:
             found.update(dict.fromkeys(res.addresses))

@@ -52,7 +52,7 @@ class Options:
     port: int
     servername: str | None
     family: int | None
-    dns_servers: tuple | None
+    dns_server: tuple | None
     query_timeout: float | None
     concurrency: int
     plan: SessionPlan
@@ -259,7 +259,7 @@ def options_from(args, parser) -> Options | str:
     )
     return Options(
         hostname=args.hostname, domain=args.domain, port=port, servername=args.servername,
-        family=args.family, dns_servers=tuple(args.dns_server) if args.dns_server else None,
+        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
         query_timeout=args.query_timeout, concurrency=args.concurrency, plan=plan,
         expect=args.expect,
         responses=tuple(args.responses), require_starttls=args.require_starttls,
@@ -301,7 +301,7 @@ class SmtpPhases(nagiosplugin.Resource):
         self.deadline = deadline
         self.resolution: targets.Resolution | None = None
         self.results: list[SessionResult] = []
-        self.prefixes: dict = {}  # id(result) -> its perfdata label prefix
+        self.labels: dict = {}  # perfdata label prefix -> the endpoint's name[address]
         self._certificates: dict = {}
 
     @property
@@ -317,16 +317,9 @@ class SmtpPhases(nagiosplugin.Resource):
         self.results = run_sessions(endpoints, self.options, self.deadline)
         prefixed = self.options.domain is not None or len(endpoints) > 1
         for result in self.results:
-            self.prefixes[id(result)] = label_prefix(result.endpoint, prefixed)
-            yield from endpoint_metrics(result, self.certificate(result),
-                                        self.prefixes[id(result)])
-
-    def endpoint_label(self, prefix: str) -> str:
-        """name[address] of the endpoint whose perfdata labels start with `prefix`."""
-        for result in self.results:
-            if self.prefixes.get(id(result)) == prefix:
-                return result.endpoint.label
-        return self.results[0].endpoint.label if self.results else ""
+            prefix = label_prefix(result.endpoint, prefixed)
+            self.labels[prefix] = result.endpoint.label
+            yield from endpoint_metrics(result, self.certificate(result), prefix)
 
     def certificate(self, result: SessionResult):
         """Facts about the endpoint's certificate (None without TLS), parsed once."""
@@ -346,12 +339,9 @@ def resolve(options: Options, deadline: Deadline) -> targets.Resolution:
     if options.hostname and names.is_ip_literal(options.hostname):
         # an address: no DNS at all (and no dnspython import)
         return targets.address_target(options.hostname, options.servername)
-    from check_smtp_posture.dnslookup import DnsClient
-
-    client = DnsClient(deadline, options.dns_servers,
-                       query_cap=options.query_timeout or options.timeout / 2)
+    client = cli.dns_client(options, deadline)  # Options carries the parser's names
     if options.hostname:
-        return targets.resolve_host(client, options.hostname, family=options.family)
+        return targets.resolve_hosts(client, [options.hostname], family=options.family)[0]
     return targets.resolve_mx(client, options.domain, family=options.family,
                               concurrency=options.concurrency)
 
@@ -593,7 +583,7 @@ class CertDaysContext(nagiosplugin.ScalarContext):
             return self.result_cls(nagiosplugin.Ok, "", metric)
         result = super().evaluate(metric, resource)
         if result.state != nagiosplugin.Ok:
-            where = resource.endpoint_label(metric.name[: -len("cert_days_left")])
+            where = resource.labels[metric.name[: -len("cert_days_left")]]
             return self.result_cls(result.state, f"{where} certificate: expires in "
                                    f"{metric.value:.0f} days", metric)
         return result

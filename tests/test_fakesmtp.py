@@ -239,3 +239,198 @@ def test_every_named_scenario_starts_and_stops():
             continue
         with FakeSmtpServer(name) as srv:
             assert srv.port
+
+
+# --- scenarios for relay probes (check_open_relay) ----------------------------------------
+
+
+def _dialogue(s, *lines: bytes) -> list[bytes]:
+    """Send each line, read its reply; the replies."""
+    replies = []
+    for line in lines:
+        s.sendall(line)
+        replies.append(_read_reply(s))
+    return replies
+
+
+def _read_to_eof(sock) -> bytes:
+    data = b""
+    while True:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_greylist_every_rcpt(fake_smtp):
+    srv = fake_smtp("greylist")
+    with _smtp(srv) as client:
+        client.ehlo()
+        assert client.mail("a@example.org")[0] == 250
+        for rcpt in ("postmaster@posture.test", "user@relay-target.example"):
+            code, text = client.rcpt(rcpt)
+            assert (code, text[:5]) == (450, b"4.7.1") and b"Greylisted" in text
+        assert client.rset()[0] == 250
+    assert srv.wait_ended()
+    [session] = srv.sessions
+    assert session.commands == ["EHLO", "MAIL", "RCPT", "RCPT", "RSET", "QUIT"]
+    assert session.probe_only and session.ended_with_quit and not session.data_sent
+
+
+def test_null_sender_refused_others_accepted(fake_smtp):
+    srv = fake_smtp("null-sender-refused")
+    with _smtp(srv) as client:
+        client.ehlo()
+        code, text = client.mail("")  # smtplib sends "mail FROM:<>": matched case-blind
+        assert (code, text[:5]) == (550, b"5.7.1")
+        assert client.rset()[0] == 250
+        assert client.mail("a@example.org")[0] == 250
+        assert client.rcpt("postmaster@posture.test")[0] == 250
+    with _connect(srv) as s:
+        _read_reply(s)
+        replies = _dialogue(s, b"EHLO c\r\n", b"MAIL FROM:<> SIZE=100\r\n",
+                            b"MAIL FROM:<b@example.org>\r\n", b"QUIT\r\n")
+    assert [r[:3] for r in replies] == [b"250", b"550", b"250", b"221"]
+    assert srv.wait_ended()
+    assert srv.lines[1] == "mail FROM:<>"
+
+
+def test_drop_after_3_refusals_per_connection(fake_smtp):
+    srv = fake_smtp("drop-after-3")
+    for _ in range(2):  # a new connection counts from zero again
+        with _connect(srv) as s:
+            _read_reply(s)
+            replies = _dialogue(s, b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                                b"RCPT TO:<user@relay-target.example>\r\n",
+                                b"RCPT TO:<user%relay-target.example@posture.test>\r\n")
+            assert [r[:9] for r in replies[2:]] == [b"550 5.7.1"] * 2
+            s.sendall(b"RCPT TO:<@posture.test:user@relay-target.example>\r\n")
+            rest = _read_to_eof(s)  # the third refusal, at once a 421, then the close
+        assert rest.startswith(b"550 5.7.1 Relaying denied\r\n421 4.7.0 "), rest
+        assert rest.endswith(b"too many errors\r\n")
+    assert srv.wait_ended()
+    assert [s.commands for s in srv.sessions] == [["EHLO", "MAIL", "RCPT", "RCPT", "RCPT"]] * 2
+    assert not any(s.ended_with_quit for s in srv.sessions)
+
+
+def test_drop_after_3_with_smtplib(fake_smtp):
+    srv = fake_smtp("drop-after-3")
+    client = _smtp(srv)
+    client.ehlo()
+    client.mail("a@example.org")
+    assert [client.rcpt(f"u{i}@relay-target.example")[0] for i in range(3)] == [550] * 3
+    assert client.rset()[0] == 421  # the unsolicited 421 is the next reply read
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        client.noop()
+    client.close()
+
+
+def test_accept_rcpt_reject_data(fake_smtp):
+    srv = fake_smtp("accept-rcpt-reject-data")
+    with _smtp(srv) as client:
+        client.ehlo()
+        client.mail("a@example.org")
+        assert client.rcpt("user@relay-target.example")[0] == 250
+        assert client.rcpt("user%relay-target.example@posture.test")[0] == 250
+        code, text = client.docmd("DATA")
+        assert (code, text) == (554, b"5.7.1 No thanks")
+    assert srv.wait_ended()
+    [session] = srv.sessions
+    assert session.data_sent and session.ended_with_quit and not session.probe_only
+
+
+def test_tarpit_holds_the_rcpt_reply(fake_smtp):
+    srv = fake_smtp("tarpit")
+    with _connect(srv, timeout=0.5) as s:
+        _read_reply(s)
+        _dialogue(s, b"EHLO c\r\n", b"MAIL FROM:<>\r\n")
+        s.sendall(b"RCPT TO:<user@relay-target.example>\r\n")
+        with pytest.raises(socket.timeout):
+            s.recv(100)
+        s.sendall(b"QUIT\r\n")  # a client whose budget ran out: QUIT, then hang up
+    start = time.monotonic()
+    assert srv.wait_ended(timeout=3)  # the hang-up ends the tarpit at once
+    assert time.monotonic() - start < 2
+    [session] = srv.sessions
+    assert session.commands == ["EHLO", "MAIL", "RCPT", "QUIT"] and session.probe_only
+
+
+def test_tarpit_stop_is_prompt(fake_smtp):
+    srv = fake_smtp("tarpit")
+    s = _connect(srv, timeout=0.5)
+    try:
+        _read_reply(s)
+        _dialogue(s, b"EHLO c\r\n", b"MAIL FROM:<>\r\n")
+        s.sendall(b"RCPT TO:<postmaster@posture.test>\r\n")
+        time.sleep(0.3)  # the server is now holding the reply
+        start = time.monotonic()
+        srv.stop()
+        assert time.monotonic() - start < 2
+        assert srv.wait_ended(timeout=0.5)
+        assert _read_to_eof(s) == b""  # closed without the reply
+    finally:
+        s.close()
+
+
+def test_tarpit_reply_comes_after_the_delay():
+    from tests.lab.fakesmtp import Delayed
+
+    script = {"RCPT": Delayed(0.5, SCENARIOS["tarpit"]["RCPT"].action)}
+    with FakeSmtpServer(script) as srv, _smtp(srv) as client:
+        client.ehlo()
+        client.mail("")
+        start = time.monotonic()
+        assert client.rcpt("user@relay-target.example")[0] == 554
+        assert time.monotonic() - start >= 0.45
+
+
+def test_line_prefix_keys_longest_first_case_blind():
+    script = {"RCPT": "550 5.7.1 no", "RCPT TO:<postmaster@": "250 2.1.5 pm",
+              "rcpt to:<postmaster@posture.test>": "250 2.1.5 exactly"}
+    with FakeSmtpServer(script) as srv, _connect(srv) as s:
+        _read_reply(s)
+        replies = _dialogue(s, b"RCPT TO:<Postmaster@posture.test>\r\n",
+                            b"RCPT TO:<postmaster@other.example>\r\n",
+                            b"RCPT TO:<user@posture.test>\r\n", b"QUIT\r\n")
+    assert replies[:3] == [b"250 2.1.5 exactly\r\n", b"250 2.1.5 pm\r\n", b"550 5.7.1 no\r\n"]
+
+
+def test_callable_and_sequence_actions():
+    from tests.lab.fakesmtp import close_after
+
+    def by_count(session, line):
+        return f"250 2.0.0 noop {session.commands.count('NOOP')} {line.decode()}"
+
+    script = {"NOOP": by_count, "VRFY": ("252 2.0.0 first", "252 2.0.0 second"),
+              "RSET": close_after(2, "250 2.0.0 Ok", "421 4.7.0 enough")}
+    with FakeSmtpServer(script) as srv, _connect(srv) as s:
+        _read_reply(s)
+        assert _dialogue(s, b"NOOP\r\n", b"NOOP x\r\n") == [b"250 2.0.0 noop 1 NOOP\r\n",
+                                                            b"250 2.0.0 noop 2 NOOP x\r\n"]
+        s.sendall(b"VRFY u\r\n")
+        both = b""
+        while both.count(b"\r\n") < 2:
+            both += s.recv(4096)
+        assert both == b"252 2.0.0 first\r\n252 2.0.0 second\r\n"
+        assert _dialogue(s, b"RSET\r\n") == [b"250 2.0.0 Ok\r\n"]
+        s.sendall(b"RSET\r\n")
+        assert _read_to_eof(s) == b"250 2.0.0 Ok\r\n421 4.7.0 enough\r\n"
+
+
+def test_session_verdicts_for_a_probe_and_a_delivery(fake_smtp):
+    srv = fake_smtp("normal")
+    with _smtp(srv) as client:  # a relay probe: MAIL, RCPT, RSET, QUIT
+        client.ehlo()
+        client.mail("")
+        client.rcpt("postmaster@posture.test")
+        client.rset()
+    with _smtp(srv) as client:
+        client.sendmail("a@example.org", ["p@posture.test"], b"Subject: x\r\n\r\nhi\r\n")
+    with _connect(srv) as s:  # BDAT counts as a message too, and no QUIT here
+        _read_reply(s)
+        _dialogue(s, b"EHLO c\r\n", b"BDAT 4 LAST\r\n")
+    assert srv.wait_ended()
+    probe, delivery, bdat = srv.sessions
+    assert probe.probe_only and probe.ended_with_quit and not probe.data_sent
+    assert delivery.data_sent and delivery.ended_with_quit and not delivery.probe_only
+    assert bdat.data_sent and not bdat.ended_with_quit and not bdat.probe_only

@@ -7,8 +7,10 @@ project's own SMTP library cannot hide a broken lab (or the other way round).
 from __future__ import annotations
 
 import imaplib
+import re
 import smtplib
 import ssl
+import uuid
 
 import pytest
 
@@ -179,4 +181,169 @@ def test_demo_joins_the_running_lab(lab):
     assert "$ check_mx_sanity -D posture.test --dns-server 127.0.25.53:53" in text
     # the session's instance is still up afterwards
     with _smtp(lab, "mx1") as client:
+        assert client.noop()[0] == 250
+
+
+# --- relay probes (the lab of check_open_relay) ---------------------------------------
+
+
+def _relay_probe(lab_postfix, name: str, sender: str, forms: dict[str, str]):
+    """EHLO, STARTTLS, then MAIL FROM:<sender> + RCPT TO:<path> + RSET per form, QUIT,
+    byte-exact paths (smtplib's rcpt() would requote them); {form: (code, text)}, the
+    client port."""
+    replies = {}
+    with _smtp(lab_postfix, name) as client:
+        client.ehlo()
+        assert client.starttls(context=_tls_context(lab_postfix))[0] == 220
+        client.ehlo()
+        port = client.sock.getsockname()[1]
+        for form, path in forms.items():
+            assert client.docmd("MAIL", f"FROM:<{sender}>")[0] == 250
+            replies[form] = client.docmd("RCPT", f"TO:<{path}>")
+            assert client.docmd("RSET")[0] == 250
+    return replies, port
+
+
+@pytest.mark.parametrize("sender", ["probe@example.org", ""], ids=["sender", "null-sender"])
+@pytest.mark.parametrize("name", ["mx1", "mx2", "openrelay", "percentrelay", "routerelay"])
+def test_relay_probe_replies(lab_postfix, name, sender):
+    """Every endpoint answers each probe form as RELAY_PROBE_REPLIES says, and the
+    connection shows in the maillog as a probe: no DATA/BDAT, RSETs, ended by QUIT."""
+    from tests.lab.postfix import DOMAIN, RELAY_PROBE_FORMS, RELAY_PROBE_REPLIES
+
+    forms = {**RELAY_PROBE_FORMS, "postmaster": f"postmaster@{DOMAIN}"}
+    mark = lab_postfix.mark()
+    replies, port = _relay_probe(lab_postfix, name, sender, forms)
+    expected = RELAY_PROBE_REPLIES["mx1" if name == "mx2" else name] + (250,)
+    assert {f: code for f, (code, _) in replies.items()} == dict(zip(forms, expected))
+    texts = {f: text.decode() for f, (_, text) in replies.items()}
+    for form, (code, _) in replies.items():
+        assert texts[form].startswith({250: "2.1.5 Ok", 550: "5.1.1 <", 554: "5.7.1 <"}[code])
+        if code == 554:
+            assert texts[form].endswith(">: Relay access denied")
+        elif code == 550:
+            assert texts[form].endswith("User unknown in virtual mailbox table")
+    counts = lab_postfix.connection(port, since=mark, endpoint=name)
+    assert lab_postfix.probe_only(counts)
+    n = len(forms)
+    assert counts["mail"] == str(n) and counts["rset"] == str(n)
+    accepted = sum(code == 250 for code, _ in replies.values())
+    assert counts["rcpt"] == (str(n) if accepted == n else f"{accepted}/{n}")
+
+
+def test_mx1_refuses_every_relay_form_but_accepts_postmaster(lab_postfix):
+    from tests.lab.postfix import RELAY_PROBE_FORMS
+
+    for sender in ("probe@example.org", ""):
+        replies, _ = _relay_probe(lab_postfix, "mx1", sender, {
+            **RELAY_PROBE_FORMS, "postmaster": "postmaster@posture.test"})
+        assert replies.pop("postmaster")[0] == 250
+        assert {f: code // 100 for f, (code, _) in replies.items()} == dict.fromkeys(
+            RELAY_PROBE_FORMS, 5)
+
+
+def _send_through(lab_postfix, name: str, path: str, marker: str) -> None:
+    """A whole message (the relay probe never does this) to the byte-exact `path`."""
+    with _smtp(lab_postfix, name) as client:
+        client.ehlo()
+        assert client.docmd("MAIL", "FROM:<stranger@example.org>")[0] == 250
+        assert client.docmd("RCPT", f"TO:<{path}>")[0] == 250
+        assert client.data(f"Subject: relay {marker}\r\n\r\nrelayed?\r\n".encode())[0] == 250
+
+
+def _discarded_to(lab_postfix, rcpt: str, orig: str, since: int) -> None:
+    """The maillog shows `orig` relayed as `rcpt` (to the discard transport: nothing
+    leaves the machine)."""
+    lab_postfix.wait_for_log(
+        rf"postfix/discard\[\d+\]: [0-9A-F]+: to=<{re.escape(rcpt)}>, "
+        rf"orig_to=<{re.escape(orig)}>, relay=none, .*status=sent", since=since)
+
+
+def test_percentrelay_relays_the_percent_hack(lab_postfix):
+    from tests.lab.postfix import DOMAIN, RELAY_TARGET
+
+    user = f"pct-{uuid.uuid4().hex[:12]}"
+    mark = lab_postfix.mark()
+    _send_through(lab_postfix, "percentrelay", f"{user}%{RELAY_TARGET}@{DOMAIN}", user)
+    _discarded_to(lab_postfix, f"{user}@{RELAY_TARGET}", f"{user}%{RELAY_TARGET}@{DOMAIN}",
+                  since=mark)
+
+
+def test_routerelay_relays_bang_paths_and_source_routes(lab_postfix):
+    from tests.lab.postfix import DOMAIN, RELAY_TARGET
+
+    bang, routed = (f"{kind}-{uuid.uuid4().hex[:12]}" for kind in ("bang", "route"))
+    mark = lab_postfix.mark()
+    _send_through(lab_postfix, "routerelay", f"{RELAY_TARGET}!{bang}@{DOMAIN}", bang)
+    _send_through(lab_postfix, "routerelay", f"@{DOMAIN}:{routed}@{RELAY_TARGET}", routed)
+    _discarded_to(lab_postfix, f"{bang}@{RELAY_TARGET}", f"{RELAY_TARGET}!{bang}@{DOMAIN}",
+                  since=mark)
+    # the source route reaches smtpd as the bang path (smtpd_command_filter), then the same
+    lab_postfix.wait_for_log(
+        rf'routerelay/smtpd\[\d+\]: .*replacing command "RCPT TO:<@{re.escape(DOMAIN)}:'
+        rf'{routed}@{re.escape(RELAY_TARGET)}>" with "RCPT TO:<{re.escape(RELAY_TARGET)}!'
+        rf'{routed}@{re.escape(DOMAIN)}>"', since=mark)
+    _discarded_to(lab_postfix, f"{routed}@{RELAY_TARGET}",
+                  f"{RELAY_TARGET}!{routed}@{DOMAIN}", since=mark)
+
+
+@pytest.mark.parametrize("name", ["mx1", "percentrelay", "routerelay"])
+def test_closed_endpoints_refuse_the_plain_relay(lab_postfix, name):
+    with _smtp(lab_postfix, name) as client:
+        client.ehlo()
+        client.mail("stranger@example.org")
+        code, text = client.rcpt("victim@relay-target.example")
+        assert code == 554 and text.endswith(b"Relay access denied")
+
+
+def test_disconnect_counts_show_data_and_bdat(lab_postfix):
+    """The maillog tells a probe from a delivery: DATA and BDAT show in the counts."""
+    mark = lab_postfix.mark()
+    with _smtp(lab_postfix, "mx1") as client:
+        client.ehlo()
+        assert client.has_extn("chunking")
+        data_port = client.sock.getsockname()[1]
+        client.sendmail("a@example.org", ["postmaster@posture.test"], b"Subject: d\r\n\r\nx\r\n")
+    with _smtp(lab_postfix, "mx1") as client:
+        client.ehlo()
+        bdat_port = client.sock.getsockname()[1]
+        client.mail("a@example.org")
+        client.rcpt("postmaster@posture.test")
+        body = b"Subject: b\r\n\r\nchunked\r\n"
+        client.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        assert client.getreply()[0] == 250
+    with _smtp(lab_postfix, "mx1") as client:  # no QUIT: the client just hangs up
+        client.ehlo()
+        hangup_port = client.sock.getsockname()[1]
+        client.close()
+    data = lab_postfix.connection(data_port, since=mark, endpoint="mx1")
+    bdat = lab_postfix.connection(bdat_port, since=mark, endpoint="mx1")
+    hangup = lab_postfix.connection(hangup_port, since=mark, endpoint="mx1")
+    assert data["data"] == "1" and "bdat" not in data and data["quit"] == "1"
+    assert bdat["bdat"] == "1" and "data" not in bdat and bdat["quit"] == "1"
+    assert "quit" not in hangup
+    assert not any(lab_postfix.probe_only(c) for c in (data, bdat, hangup))
+
+
+def test_joining_an_instance_of_another_configuration(lab_postfix):
+    """A session whose endpoints the shared instance lacks fails at once, saying why;
+    one that needs nothing missing joins with a warning (see LabPostfix.start)."""
+    import time
+
+    from tests.lab.postfix import Endpoint, LabPostfix
+
+    class More(LabPostfix):
+        endpoints = {**lab_postfix.endpoints,
+                     "extra": Endpoint("extra", "extra.posture.test", "127.0.25.99", 25, ())}
+
+    class Fewer(LabPostfix):
+        endpoints = {k: v for k, v in lab_postfix.endpoints.items() if k != "routerelay"}
+
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="has no endpoint extra: let that session end"):
+        More().start()
+    assert time.monotonic() - start < 5
+    with pytest.warns(UserWarning, match="older configuration"):
+        Fewer().start().stop()
+    with _smtp(lab_postfix, "routerelay") as client:  # the instance is still up
         assert client.noop()[0] == 250

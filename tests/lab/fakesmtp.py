@@ -2,8 +2,11 @@
 
 A `FakeSmtpServer` listens on 127.0.27.1 (an ephemeral port) in background
 threads and speaks just enough SMTP for a client to get through a dialogue,
-except where its *script* says otherwise. A script maps a phase -- "banner" or
-an SMTP verb ("EHLO", "MAIL", "STARTTLS", ...) -- to an action:
+except where its *script* says otherwise. A script maps a phase -- "banner", an
+SMTP verb ("EHLO", "MAIL", "STARTTLS", ...), "DATA-END" (after the message's
+final dot) or the start of a command line ("MAIL FROM:<>", matched
+case-insensitively against the line as sent; the longest such prefix wins over
+the bare verb) -- to an action:
 
 * a reply: ``"451 4.3.0 try later"`` (multiline: lines joined with ``"\\n"``);
   a 421 reply closes the connection after it is sent;
@@ -12,7 +15,24 @@ an SMTP verb ("EHLO", "MAIL", "STARTTLS", ...) -- to an action:
   without CRLF), ENDLESS ("250-" lines forever), RESET (half a reply, then a TCP
   RST), CLOSE (close without a word), TLS_GARBAGE / TLS_CLOSE (for STARTTLS:
   say 220, then send junk instead of a TLS handshake / close);
-* `Delayed(seconds, action)`: the action after a pause.
+* `Delayed(seconds, action)`: the action after a pause (cut short by stop(), or by
+  the client hanging up: what it sent meanwhile is recorded);
+* a tuple of actions, carried out in turn (e.g. a reply, then an unsolicited 421);
+* a callable `(session, line) -> action`, for replies that depend on what this
+  connection sent before (`session.lines`, `session.commands`, the current line
+  included); `close_after(n, reply)` makes one.
+
+Named scripts (SCENARIOS), besides the one-phase misbehaviours named
+`<what>-<phase>` (stall-rcpt, mail-451, ...):
+
+  greylist                 450 4.7.1 greylisted at every RCPT
+  null-sender-refused      MAIL FROM:<> gets 550 5.7.1, any other sender 250
+  drop-after-3             every RCPT 550 5.7.1 relaying denied; the third refusal in a
+                           connection is followed at once by "421 4.7.0 ... too many
+                           errors" and the close (as Postfix's smtpd_hard_error_limit)
+  accept-rcpt-reject-data  RCPT 250 for anything, DATA 554 5.7.1 no thanks
+  tarpit                   every RCPT reply held back 30 s (TARPIT_SECONDS; then 554
+                           5.7.1 relay access denied), longer than a probe's budget
 
 Named scripts are in SCENARIOS; use one by name or pass a dict::
 
@@ -26,8 +46,10 @@ Named scripts are in SCENARIOS; use one by name or pass a dict::
     FakeSmtpServer("proxy")                                   # wants a PROXY header first
 
 What the server received is recorded per connection (`sessions`, each with
-`lines`, `data`, `proxy_header`, `tls`, `tls_error`) and flattened in `lines`
-and `commands`. Everything is bounded: connections, line length, bytes per
+`lines`, `commands`, `data`, `proxy_header`, `tls`, `tls_error`, and the verdicts
+`data_sent` (DATA or BDAT arrived), `ended_with_quit` and `probe_only` (both: a
+polite probe that never started a message)) and flattened in `lines` and
+`commands`. Everything is bounded: connections, line length, bytes per
 session, and all threads end on `stop()`.
 """
 
@@ -43,7 +65,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 DEFAULT_ADDRESS = "127.0.27.1"
 MAX_SESSIONS = 32
@@ -70,12 +92,29 @@ class Delayed:
     action: Any
 
 
-Action = Union[str, Act, Delayed]
+Action = Union[str, Act, Delayed, tuple, Callable[["Session", bytes], Any]]
 
 STALL, DRIP, GARBAGE, OVERLONG, ENDLESS, RESET, CLOSE, TLS_GARBAGE, TLS_CLOSE = Act
 
 GARBAGE_BYTES = (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x00\xff\xfe\x80"
                  b"HTTP/1.1 400 Bad Request\r\n\x00\x1b[31m\xc3\x28\r\n")
+
+TARPIT_SECONDS = 30.0
+
+
+def close_after(n: int, reply: str,
+                closing: str = "421 4.7.0 fake.posture.test Error: too many errors"
+                ) -> Callable[[Session, bytes], Action]:
+    """An action: `reply` to this verb, and after the n-th one in a connection also
+    `closing` (a 421, so the connection closes). Counted per connection."""
+
+    def action(session: Session, line: bytes) -> Action:
+        seen = session.commands.count(_verb(line))  # this line included
+        return (reply, closing) if seen >= n else reply
+
+    action.__qualname__ = f"close_after({n}, {reply!r})"
+    return action
+
 
 SCENARIOS: dict[str, dict[str, Action]] = {
     "normal": {},
@@ -108,6 +147,11 @@ SCENARIOS: dict[str, dict[str, Action]] = {
     "starttls-garbage": {"STARTTLS": TLS_GARBAGE},
     "starttls-close": {"STARTTLS": TLS_CLOSE},
     "starttls-stall": {"STARTTLS": STALL},
+    "greylist": {"RCPT": "450 4.7.1 Recipient address rejected: Greylisted, try again later"},
+    "null-sender-refused": {"MAIL FROM:<>": "550 5.7.1 Null sender refused"},
+    "drop-after-3": {"RCPT": close_after(3, "550 5.7.1 Relaying denied")},
+    "accept-rcpt-reject-data": {"RCPT": "250 2.1.5 Ok", "DATA": "554 5.7.1 No thanks"},
+    "tarpit": {"RCPT": Delayed(TARPIT_SECONDS, "554 5.7.1 Relay access denied")},
     "implicit-tls": {},  # with cert=...: TLS before the banner
     "proxy": {},  # answers only after a PROXY v1/v2 header
 }
@@ -143,6 +187,21 @@ class Session:
     def commands(self) -> list[str]:
         return [_verb(line) for line in self.lines]
 
+    @property
+    def data_sent(self) -> bool:
+        """Did the client send DATA or BDAT (whatever the answer)?"""
+        return any(c in ("DATA", "BDAT") for c in self.commands)
+
+    @property
+    def ended_with_quit(self) -> bool:
+        """Has the connection ended, with QUIT as the last thing the client sent?"""
+        return self.ended.is_set() and self.commands[-1:] == ["QUIT"]
+
+    @property
+    def probe_only(self) -> bool:
+        """No DATA/BDAT, and ended with QUIT: the record of a polite probe."""
+        return self.ended_with_quit and not self.data_sent
+
 
 class _EndSession(Exception):
     pass
@@ -163,6 +222,9 @@ class FakeSmtpServer:
             script = SCENARIOS[script]
         self.name = name
         self.script = {k if k == "banner" else k.upper(): v for k, v in script.items()}
+        # keys that are the start of a command line rather than a bare verb, longest first
+        self._prefixes = sorted((k for k in self.script if " " in k or ":" in k),
+                                key=len, reverse=True)
         self.address = address
         self.port = port
         self.hostname = hostname
@@ -316,7 +378,9 @@ class FakeSmtpServer:
             default = "354 End data with <CR><LF>.<CR><LF>"
         else:
             default = _DEFAULT_REPLIES.get(verb, "502 5.5.2 Error: command not recognized")
-        sent = self._act(io, verb, default, session)
+        upper = line.decode("latin-1").upper()
+        phase = next((p for p in self._prefixes if upper.startswith(p)), verb)
+        sent = self._act(io, phase, default, session, line)
         if verb == "STARTTLS" and sent.startswith("220") and self._tls_context:
             self._start_tls(io, session)
         elif verb == "DATA" and sent.startswith("354"):
@@ -331,13 +395,24 @@ class FakeSmtpServer:
         elif verb == "QUIT" and sent.startswith("221"):
             raise _EndSession
 
-    def _act(self, io: _Conn, phase: str, default: str, session: Session) -> str:
+    def _act(self, io: _Conn, phase: str, default: str, session: Session,
+             line: bytes = b"") -> str:
         """Carry out the script's action for `phase` (else `default`); return the reply sent."""
-        action = self.script.get(phase, default)
-        while isinstance(action, Delayed):
-            if self._stop.wait(action.seconds):
-                raise _EndSession
-            action = action.action
+        return self._perform(io, phase, self.script.get(phase, default), session, line)
+
+    def _perform(self, io: _Conn, phase: str, action: Action, session: Session,
+                 line: bytes) -> str:
+        while isinstance(action, Delayed) or callable(action):
+            if isinstance(action, Delayed):
+                io.pause(action.seconds, session)
+                action = action.action
+            else:
+                action = action(session, line)
+        if isinstance(action, tuple):
+            sent = ""
+            for part in action:
+                sent = self._perform(io, phase, part, session, line)
+            return sent
         if isinstance(action, str):
             io.reply(action)
             if action.startswith("421"):
@@ -446,6 +521,19 @@ class _Conn:
                 return None
             self.buf += chunk
         return None
+
+    def pause(self, seconds: float, session: Session) -> None:
+        """Say nothing for `seconds`, reading ahead; end the session at stop() or when
+        the client hangs up meanwhile (recording the lines it sent before it did)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            chunk = self._recv()
+            if chunk is None:
+                while b"\n" in self.buf:
+                    line, _, self.buf = self.buf.partition(b"\n")
+                    session.lines.append(line.rstrip(b"\r"))
+                raise _EndSession
+            self.buf += chunk
 
     def drain_until_closed(self, session: Session, seconds: float | None = None) -> None:
         """Say nothing; record what the client still sends until it (or the server) quits."""

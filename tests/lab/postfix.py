@@ -3,14 +3,49 @@
 One Postfix master with its own config directory serves every lab endpoint
 (master.cf has one smtpd service per address:port, each with `-o` overrides):
 
-  name        address:port       greets as                 behaviour
-  mx1         127.0.25.1:25      mx1.posture.test          STARTTLS, no AUTH, relay denied
-  mx2         127.0.25.2:25      mx2.posture.test          same as mx1
-  submission  127.0.25.3:587     submit.posture.test       STARTTLS required, AUTH only after it
-  smtps       127.0.25.3:465     submit.posture.test       implicit TLS (wrapper mode), AUTH
-  authfirst   127.0.25.4:25      authfirst.posture.test    AUTH offered before STARTTLS (a finding)
-  notls       127.0.25.5:25      notls.posture.test        no STARTTLS at all
-  openrelay   127.0.25.6:25      openrelay.posture.test    relays for anyone (delivery discarded)
+  name         address:port    greets as                  behaviour
+  mx1          127.0.25.1:25   mx1.posture.test           STARTTLS, no AUTH, relay denied
+  mx2          127.0.25.2:25   mx2.posture.test           same as mx1
+  submission   127.0.25.3:587  submit.posture.test        STARTTLS required, AUTH only after it
+  smtps        127.0.25.3:465  submit.posture.test        implicit TLS (wrapper mode), AUTH
+  authfirst    127.0.25.4:25   authfirst.posture.test     AUTH offered before STARTTLS (a finding)
+  notls        127.0.25.5:25   notls.posture.test         no STARTTLS at all
+  openrelay    127.0.25.6:25   openrelay.posture.test     relays for anyone (delivery discarded)
+  percentrelay 127.0.25.7:25   percentrelay.posture.test  as mx1, but relays user%ext@posture.test
+  routerelay   127.0.25.8:25   routerelay.posture.test    as mx1, but relays @posture.test:user@ext
+                                                          and ext!user@posture.test
+
+Relaying through routing operators (`RELAY_TARGET` = relay-target.example, a
+domain that is not ours). Postfix itself is safe here: it strips an RFC 821 source
+route (`@a:user@b` is canonicalised to `user@b` before any check), honours `%` and
+`!` only in the local part of a domain in $mydestination (the lab has none), and
+trivial-rewrite flags a recipient whose local part holds `@`, `%` or `!` as
+"routed", which reject_unauth_destination (and any access-map OK) refuses even
+for our own domain unless `allow_untrusted_routing = yes`. So mx1 refuses every
+routing form with 554 Relay access denied (RELAY_PROBE_REPLIES lists what each
+endpoint answers). The two leaky endpoints are per-service overrides, a plausible
+misconfiguration: `-o allow_untrusted_routing=yes` lets routed
+`...@posture.test` recipients past the relay check (those no alias knows then
+get 550 User unknown instead of mx1's 554), and a regexp virtual alias unwraps
+one routing form; `-o cleanup_service_name=` points the smtpd at a cleanup of its
+own (master.cf) with that alias map, so the accepted address really is relayed
+(to `discard`; the maillog shows e.g. `to=<user@relay-target.example>,
+orig_to=<user%relay-target.example@posture.test>`):
+
+* percentrelay: the percent hack, `user%relay-target.example@posture.test` ->
+  `user@relay-target.example` (percentrelay-alias.regexp, cleanup
+  `percentcleanup`).
+* routerelay: bang paths, `relay-target.example!user@posture.test` ->
+  `user@relay-target.example` (routerelay-alias.regexp, cleanup `routecleanup`),
+  and source routes `@posture.test:user@relay-target.example` (any
+  `@hop[,@hop]:user@domain`): no Postfix setting keeps a source route (see
+  above), so `-o smtpd_command_filter=regexp:routerelay-command.regexp` rewrites
+  such an RCPT line into the bang path before smtpd parses it (logged as
+  `replacing command "RCPT TO:<@...>" with "RCPT TO:<...!...>"`). The plain
+  address and the percent hack are refused.
+
+The map files (LAB_MAPS) are written into the config directory and named through
+`$config_directory`.
 
 Mail for `posture.test` users (USERS) is delivered to maildirs under
 `<workdir>/mail/posture.test/<user>/`; other posture.test recipients get 550.
@@ -23,7 +58,9 @@ What reached the server is in the maillog (`maillog_file`, written by postlogd;
 lines appear a moment after the fact, hence wait_for_log):
 `mark()` / `log_since(mark)` / `wait_for_log(regex, since=mark)`, and parsed:
 `disconnects(since=mark, endpoint="mx1")` (smtpd's per-connection command counts:
-quit, rset, data...) and `queued(since=mark)` (messages that were accepted).
+quit, rset, data, bdat...), `connection(port, since=mark)` (waits for one
+connection's counts; `probe_only(counts)` says: no DATA/BDAT, ended with QUIT) and
+`queued(since=mark)` (messages that were accepted).
 
 How it runs: the queue directories are made here the way post-install would,
 and `master -c DIR -w` is started directly (no `postfix start`, so no
@@ -61,6 +98,7 @@ POSTFIX_DAEMONS = "/usr/lib/postfix/sbin"
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 
 DOMAIN = "posture.test"
+RELAY_TARGET = "relay-target.example"  # an outside domain for relay probes (discarded)
 USERS = ("probe", "postmaster", "abuse", "roundtrip")
 SASL_USER = "probe@posture.test"
 SASL_PASSWORD = "lab-probe-secret"
@@ -89,6 +127,14 @@ _SUBMISSION_OPTS = ("smtpd_tls_security_level=encrypt", "smtpd_sasl_auth_enable=
                     "smtpd_tls_auth_only=yes",
                     "smtpd_relay_restrictions=permit_sasl_authenticated,reject")
 
+
+def _routing_relay_opts(name: str, cleanup: str) -> tuple[str, ...]:
+    """smtpd overrides of an endpoint that relays one routing form (see the module doc)."""
+    return ("allow_untrusted_routing=yes",
+            f"virtual_alias_maps=regexp:$config_directory/{name}-alias.regexp",
+            f"cleanup_service_name={cleanup}")
+
+
 ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("mx1", "mx1.posture.test", "127.0.25.1", 25, ()),
     Endpoint("mx2", "mx2.posture.test", "127.0.25.2", 25, ()),
@@ -103,7 +149,56 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
              ("smtpd_tls_security_level=none",), starttls=False),
     Endpoint("openrelay", "openrelay.posture.test", "127.0.25.6", 25,
              ("mynetworks=0.0.0.0/0",)),
+    Endpoint("percentrelay", "percentrelay.posture.test", "127.0.25.7", 25,
+             _routing_relay_opts("percentrelay", "percentcleanup")),
+    Endpoint("routerelay", "routerelay.posture.test", "127.0.25.8", 25,
+             _routing_relay_opts("routerelay", "routecleanup")
+             + ("smtpd_command_filter=regexp:$config_directory/routerelay-command.regexp",)),
 )}
+
+#: The recipients of check_open_relay's relay probes (see RELAY_PROBE_REPLIES).
+RELAY_PROBE_FORMS: dict[str, str] = {
+    "plain": f"user@{RELAY_TARGET}",
+    "percent": f"user%{RELAY_TARGET}@{DOMAIN}",
+    "source-route": f"@{DOMAIN}:user@{RELAY_TARGET}",
+    "bang": f"{RELAY_TARGET}!user@{DOMAIN}",
+    "quoted": f'"user@{RELAY_TARGET}"@{DOMAIN}',
+    "double-at": f"user@{RELAY_TARGET}@{DOMAIN}",
+    "ip-literal": "user@[192.0.2.1]",
+    "unqualified": "user",
+}
+
+#: The reply code each endpoint gives at RCPT TO:<form> after STARTTLS (Postfix 3.7;
+#: the same for MAIL FROM:<someone@example.org> and MAIL FROM:<>), in
+#: RELAY_PROBE_FORMS order; tests/test_lab.py asserts it. RCPT TO:<postmaster@posture.test>
+#: gets 250 everywhere, with either sender. The replies in full:
+#:   250  "250 2.1.5 Ok"
+#:   554  "554 5.7.1 <ADDR>: Relay access denied"
+#:   550  "550 5.1.1 <ADDR>: Recipient address rejected: User unknown in virtual
+#:        mailbox table"
+#: where ADDR is the address as smtpd resolved it: a source route already stripped
+#: (`<user@relay-target.example>`; on routerelay the bang path it was rewritten to),
+#: the quoted form unquoted (`<user@relay-target.example@posture.test>`), `<user>`
+#: as sent; else the path as sent. mx2 answers as mx1.
+RELAY_PROBE_REPLIES: dict[str, tuple[int, ...]] = {
+    #              plain  %   route  !   quoted  @@  [ip]  user
+    "mx1":          (554, 554, 554, 554, 554,    554, 554,  550),
+    "openrelay":    (250, 550, 250, 550, 550,    550, 250,  550),
+    "percentrelay": (554, 250, 554, 550, 550,    550, 554,  550),
+    "routerelay":   (554, 550, 250, 250, 550,    550, 554,  550),
+}
+
+#: Map files written into the config directory (see the module doc). Regexp tables
+#: match case-insensitively; `$1` etc. are the groups.
+LAB_MAPS: dict[str, str] = {
+    # percentrelay: local%domain@posture.test -> local@domain
+    "percentrelay-alias.regexp": r'/^([^@%!":]+)%([^@%!":]+)@posture\.test$/ ${1}@${2}' "\n",
+    # routerelay: domain!local@posture.test -> local@domain
+    "routerelay-alias.regexp": r'/^([^@%!":]+)!([^@%!":]+)@posture\.test$/ ${2}@${1}' "\n",
+    # routerelay: RCPT TO:<@hop[,@hop]:local@domain> -> RCPT TO:<domain!local@posture.test>
+    "routerelay-command.regexp": r'/^(RCPT +TO: *<)@[^:<>]+:([^@%!":<>]+)@([^@%!":<>]+)>(.*)$/'
+                                 r" ${1}${3}!${2}@posture.test>${4}" "\n",
+}
 
 _MAIN_CF = """\
 compatibility_level = 3.6
@@ -188,6 +283,11 @@ lmtp      unix  -       -       n       -       -       lmtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+# cleanups of percentrelay and routerelay: their virtual aliases unwrap a routing form
+percentcleanup unix n   -       n       -       0       cleanup
+  -o virtual_alias_maps=regexp:$config_directory/percentrelay-alias.regexp
+routecleanup unix n     -       n       -       0       cleanup
+  -o virtual_alias_maps=regexp:$config_directory/routerelay-alias.regexp
 """
 
 _DOVECOT_CONF = """\
@@ -353,6 +453,32 @@ class LabPostfix:
                           **counts})
         return found
 
+    def connection(self, client_port: int, since: int = 0, endpoint: str | None = None,
+                   timeout: float = 5.0) -> dict[str, str]:
+        """One connection's disconnect counts (see disconnects()), waiting for its line.
+
+        `client_port` is the local port of the client's socket (getsockname()[1]).
+        """
+        end = time.monotonic() + timeout
+        while True:
+            found = self.disconnects(since, endpoint, client_port)
+            if found:
+                return found[-1]
+            if time.monotonic() > end:
+                raise AssertionError(f"no disconnect line for client port {client_port} "
+                                     f"within {timeout}s; log since mark:\n"
+                                     f"{self.log_since(since)[-3000:]}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def probe_only(counts: dict[str, str]) -> bool:
+        """Did the connection send no DATA and no BDAT, and end with QUIT?
+
+        smtpd counts every command it saw (``data=1``, ``bdat=2``, ``quit=1``; a
+        failed one as ``data=0/1``), so absence of the key means never sent.
+        """
+        return "data" not in counts and "bdat" not in counts and counts.get("quit") == "1"
+
     def queued(self, since: int = 0) -> list[str]:
         """Queue ids of messages fully received (qmgr saw them) since `since`."""
         return re.findall(r"postfix/qmgr\[\d+\]: ([0-9A-F]+): from=", self.log_since(since))
@@ -377,6 +503,15 @@ class LabPostfix:
             self._lock.close()
             raise
         if not alone and _read(self.workdir / "config.version") != self._config_version():
+            missing = [e.name for e in self.endpoints.values()
+                       if not _listening(e.address, e.port)]
+            if missing:
+                self._lock.close()
+                raise RuntimeError(
+                    f"the lab Postfix in {self.workdir}, started by another test session "
+                    f"from another configuration, has no endpoint {', '.join(missing)}: "
+                    f"let that session end (or `postfix -c {self.workdir} stop`) and run "
+                    "again")
             import warnings
 
             warnings.warn("the lab Postfix shared with another session runs an older "
@@ -405,7 +540,8 @@ class LabPostfix:
         import hashlib
 
         text = repr((_MAIN_CF, _MASTER_CF, _DOVECOT_CONF, sorted(self.endpoints.items()),
-                     self.users, self.sasl_user, self.sasl_password))
+                     sorted(LAB_MAPS.items()), self.users, self.sasl_user,
+                     self.sasl_password))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _configure(self) -> None:
@@ -448,6 +584,8 @@ class LabPostfix:
             lines.append(f"{e.address}:{e.port} inet n - n - - smtpd\n"
                          + "".join(f"  -o {o}\n" for o in opts))
         (d / "master.cf").write_text("".join(lines))
+        for name, text in LAB_MAPS.items():
+            (d / name).write_text(text)
         (d / "vmailbox").write_text("".join(f"{u}@{DOMAIN} {DOMAIN}/{u}/\n"
                                             for u in self.users))
         (d / "dovecot" / "dovecot.conf").write_text(_DOVECOT_CONF.format(
@@ -494,8 +632,11 @@ class LabPostfix:
 
     def _is_up(self) -> bool:
         pids = self._pids()
-        return len(pids) == 2 and all(_alive(p) for p in pids) and all(
-            _listening(e.address, e.port) for e in self.endpoints.values())
+        if len(pids) != 2 or not all(_alive(p) for p in pids):
+            return False
+        if _read(self.workdir / "config.version") != self._config_version():
+            return True  # another configuration (endpoints may differ): start() decides
+        return all(_listening(e.address, e.port) for e in self.endpoints.values())
 
     def _pids(self) -> list[int]:
         pids = []

@@ -124,6 +124,68 @@ def domain_name(text: str) -> str:
     return names.normalize(text)
 
 
+def sender_address(text: str) -> str:
+    """MAIL FROM: `<>` or '' (the null sender), `<addr>` or `addr`; returned bare."""
+    from check_smtp_posture.smtp.address import envelope_address
+
+    try:
+        return envelope_address(text, null=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def recipient_address(text: str) -> str:
+    """RCPT TO: `<addr>` or `addr` (or `postmaster`); returned bare."""
+    from check_smtp_posture.smtp.address import envelope_address
+
+    try:
+        return envelope_address(text, null=False)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def header_address(text: str) -> str:
+    """--header-from: one address for the From field, `addr` or `Name <addr>`."""
+    from check_smtp_posture.smtp.message import header_address as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def helo_name(text: str) -> str:
+    """--helo-name: a host name, or an address literal such as [192.0.2.1]."""
+    from check_smtp_posture.smtp.address import address_literal
+
+    if address_literal(text) or names.is_hostname(text):
+        return text if text.startswith("[") else names.normalize(text)
+    raise argparse.ArgumentTypeError(f"not a host name or [address] literal: {text!r}")
+
+
+def default_helo_name(wait: float = 1.0) -> tuple[str, str | None]:
+    """This host's name for EHLO, and a note for the long output when it is not an FQDN.
+
+    Receivers expect a fully qualified name (RFC 5321 §4.1.1.1). socket.getfqdn()
+    may ask DNS, so it gets `wait` seconds; the short name is the fallback.
+    """
+    import socket
+    import threading
+
+    found: list[str] = []
+    asker = threading.Thread(target=lambda: found.append(socket.getfqdn()), daemon=True)
+    asker.start()
+    asker.join(wait)
+    fqdn = names.normalize(found[0]) if found else ""
+    if "." in fqdn and names.is_hostname(fqdn) and not fqdn.startswith("localhost"):
+        return fqdn, None
+    short = socket.gethostname() or "localhost"
+    if not names.is_hostname(short):
+        short = "localhost"
+    return short, (f"EHLO name {short!r} is not fully qualified (this system knows no FQDN); "
+                   "receivers may refuse it: set --helo-name")
+
+
 def dns_server(text: str) -> tuple[str, int]:
     """Parse ADDR[:PORT]; an IPv6 address with a port is written [ADDR]:PORT."""
     addr, port = text, 53

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 from dataclasses import dataclass
 
@@ -33,9 +32,8 @@ from check_smtp_posture.summary import FamilySummary
 
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
 PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
-DEFAULT_MESSAGE = ("Subject: check_smtp_phases probe\r\n"
-                   "X-Mailer: check_smtp_posture\r\n\r\n"
-                   "Probe message of check_smtp_phases.\r\n")
+PROBE_SUBJECT = "check_smtp_phases probe"
+PROBE_BODY = "Probe message of check_smtp_phases.\n"
 #: seconds kept back from the endpoints' shares for the run to report
 REPORT_MARGIN = 0.1
 
@@ -56,6 +54,7 @@ class Options:
     query_timeout: float | None
     concurrency: int
     plan: SessionPlan
+    helo_note: str | None  # why the default EHLO name may be refused
     expect: str | None
     responses: tuple[str, ...]
     require_starttls: bool
@@ -95,15 +94,22 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     smtp = parser.add_argument_group("SMTP dialogue")
-    smtp.add_argument("--helo-name", default=None, metavar="NAME",
-                      help="name to announce in EHLO/HELO (default: this host's name)")
-    smtp.add_argument("--from", dest="mail_from", metavar="ADDR",
-                      help="envelope sender for MAIL FROM ('' for the null sender)")
-    smtp.add_argument("--to", dest="rcpt_to", action="append", default=[], metavar="ADDR",
-                      help="envelope recipient for RCPT TO (repeatable); without --send-data "
-                           "the transaction ends with RSET and nothing is delivered")
+    smtp.add_argument("--helo-name", type=cli.helo_name, default=None, metavar="NAME",
+                      help="name to announce in EHLO/HELO (default: this host's fully "
+                           "qualified name)")
+    smtp.add_argument("--from", dest="mail_from", type=cli.sender_address, metavar="ADDR",
+                      help="envelope sender for MAIL FROM: addr, <addr>, or <> (also '') for "
+                           "the null sender; sent in one pair of brackets")
+    smtp.add_argument("--to", dest="rcpt_to", type=cli.recipient_address, action="append",
+                      default=[], metavar="ADDR",
+                      help="envelope recipient for RCPT TO, addr or <addr> (repeatable); "
+                           "without --send-data the transaction ends with RSET and nothing "
+                           "is delivered")
     smtp.add_argument("--send-data", action="store_true",
                       help="send DATA and the payload: a message IS delivered")
+    smtp.add_argument("--header-from", type=cli.header_address, metavar="ADDR",
+                      help="From field of the message --send-data builds (default: the "
+                           "envelope sender)")
     payload = smtp.add_mutually_exclusive_group()
     payload.add_argument("--payload", metavar="TEXT",
                          help="message sent with --send-data (\\n becomes CRLF)")
@@ -189,6 +195,10 @@ def options_from(args, parser) -> Options | str:
         return "--send-data needs at least one --to"
     if (args.payload or args.payload_file) and not args.send_data:
         return "--payload/--payload-file need --send-data"
+    if args.header_from and not args.send_data:
+        return "--header-from needs --send-data"
+    if args.header_from and (args.payload or args.payload_file):
+        return "--header-from sets the built message's From: not with --payload/--payload-file"
     if args.responses and len(args.responses) != len(args.commands):
         return "give one --response per --command"
     proxy_opts = (args.proxy_family, args.proxy_source_address, args.proxy_dest_address,
@@ -229,8 +239,15 @@ def options_from(args, parser) -> Options | str:
             return (f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,
                                args.sasl_authzid)
+    helo_note = None
+    helo = args.helo_name
+    if helo is None:
+        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
+    mail_from = args.mail_from
+    if mail_from is None and args.rcpt_to:
+        mail_from = ""  # the null sender: what a bounce uses, accepted everywhere (RFC 5321)
     try:
-        message = load_message(args)
+        message = load_message(args, mail_from, helo) if args.send_data else b""
     except OSError as exc:
         return f"cannot read --payload-file: {exc.strerror}"
     try:
@@ -241,11 +258,8 @@ def options_from(args, parser) -> Options | str:
     if ca_file and not os.access(ca_file, os.R_OK):
         return f"cannot read --ca-file {ca_file}"
     port = args.port or (465 if args.tls else 25)
-    mail_from = args.mail_from
-    if mail_from is None and args.rcpt_to:
-        mail_from = ""  # the null sender: what a bounce uses, accepted everywhere (RFC 5321)
     plan = SessionPlan(
-        helo_name=args.helo_name or socket.gethostname() or "localhost",
+        helo_name=helo,
         starttls=STARTTLS_NEVER if args.no_starttls else STARTTLS_AUTO,
         implicit_tls=args.tls,
         tls_context=None,
@@ -261,7 +275,7 @@ def options_from(args, parser) -> Options | str:
         hostname=args.hostname, domain=args.domain, port=port, servername=args.servername,
         family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
         query_timeout=args.query_timeout, concurrency=args.concurrency, plan=plan,
-        expect=args.expect,
+        helo_note=helo_note, expect=args.expect,
         responses=tuple(args.responses), require_starttls=args.require_starttls,
         ca_file=ca_file, cert_warn_days=warn_days, cert_crit_days=crit_days,
         cert_error_state=args.cert_error_state, transient_state=args.transient_state,
@@ -271,13 +285,18 @@ def options_from(args, parser) -> Options | str:
         timeout=args.timeout)
 
 
-def load_message(args) -> bytes:
+def load_message(args, mail_from: str, helo: str) -> bytes:
+    """What --send-data sends: the user's payload exactly, else a whole RFC 5322 message."""
     if args.payload_file:
         with open(args.payload_file, "rb") as handle:
             return handle.read()
     if args.payload is not None:
         return args.payload.replace("\\n", "\n").encode("utf-8")
-    return DEFAULT_MESSAGE.encode("ascii")
+    from check_smtp_posture.smtp.message import probe_message
+
+    return probe_message(header_from=args.header_from or mail_from or f"check_smtp_phases@{helo}",
+                         recipients=tuple(args.rcpt_to), helo_name=helo,
+                         subject=PROBE_SUBJECT, body=PROBE_BODY)
 
 
 def proxy_from(args):
@@ -449,14 +468,16 @@ class DialogueContext(nagiosplugin.Context):
                 detail = str(reply)
             if phase == "ehlo" and reply.code in (500, 502, 504, 550):
                 detail = f"EHLO and HELO refused: {reply}"
+            if phase == "ehlo" and opts.plan.proxy is not None:
+                detail += " (after the PROXY header)"
             state = states.state(opts.transient_state) if reply.transient else nagiosplugin.Critical
             return self.result_cls(state, f"{where} {phase}: {one_line(detail)}", metric)
         if opts.expect is not None:
             banner = result.replies.get("banner")
             if banner is None or opts.expect not in banner.text:
                 return self.result_cls(nagiosplugin.Critical,
-                                       f"{where} banner lacks {one_line(opts.expect, 40)!r}",
-                                       metric)
+                                       f"{where} banner lacks {one_line(opts.expect, 40)!r}: "
+                                       f"{one_line(str(banner), 80)}", metric)
         for (command, reply), wanted in zip(result.command_replies, opts.responses):
             if wanted not in str(reply):
                 return self.result_cls(
@@ -609,6 +630,8 @@ class PhasesSummary(FamilySummary):
 
     def details(self, results):
         lines = []
+        if self.resource.options.helo_note:
+            lines.append(f"note: {self.resource.options.helo_note}")
         for session in self.resource.results:
             lines.extend(describe_session(session, self.resource.certificate(session),
                                           self.verbosity))
@@ -625,6 +648,9 @@ def describe_ok(result: SessionResult) -> str:
                      f"{result.tls.version}")
     elif result.extensions is not None and not result.starttls_offered:
         parts.append("no STARTTLS")
+    auth = result.replies.get("auth")
+    if auth is not None and auth.positive and result.sasl_mechanism:
+        parts.append(f"AUTH {result.sasl_mechanism} ok")
     if result.rcpt_replies:
         parts.append(f"{len(result.rcpt_replies)} RCPT accepted")
     if "body" in result.replies:
@@ -652,9 +678,12 @@ def describe_session(result: SessionResult, cert, verbosity: int) -> list[str]:
         present = []
         for keyword in INVENTORY:
             if keyword in ext:
-                params = ext.params(keyword)
-                present.append(f"{keyword}={params}" if params and keyword in ("SIZE", "AUTH")
+                params = " ".join(ext.auth_mechanisms) if keyword == "AUTH" \
+                    else ext.params(keyword)
+                present.append(f"{keyword} {params}" if params and keyword in ("SIZE", "AUTH")
                                else keyword)
+        if ext.obsolete_auth:
+            present.append("AUTH= (obsolete form)")
         missing = [k for k in ("PIPELINING", "8BITMIME", "SIZE", "SMTPUTF8", "CHUNKING", "DSN")
                    if k not in ext]
         lines.append(f"  extensions: {' '.join(present) or 'none'}")

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from check_smtp_posture.deadline import Deadline, DeadlineExceeded
+from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.errors import (
     SmtpConnectError,
     SmtpConnectionClosed,
@@ -33,16 +34,25 @@ from check_smtp_posture.smtp.transcript import MASK, Transcript
 PHASES = ("dns", "connect", "tls_handshake", "banner", "ehlo", "starttls", "ehlo_tls",
           "auth", "command", "mail", "rcpt", "data", "body", "rset", "quit")
 
+#: seconds to wait, after a refused EHLO that followed a PROXY header, for the reply
+#: a server owes when it took the header for a command of its own
+PROXY_SETTLE = 1.0
+#: seconds to wait after the QUIT reply for the server to close, as it must (RFC 5321
+#: §4.1.1.10); a reply in that time is one more than the commands sent
+QUIT_SETTLE = 0.5
+
 
 @dataclass(frozen=True)
 class Extensions:
     """ESMTP keywords from an EHLO reply (RFC 5321 §4.1.1.1), keyword -> parameters."""
 
     keywords: dict = field(default_factory=dict)
+    obsolete_auth: bool = False  # the server (also) wrote "AUTH=LOGIN PLAIN"
 
     @classmethod
     def from_reply(cls, reply: Reply) -> Extensions:
         keywords: dict[str, str] = {}
+        obsolete_auth = False
         for line in reply.lines[1:]:  # the first line is the server's name and greeting
             keyword, _, params = line.strip().partition(" ")
             if not keyword:
@@ -51,10 +61,11 @@ class Extensions:
             if keyword.startswith("AUTH="):  # pre-RFC 4954 servers: "AUTH=LOGIN PLAIN"
                 params = (keyword[5:] + " " + params).strip()
                 keyword = "AUTH"
+                obsolete_auth = True
             if keyword in keywords and params:
                 params = (keywords[keyword] + " " + params).strip()
             keywords[keyword] = params.strip()
-        return cls(keywords)
+        return cls(keywords, obsolete_auth)
 
     def __contains__(self, keyword: str) -> bool:
         return keyword.upper() in self.keywords
@@ -90,6 +101,10 @@ class SmtpDialogue:
         self.tls = None  # tls.TlsSession once TLS is up
         self.peer_chain: list[bytes] = []
         self.local_address: tuple | None = None
+        self.proxy_header: str | None = None  # the PROXY header sent, readable
+        # True from a PROXY header until a command is answered with 2xx: until
+        # then a reply that comes unasked is the server answering the header.
+        self._proxy_unconfirmed = False
         self._sock: socket.socket | None = None
         self._reader: LineReader | None = None
 
@@ -138,12 +153,20 @@ class SmtpDialogue:
                 header = proxy.header(self.local_address, sock.getpeername(), self.port)
             except ValueError as exc:  # options that do not fit this connection
                 raise SmtpUsageError("connect", str(exc)) from None
-            with self.timed("connect"):
-                self._send("connect", header, _proxy_display(header))
+            from check_smtp_posture.smtp.proxy import describe_header
 
-    def start_tls(self, context: ssl.SSLContext, server_name: str | None,
-                  phase: str = "tls_handshake"):
-        """TLS handshake on the open connection (after STARTTLS, or implicit TLS)."""
+            self.proxy_header = describe_header(header)
+            with self.timed("connect"):
+                self._send("connect", header, self.proxy_header)
+            self._proxy_unconfirmed = True
+
+    def start_tls(self, context, server_name: str | None, phase: str = "tls_handshake"):
+        """TLS handshake on the open connection (after STARTTLS, or implicit TLS).
+
+        `context`: an ssl.SSLContext, or a function that makes one. Making it
+        (loading a trust store) and reading the session's facts are part of
+        setting TLS up, so they are timed in `phase` with the handshake.
+        """
         assert self._sock is not None and self._reader is not None
         leftover = self._reader.discard_pending()
         if leftover:
@@ -151,6 +174,8 @@ class SmtpDialogue:
             # the response-injection flaw (CVE-2011-0411 and kin).
             raise SmtpProtocolError(phase, "server sent data before the TLS handshake")
         with self.timed(phase):
+            if callable(context):
+                context = context()
             try:
                 tls_sock = context.wrap_socket(self._sock, server_hostname=server_name,
                                                do_handshake_on_connect=False)
@@ -165,10 +190,10 @@ class SmtpDialogue:
             except (ConnectionError, OSError) as exc:
                 raise SmtpTlsError(phase, "handshake failed: "
                                    f"{exc.strerror or 'connection closed'}") from None
-        from check_smtp_posture.smtp import tls as tls_facts
+            from check_smtp_posture.smtp import tls as tls_facts
 
-        self.peer_chain = tls_facts.peer_chain_der(tls_sock)
-        self.tls = tls_facts.tls_session(tls_sock)
+            self.peer_chain = tls_facts.peer_chain_der(tls_sock)
+            self.tls = tls_facts.tls_session(tls_sock)
         self._reader = LineReader(tls_sock, self.deadline)
         self.transcript.tls = True
         self.transcript.note(f"TLS started with {self.tls.describe()}")
@@ -203,11 +228,12 @@ class SmtpDialogue:
         except OSError as exc:
             raise SmtpConnectionClosed(phase, exc.strerror or "connection lost") from None
 
-    def read_reply(self, phase: str) -> Reply:
+    def read_reply(self, phase: str, within: Deadline | None = None) -> Reply:
+        """The next reply; `within` bounds the wait more tightly than the run's deadline."""
         if self._reader is None:
             raise SmtpConnectionClosed(phase, "not connected")
         try:
-            reply, raw = self._reader.read_reply(phase)
+            reply, raw = self._reader.read_reply(phase, within)
         except Exception as exc:
             self.transcript.failure(str(exc))
             raise
@@ -219,8 +245,34 @@ class SmtpDialogue:
         if "\r" in line or "\n" in line:
             raise ValueError("an SMTP command must be a single line")
         with self.timed(phase):
+            self._refuse_unasked(phase, line.split(" ", 1)[0].split(":", 1)[0].upper())
             self._send(phase, line.encode("utf-8") + b"\r\n", line if display is None else display)
-            return self.read_reply(phase)
+            reply = self.read_reply(phase)
+        if reply.positive:
+            self._proxy_unconfirmed = False
+        return reply
+
+    def _refuse_unasked(self, phase: str, verb: str) -> None:
+        """A reply that came before its command was sent: every later one would be off by one.
+
+        SMTP is lock-step (RFC 5321 §4.3): one reply per command, after it. Bytes
+        waiting before a command is sent answer something else, so the dialogue
+        stops here instead of misreading all that follows.
+        """
+        if self._reader is None or not self._reader.poll():
+            return
+        unasked = self._read_owed(phase, 0.2)
+        what = str(unasked) if unasked is not None else repr(self._reader.pending[:60])
+        if self._proxy_unconfirmed:
+            raise SmtpProtocolError("connect", f"PROXY header not accepted: {what}")
+        raise SmtpProtocolError(phase, f"reply before {verb} was sent: {what}")
+
+    def _read_owed(self, phase: str, seconds: float) -> Reply | None:
+        """One more reply if it comes within `seconds`; None if none comes or the server left."""
+        try:
+            return self.read_reply(phase, within=self.deadline.share(seconds))
+        except (SmtpTimeout, SmtpConnectionClosed):
+            return None
 
     # -- the SMTP verbs ----------------------------------------------------------
 
@@ -235,6 +287,11 @@ class SmtpDialogue:
         if reply.positive:
             self.extensions = Extensions.from_reply(reply)
             return reply
+        if self._proxy_unconfirmed:
+            with self.timed(phase):
+                owed = self._read_owed(phase, PROXY_SETTLE)
+            if owed is not None:  # two replies to one EHLO: the first answered the header
+                raise SmtpProtocolError("connect", f"PROXY header not accepted: {reply}")
         self.extensions = None
         if reply.code in (500, 502, 504, 550):  # EHLO not understood or not allowed
             helo = self.command(phase, f"HELO {name}")
@@ -250,38 +307,39 @@ class SmtpDialogue:
 
     def auth(self, mechanism: str, user: str, password: str, authzid: str = "") -> Reply:
         """SASL PLAIN, LOGIN or CRAM-MD5; the password never reaches the transcript."""
+        # Each command() below is timed as "auth" already: no timer around them.
         mech = mechanism.upper()
-        with self.timed("auth"):
-            if mech == "PLAIN":
-                token = _b64(f"{authzid}\0{user}\0{password}")
-                return self.command("auth", f"AUTH PLAIN {token}", f"AUTH PLAIN {MASK}")
-            if mech == "LOGIN":
-                reply = self.command("auth", "AUTH LOGIN")
-                if reply.code != 334:
-                    return reply
-                reply = self.command("auth", _b64(user), _b64(user))
-                if reply.code != 334:
-                    return reply
-                return self.command("auth", _b64(password), MASK)
-            if mech == "CRAM-MD5":
-                reply = self.command("auth", "AUTH CRAM-MD5")
-                if reply.code != 334:
-                    return reply
-                try:
-                    challenge = base64.b64decode(reply.first_line.strip(), validate=True)
-                except ValueError:
-                    self.command("auth", "*")  # cancel the exchange (RFC 4954 §4)
-                    raise SmtpProtocolError("auth", "CRAM-MD5 challenge is not base64") \
-                        from None
-                digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
-                return self.command("auth", _b64(f"{user} {digest}"), MASK)
+        if mech == "PLAIN":
+            token = _b64(f"{authzid}\0{user}\0{password}")
+            return self.command("auth", f"AUTH PLAIN {token}", f"AUTH PLAIN {MASK}")
+        if mech == "LOGIN":
+            reply = self.command("auth", "AUTH LOGIN")
+            if reply.code != 334:
+                return reply
+            reply = self.command("auth", _b64(user), _b64(user))
+            if reply.code != 334:
+                return reply
+            return self.command("auth", _b64(password), MASK)
+        if mech == "CRAM-MD5":
+            reply = self.command("auth", "AUTH CRAM-MD5")
+            if reply.code != 334:
+                return reply
+            try:
+                challenge = base64.b64decode(reply.first_line.strip(), validate=True)
+            except ValueError:
+                self.command("auth", "*")  # cancel the exchange (RFC 4954 §4)
+                raise SmtpProtocolError("auth", "CRAM-MD5 challenge is not base64") from None
+            digest = hmac.new(password.encode("utf-8"), challenge, "md5").hexdigest()
+            return self.command("auth", _b64(f"{user} {digest}"), MASK)
         raise ValueError(f"unsupported SASL mechanism {mechanism!r}")
 
     def mail(self, sender: str, params: str = "") -> Reply:
-        return self.command("mail", f"MAIL FROM:<{sender}>" + (f" {params}" if params else ""))
+        """MAIL FROM with `sender` as given ("" is the null sender), in one pair of brackets."""
+        return self.command("mail", f"MAIL FROM:{path(sender)}" + (f" {params}" if params else ""))
 
     def rcpt(self, recipient: str) -> Reply:
-        return self.command("rcpt", f"RCPT TO:<{recipient}>")
+        """RCPT TO with `recipient` as given, byte for byte, in one pair of brackets."""
+        return self.command("rcpt", f"RCPT TO:{path(recipient)}")
 
     def data(self, message: bytes) -> tuple[Reply, Reply | None]:
         """DATA, then the message with dot-stuffing; (DATA reply, end-of-data reply)."""
@@ -298,7 +356,18 @@ class SmtpDialogue:
         return self.command("rset", "RSET")
 
     def quit(self) -> Reply:
-        return self.command("quit", "QUIT")
+        """QUIT, then wait for the close: a reply after QUIT's proves every reply was late.
+
+        The check before each command finds a surplus reply only if it has
+        already arrived; here, at the end, it has had time to.
+        """
+        reply = self.command("quit", "QUIT")
+        with self.timed("quit"):
+            surplus = self._read_owed("quit", QUIT_SETTLE)
+        if surplus is not None:
+            raise SmtpProtocolError("quit", f"a reply more than the commands sent: {surplus} "
+                                            "(every reply was read one step behind)")
+        return reply
 
 
 def dot_stuff(message: bytes) -> bytes:
@@ -313,8 +382,3 @@ def dot_stuff(message: bytes) -> bytes:
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
-
-def _proxy_display(header: bytes) -> str:
-    if header.startswith(b"PROXY "):
-        return header.decode("ascii", "replace").rstrip("\r\n")
-    return f"<PROXY protocol v2 header, {len(header)} bytes>"

@@ -120,6 +120,25 @@ def proxy_header(version: Union[int, str], family: str,
     return _v2(V2_FAMILY[family], body)
 
 
+def describe_header(header: bytes) -> str:
+    """One readable line for a header made here: the v1 line itself; v2 decoded."""
+    if header.startswith(b"PROXY "):
+        return header.decode("ascii", "replace").rstrip("\r\n")
+    family_byte = header[13] if len(header) > 13 else None
+    family = next((name for name, byte in V2_FAMILY.items() if byte == family_byte), "?")
+    body = header[16:]
+    size = {"TCP4": 4, "TCP6": 16}.get(family)
+    if size is None or len(body) < 2 * size + 4:
+        return f"PROXY v2 {family} ({len(header)} bytes, binary)"
+    src = ipaddress.ip_address(body[:size])
+    dst = ipaddress.ip_address(body[size:2 * size])
+    sport, dport = struct.unpack("!HH", body[2 * size:2 * size + 4])
+    if family == "TCP6":
+        return (f"PROXY v2 TCP6 [{src}]:{sport} -> [{dst}]:{dport} "
+                f"({len(header)} bytes, binary)")
+    return f"PROXY v2 TCP4 {src}:{sport} -> {dst}:{dport} ({len(header)} bytes, binary)"
+
+
 def _v2(family_byte: int, body: bytes) -> bytes:
     return V2_SIGNATURE + struct.pack("!BBH", V2_VERSION_PROXY, family_byte, len(body)) + body
 

@@ -113,7 +113,22 @@ class LineReader:
         data, self._buffer = self._buffer, b""
         return data
 
-    def readline(self, phase: str) -> str:
+    def poll(self) -> bytes:
+        """What has arrived unread, taking in without waiting what the socket holds."""
+        if self._buffer:
+            return self._buffer
+        try:
+            self.sock.settimeout(0.0)
+            data = self.sock.recv(MAX_LINE)
+        except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return b""
+        except OSError:
+            return b""  # a reset: the next send or read reports it in its phase
+        self.bytes_read += len(data)
+        self._buffer += data  # b"" at EOF: nothing unasked, the next read says "closed"
+        return self._buffer
+
+    def readline(self, phase: str, within: Deadline | None = None) -> str:
         while True:
             newline = self._buffer.find(b"\n")
             if newline >= 0:
@@ -123,18 +138,16 @@ class LineReader:
                 return line.rstrip(b"\r\n").decode("utf-8", "replace")
             if len(self._buffer) >= MAX_LINE:
                 raise SmtpProtocolError(phase, f"reply line longer than {MAX_LINE} bytes")
-            self._buffer += self._recv(phase)
+            self._buffer += self._recv(phase, within or self.deadline)
 
-    def _recv(self, phase: str) -> bytes:
+    def _recv(self, phase: str, deadline: Deadline) -> bytes:
         try:
-            self.sock.settimeout(self.deadline.timeout(phase))
+            self.sock.settimeout(deadline.timeout(phase))
             data = self.sock.recv(MAX_LINE)
         except DeadlineExceeded:
-            raise SmtpTimeout(phase, f"no complete reply within {self.deadline.budget:g}s") \
-                from None
+            raise SmtpTimeout(phase, f"no complete reply within {deadline.budget:g}s") from None
         except (socket.timeout, TimeoutError):
-            raise SmtpTimeout(phase, f"no complete reply within {self.deadline.budget:g}s") \
-                from None
+            raise SmtpTimeout(phase, f"no complete reply within {deadline.budget:g}s") from None
         except ssl.SSLError as exc:
             raise SmtpConnectionClosed(phase, f"TLS error: {exc.reason or exc}") from None
         except ConnectionResetError:
@@ -146,11 +159,12 @@ class LineReader:
         self.bytes_read += len(data)
         return data
 
-    def read_reply(self, phase: str) -> tuple[Reply, list[str]]:
-        """One complete reply (multiline allowed), and its raw lines."""
+    def read_reply(self, phase: str, within: Deadline | None = None) \
+            -> tuple[Reply, list[str]]:
+        """One complete reply (multiline allowed), and its raw lines; `within` caps the wait."""
         raw: list[str] = []
         while True:
-            line = self.readline(phase)
+            line = self.readline(phase, within)
             raw.append(line)
             if len(raw) > MAX_LINES:
                 raise SmtpProtocolError(phase, f"reply longer than {MAX_LINES} lines")

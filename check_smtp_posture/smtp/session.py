@@ -15,7 +15,7 @@ from typing import Callable
 
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
-from check_smtp_posture.smtp.errors import SmtpError
+from check_smtp_posture.smtp.errors import SmtpError, SmtpProtocolError
 from check_smtp_posture.smtp.reply import Reply
 from check_smtp_posture.smtp.transcript import Transcript
 from check_smtp_posture.targets import Endpoint
@@ -60,6 +60,7 @@ class SessionResult:
     extensions_tls: Extensions | None = None
     helo_fallback: bool = False
     starttls_attempted: bool = False
+    sasl_mechanism: str | None = None  # the mechanism AUTH was tried with
     tls: object = None  # tls.TlsSession when TLS was up
     peer_chain: list = field(default_factory=list)
     quit_failure: SmtpError | None = None
@@ -89,12 +90,14 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
     try:
         dialogue.connect(proxy=plan.proxy)
         if plan.implicit_tls:
-            dialogue.start_tls(_context(plan), endpoint.name)
+            dialogue.start_tls(lambda: _context(plan), endpoint.name)
         _converse(dialogue, plan, result)
         # QUIT only after a dialogue that ended on a reply: after a transport
         # failure there is nobody left to say goodbye to.
         try:
             result.replies["quit"] = dialogue.quit()
+        except SmtpProtocolError as exc:
+            result.failure = exc  # replies out of step: nothing read before can be trusted
         except SmtpError as exc:
             result.quit_failure = exc
     except SmtpError as exc:
@@ -130,7 +133,7 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         result.starttls_attempted = True
         if not step("starttls", dialogue.starttls()):
             return
-        dialogue.start_tls(_context(plan), result.endpoint.name)
+        dialogue.start_tls(lambda: _context(plan), result.endpoint.name)
         if not step("ehlo_tls", dialogue.ehlo(plan.helo_name)):
             return
         result.extensions_tls = dialogue.extensions
@@ -140,6 +143,7 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
             result.stopped = "auth"
             return
         creds = plan.sasl
+        result.sasl_mechanism = creds.mechanism.upper()
         if not step("auth", dialogue.auth(creds.mechanism, creds.user, creds.password,
                                           creds.authzid)):
             return

@@ -117,6 +117,14 @@ def host_name(text: str) -> str:
     return names.normalize(text)
 
 
+def host_or_address(text: str) -> str:
+    """-H: an IP address (optionally in brackets) or a host name."""
+    try:
+        return names.plain_address(text.strip().strip("[]"))
+    except ValueError:
+        return host_name(text)
+
+
 def domain_name(text: str) -> str:
     """A mail domain: a host name of at least two labels (RFC 7208 §4.3 asks that too)."""
     if not names.is_hostname(text) or "." not in names.normalize(text):

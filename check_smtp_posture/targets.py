@@ -60,6 +60,14 @@ class Endpoint:
     def label(self) -> str:
         return f"{self.name}[{self.address}]" if self.name else self.address
 
+    def perf_prefix(self, prefixed: bool) -> str:
+        """`<name>_<address>_` before the perfdata labels of one endpoint of several."""
+        if not prefixed:
+            return ""
+        from check_smtp_posture.sanitize import perf_label
+
+        return perf_label(f"{self.name}_{self.address}_" if self.name else f"{self.address}_")
+
 
 @dataclass(frozen=True)
 class Target:
@@ -114,6 +122,20 @@ class Resolution:
 def address_target(address: str, name: str | None = None) -> Resolution:
     """-H given as an address: no DNS at all."""
     return Resolution(address, HOST, (Target(0, name or "", (address,)),))
+
+
+def resolve_target(hostname: str | None, domain: str | None, client_factory, *,
+                   servername: str | None = None, family: int | None = None,
+                   concurrency: int = 32) -> Resolution:
+    """The endpoints' source for -H or -D: the address given, the host's addresses,
+    or every MX's. `client_factory()` makes the DnsClient, only when DNS is asked."""
+    if hostname and names.is_ip_literal(hostname):
+        # an address: no DNS at all (and no dnspython import)
+        return address_target(hostname, servername)
+    client = client_factory()
+    if hostname:
+        return resolve_hosts(client, [hostname], family=family)[0]
+    return resolve_mx(client, domain, family=family, concurrency=concurrency)
 
 
 def resolve_hosts(client, hosts, *, family: int | None = None,

@@ -7,17 +7,17 @@ below turn facts into states according to the options; PhasesSummary phrases.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from dataclasses import dataclass
 
 import nagiosplugin
 
-from check_smtp_posture import cli, names, runner, states, targets
+from check_smtp_posture import cli, runner, states, targets
 from check_smtp_posture.contexts import MxContext, TimeContext, seconds
 from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.sanitize import one_line, perf_label
+from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.secrets import SecretError, read_secret
 from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
@@ -34,8 +34,6 @@ TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_tim
 PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 PROBE_SUBJECT = "check_smtp_phases probe"
 PROBE_BODY = "Probe message of check_smtp_phases.\n"
-#: seconds kept back from the endpoints' shares for the run to report
-REPORT_MARGIN = 0.1
 
 
 # -- configuration ---------------------------------------------------------------
@@ -80,7 +78,7 @@ def build_parser() -> cli.PluginArgumentParser:
                     "and certificate findings.")
     target = parser.add_argument_group("target")
     which = target.add_mutually_exclusive_group()
-    which.add_argument("-H", "--hostname", type=host_or_address,
+    which.add_argument("-H", "--hostname", type=cli.host_or_address,
                        help="host name or address of the SMTP server")
     which.add_argument("-D", "--domain", type=cli.domain_name,
                        help="mail domain: check every address of every MX")
@@ -177,14 +175,6 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits)
     return parser
-
-
-def host_or_address(text: str) -> str:
-    """-H: an IP address (optionally in brackets) or a host name."""
-    try:
-        return names.plain_address(text.strip().strip("[]"))
-    except ValueError:
-        return cli.host_name(text)
 
 
 def options_from(args, parser) -> Options | str:
@@ -336,7 +326,7 @@ class SmtpPhases(nagiosplugin.Resource):
         self.results = run_sessions(endpoints, self.options, self.deadline)
         prefixed = self.options.domain is not None or len(endpoints) > 1
         for result in self.results:
-            prefix = label_prefix(result.endpoint, prefixed)
+            prefix = result.endpoint.perf_prefix(prefixed)
             self.labels[prefix] = result.endpoint.label
             yield from endpoint_metrics(result, self.certificate(result), prefix)
 
@@ -355,36 +345,16 @@ class SmtpPhases(nagiosplugin.Resource):
 
 def resolve(options: Options, deadline: Deadline) -> targets.Resolution:
     """The endpoints' source: the address given, the host's addresses, or every MX's."""
-    if options.hostname and names.is_ip_literal(options.hostname):
-        # an address: no DNS at all (and no dnspython import)
-        return targets.address_target(options.hostname, options.servername)
-    client = cli.dns_client(options, deadline)  # Options carries the parser's names
-    if options.hostname:
-        return targets.resolve_hosts(client, [options.hostname], family=options.family)[0]
-    return targets.resolve_mx(client, options.domain, family=options.family,
-                              concurrency=options.concurrency)
+    return targets.resolve_target(
+        options.hostname, options.domain, lambda: cli.dns_client(options, deadline),
+        servername=options.servername, family=options.family,
+        concurrency=options.concurrency)
 
 
 def run_sessions(endpoints, options: Options, deadline: Deadline) -> list[SessionResult]:
-    """One session per endpoint, concurrently (bounded) when there are several.
-
-    Each endpoint gets its share of what is left of -t: the time divided by the
-    number of waves (endpoints / --concurrency, rounded up), less a margin to
-    report. One tarpitting endpoint then ends at its share, and the endpoints
-    after it still get theirs.
-    """
-    if len(endpoints) == 1:
-        return [run_session(endpoints[0], options.plan, deadline)]
-    from concurrent.futures import ThreadPoolExecutor  # paid only when needed
-
-    waves = math.ceil(len(endpoints) / options.concurrency)
-    share = max(0.0, deadline.remaining() - REPORT_MARGIN) / waves
-
-    def session(endpoint):
-        return run_session(endpoint, options.plan, deadline.share(share))
-
-    with ThreadPoolExecutor(max_workers=min(len(endpoints), options.concurrency)) as pool:
-        return list(pool.map(session, endpoints))
+    """One session per endpoint, each within its share of -t (fanout.each_endpoint)."""
+    return each_endpoint(endpoints, lambda ep, share: run_session(ep, options.plan, share),
+                         deadline, options.concurrency)
 
 
 @dataclass(frozen=True)
@@ -394,13 +364,6 @@ class Fact:
     endpoint: targets.Endpoint
     result: SessionResult
     prefix: str
-
-
-def label_prefix(ep: targets.Endpoint, prefixed: bool) -> str:
-    """`<name>_<address>_` for the perfdata labels of one endpoint of several."""
-    if not prefixed:
-        return ""
-    return perf_label(f"{ep.name}_{ep.address}_" if ep.name else f"{ep.address}_")
 
 
 def endpoint_metrics(result: SessionResult, cert, prefix: str):

@@ -245,23 +245,30 @@ class SmtpDialogue:
         if "\r" in line or "\n" in line:
             raise ValueError("an SMTP command must be a single line")
         with self.timed(phase):
-            self._refuse_unasked(phase, line.split(" ", 1)[0].split(":", 1)[0].upper())
+            closing = self._refuse_unasked(phase, line.split(" ", 1)[0].split(":", 1)[0].upper())
+            if closing is not None:
+                return closing
             self._send(phase, line.encode("utf-8") + b"\r\n", line if display is None else display)
             reply = self.read_reply(phase)
         if reply.positive:
             self._proxy_unconfirmed = False
         return reply
 
-    def _refuse_unasked(self, phase: str, verb: str) -> None:
+    def _refuse_unasked(self, phase: str, verb: str) -> Reply | None:
         """A reply that came before its command was sent: every later one would be off by one.
 
         SMTP is lock-step (RFC 5321 §4.3): one reply per command, after it. Bytes
         waiting before a command is sent answer something else, so the dialogue
-        stops here instead of misreading all that follows.
+        stops here instead of misreading all that follows. The exception is 421:
+        a server that is closing may say so unasked (RFC 5321 §3.8); that 421 is
+        returned as the reply, the command not sent.
         """
         if self._reader is None or not self._reader.poll():
-            return
+            return None
         unasked = self._read_owed(phase, 0.2)
+        if unasked is not None and unasked.code == 421 and not self._proxy_unconfirmed:
+            self.transcript.note(f"the server closes: {verb} not sent")
+            return unasked
         what = str(unasked) if unasked is not None else repr(self._reader.pending[:60])
         if self._proxy_unconfirmed:
             raise SmtpProtocolError("connect", f"PROXY header not accepted: {what}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from check_smtp_posture.deadline import Deadline
@@ -32,6 +32,38 @@ class SaslCredentials:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A mail transaction that never reaches DATA: MAIL, RCPT if MAIL was accepted, RSET.
+
+    `sender` and `recipient` are sent exactly as given, in one pair of brackets:
+    relay probes depend on odd paths reaching the server byte for byte.
+    """
+
+    name: str
+    sender: str
+    recipient: str
+
+
+@dataclass
+class ProbeResult:
+    probe: Probe
+    connection: int  # 1 for the first connection of the endpoint, 2 after a reconnect...
+    mail: Reply | None = None
+    rcpt: Reply | None = None
+    rset: Reply | None = None
+
+    @property
+    def answered(self) -> bool:
+        """The server gave its verdict: RCPT answered, or MAIL refused."""
+        return self.rcpt is not None or (self.mail is not None and not self.mail.positive)
+
+    @property
+    def verdict(self) -> Reply | None:
+        """The reply that decides: RCPT's, or MAIL's when MAIL was refused."""
+        return self.rcpt if self.rcpt is not None else self.mail
+
+
+@dataclass(frozen=True)
 class SessionPlan:
     helo_name: str
     starttls: str = STARTTLS_AUTO  # auto: use when offered; never: don't
@@ -44,6 +76,8 @@ class SessionPlan:
     send_data: bool = False
     message: bytes = b""
     proxy: object = None  # proxy.ProxySpec: send a PROXY header first
+    probes: tuple[Probe, ...] = ()  # after the commands, each ended with RSET
+    connection: int = 1  # which connection to the endpoint this is (for ProbeResult)
 
 
 @dataclass
@@ -54,6 +88,8 @@ class SessionResult:
     replies: dict = field(default_factory=dict)  # phase -> last Reply of that phase
     rcpt_replies: list = field(default_factory=list)  # [(recipient, Reply)]
     command_replies: list = field(default_factory=list)  # [(command, Reply)]
+    probe_results: list = field(default_factory=list)  # [ProbeResult], in order
+    closed_by_server: Reply | None = None  # a 421: the server said it was closing
     failure: SmtpError | None = None  # no reply could be had (phase inside)
     stopped: str | None = None  # phase whose reply ended the dialogue early
     extensions: Extensions | None = None  # before TLS (or of the implicit-TLS session)
@@ -93,7 +129,9 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
             dialogue.start_tls(lambda: _context(plan), endpoint.name)
         _converse(dialogue, plan, result)
         # QUIT only after a dialogue that ended on a reply: after a transport
-        # failure there is nobody left to say goodbye to.
+        # failure or a 421 there is nobody left to say goodbye to.
+        if result.closed_by_server is not None:
+            raise _Closed
         try:
             result.replies["quit"] = dialogue.quit()
         except SmtpProtocolError as exc:
@@ -102,6 +140,8 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
             result.quit_failure = exc
     except SmtpError as exc:
         result.failure = exc
+    except _Closed:
+        pass
     finally:
         dialogue.close()
         # In the order the phases happened: DNS (done by the caller) first.
@@ -112,6 +152,36 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
         result.tls = dialogue.tls
         result.peer_chain = dialogue.peer_chain
     return result
+
+
+def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> list[SessionResult]:
+    """`plan.probes` against `endpoint`, reconnecting when the server hangs up on them.
+
+    Servers drop a client after a number of refusals (Postfix's
+    smtpd_hard_error_limit); the probes left, the unanswered one first, go to a
+    new connection. One session per connection, in order. Reconnecting stops
+    when a connection answered no probe, or the deadline is reached.
+    """
+    sessions: list[SessionResult] = []
+    left = plan.probes
+    while True:
+        result = run_session(endpoint, replace(plan, probes=left, connection=len(sessions) + 1),
+                             deadline)
+        sessions.append(result)
+        answered = 0
+        for outcome in result.probe_results:
+            if not outcome.answered:
+                break
+            answered += 1
+        left = left[answered:]
+        hung_up = result.closed_by_server is not None or (
+            result.failure is not None and result.failure.kind == "closed")
+        if not left or not answered or not hung_up or deadline.expired:
+            return sessions
+
+
+class _Closed(Exception):
+    """The server said 421: the session ends without QUIT."""
 
 
 def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) -> None:
@@ -149,6 +219,19 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
             return
     for command in plan.commands:
         result.command_replies.append((command, dialogue.command("command", command)))
+    for probe in plan.probes:
+        outcome = ProbeResult(probe, plan.connection)
+        result.probe_results.append(outcome)  # before asking: a failure keeps what came
+        outcome.mail = dialogue.mail(probe.sender)
+        if outcome.mail.positive:
+            outcome.rcpt = dialogue.rcpt(probe.recipient)
+        if outcome.verdict.code != 421:
+            outcome.rset = dialogue.rset()
+        closing = next((r for r in (outcome.verdict, outcome.rset)
+                        if r is not None and r.code == 421), None)
+        if closing is not None:
+            result.closed_by_server = closing
+            return
     if plan.mail_from is None:
         return
     if not step("mail", dialogue.mail(plan.mail_from)):

@@ -45,6 +45,9 @@ DEMO_RUNS: list[list[str]] = [
      "--zone", "dnsbl.posture.test", "-v"],
     ["check_spf", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
     ["check_open_relay", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
+    # a lab MX that relays only the percent hack: CRITICAL, naming that probe
+    ["check_open_relay", "-D", "{domain}", "-H", "percentrelay.posture.test",
+     "--dns-server", "{dns}"],
     ["check_mail_roundtrip", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
     # check_host() for every MX address of the lab domain: each must pass
     ["check_spf", "-D", "{domain}", "--dns-server", "{dns}", "--check-mx", "-vvv"],

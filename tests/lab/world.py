@@ -59,6 +59,8 @@ POSTURE_ZONES: dict[str, str] = {
         authfirst  A  127.0.25.4
         notls      A  127.0.25.5
         openrelay  A  127.0.25.6
+        percentrelay A 127.0.25.7
+        routerelay A  127.0.25.8
         """,
     "25.0.127.in-addr.arpa": f"""
         1   PTR {MX1[0]}.
@@ -67,6 +69,8 @@ POSTURE_ZONES: dict[str, str] = {
         4   PTR authfirst.posture.test.
         5   PTR notls.posture.test.
         6   PTR openrelay.posture.test.
+        7   PTR percentrelay.posture.test.
+        8   PTR routerelay.posture.test.
         """,
     # A test blocklist: lists 127.0.0.2 (the conventional test entry) only.
     "dnsbl.posture.test": """

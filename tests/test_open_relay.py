@@ -1,0 +1,222 @@
+"""check_open_relay against the lab's real Postfix (closed, open, percent-hack and routing
+relays) and scripted servers (greylisting, refused null sender, drop after three refusals,
+tarpit). Every test also proves, from the server's own record, that no DATA or BDAT
+arrived and that each connection the plugin could end, it ended with QUIT."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from check_smtp_posture.plugins.check_open_relay import main
+from tests.conftest import run_main
+from tests.lab import world
+from tests.lab.fakesmtp import FakeSmtpServer
+
+RELAY_PROBES = 16
+
+
+def run(*argv):
+    started = time.monotonic()
+    result = run_main(main, argv)
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def lab_run(lab, *argv):
+    """A run against the lab Postfix; returns it with smtpd's per-connection counts."""
+    mark = lab.mark()
+    result = run("-D", world.LAB_DOMAIN, "--dns-server", world.DNS_SERVER_ARG, "-v", *argv)
+    return result, mark
+
+
+def assert_probe_only_in_maillog(lab, mark, connections: int):
+    """smtpd's disconnect lines: no DATA or BDAT, QUIT at the end of each connection."""
+    deadline = time.monotonic() + 5
+    while len(lab.disconnects(since=mark)) < connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    counts = lab.disconnects(since=mark)
+    assert len(counts) == connections, counts
+    for count in counts:
+        assert lab.probe_only(count), count
+
+
+def assert_probe_only_in_record(server: FakeSmtpServer, *, dropped: int = 0):
+    """The fake server's record: no DATA or BDAT; QUIT ends every connection it did not drop."""
+    sessions = server.sessions
+    assert sessions
+    assert not any(s.data_sent for s in sessions)
+    assert sum(not s.ended_with_quit for s in sessions) == dropped, \
+        [s.commands for s in sessions]
+
+
+# -- the lab Postfix ------------------------------------------------------------------
+
+
+@pytest.mark.lab
+def test_closed_mx_set_is_ok_over_every_endpoint(lab):
+    result, mark = lab_run(lab)
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith(
+        "OPEN_RELAY OK - 2 endpoints of MX of posture.test: 16 relay probes refused each, "
+        "<> to postmaster accepted, slowest ")
+    for prefix in ("mx1.posture.test_127.0.25.1_", "mx2.posture.test_127.0.25.2_"):
+        assert result.perfdata[prefix + "relay_refused"] == "16"
+        assert result.perfdata[prefix + "relay_accepted"] == "0"
+        assert result.perfdata[prefix + "probes"] == "17"
+    assert_probe_only_in_maillog(lab, mark, connections=2)
+
+
+@pytest.mark.lab
+def test_open_relay_is_critical_naming_probe_and_endpoint(lab):
+    result, mark = lab_run(lab, "-H", "openrelay.posture.test")
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        "OPEN_RELAY CRITICAL - openrelay.posture.test[127.0.25.6] open relay: 6 of 16 relay "
+        "probes accepted: plain, source-route, ip-literal (+3 more); "
+        "RCPT TO:<relay-probe@example.net>: 250 2.1.5 Ok")
+    assert result.perfdata["relay_accepted"] == "6"
+    assert re.search(r"^  accepted +percent-hack", result.output, re.M) is None
+    assert re.search(r"^  accepted +plain/null +MAIL FROM:<> RCPT TO:<relay-probe@example"
+                     r"\.net>: 250 2\.1\.5 Ok$", result.output, re.M)
+    assert_probe_only_in_maillog(lab, mark, connections=1)
+
+
+@pytest.mark.lab
+def test_percent_hack_relay_is_critical_naming_that_probe(lab):
+    result, mark = lab_run(lab, "-H", "127.0.25.7")
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        "OPEN_RELAY CRITICAL - 127.0.25.7 open relay: 2 of 16 relay probes accepted: "
+        "percent-hack, percent-hack/null; "
+        "RCPT TO:<relay-probe%example.net@posture.test>: 250 2.1.5 Ok")
+    assert re.search(r"^  refused +plain +MAIL FROM:<relay-probe@example\.org> "
+                     r"RCPT TO:<relay-probe@example\.net>: 554 5\.7\.1 ", result.output, re.M)
+    assert_probe_only_in_maillog(lab, mark, connections=1)
+
+
+@pytest.mark.lab
+def test_source_route_and_bang_path_relay_each_named(lab):
+    result, mark = lab_run(lab, "-H", "127.0.25.8", "--probe", "source-route",
+                           "--probe", "bang-path", "--probe", "plain")
+    assert result.exitcode == 2, result.output
+    assert "2 of 3 relay probes accepted: source-route, bang-path;" in result.first_line
+    assert result.perfdata["probes"] == "4"  # and postmaster
+    assert_probe_only_in_maillog(lab, mark, connections=1)
+
+
+@pytest.mark.lab
+def test_allow_open_relay_is_ok_with_a_note(lab):
+    result, mark = lab_run(lab, "-H", "127.0.25.7", "--allow-open-relay")
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith(
+        "OPEN_RELAY OK - 127.0.25.7: 16 relay probes refused, <> to postmaster accepted, ")
+    assert ("127.0.25.7 relays (percent-hack, percent-hack/null): allowed by "
+            "--allow-open-relay |") in result.first_line
+    assert_probe_only_in_maillog(lab, mark, connections=1)
+
+
+@pytest.mark.lab
+def test_rcpt_must_be_accepted_and_transcript_shows_every_path(lab):
+    result, mark = lab_run(lab, "-H", "mx1.posture.test", "--rcpt", "probe@posture.test",
+                           "--rcpt", "nobody@posture.test", "--probe", "quoted", "-vvv")
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        "OPEN_RELAY CRITICAL - mx1.posture.test[127.0.25.1] refuses "
+        "<relay-probe@example.org> to <nobody@posture.test>: 550 5.1.1 ")
+    sent = re.findall(r"\] +~>  (.*)$", result.output, re.M)
+    assert 'RCPT TO:<"relay-probe@example.net"@posture.test>' in sent
+    assert "RCPT TO:<probe@posture.test>" in sent
+    assert "DATA" not in sent and sent[-1] == "QUIT"
+    assert_probe_only_in_maillog(lab, mark, connections=1)
+
+
+# -- scripted servers --------------------------------------------------------------------
+
+
+def fake_run(server, *argv):
+    return run("-D", "posture.test", "-H", server.host, "-p", server.port, "-t", "5", *argv)
+
+
+def test_greylisting_is_a_warning(fake_smtp):
+    server = fake_smtp("greylist")
+    result = fake_run(server)
+    assert result.exitcode == 1, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY WARNING - {server.host} 16 relay probes inconclusive (plain: "
+        "450 4.7.1 ")
+    assert f"{server.host} refuses the null sender to <postmaster@posture.test>: 450" \
+        in result.first_line
+    assert result.perfdata["relay_inconclusive"] == "16"
+    assert fake_run(server, "--transient-state", "critical").exitcode == 2
+    assert_probe_only_in_record(server)
+
+
+def test_refused_null_sender_is_critical(fake_smtp):
+    server = fake_smtp("null-sender-refused")  # and accepts any other sender's RCPT
+    result = fake_run(server, "--probe", "*/null")
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY CRITICAL - {server.host} refuses the null sender: 550 5.7.1 ")
+    assert result.perfdata["relay_refused"] == "8"  # refused at MAIL: no relay
+    skipped = fake_run(server, "--probe", "*/null", "--no-null-sender")
+    assert skipped.exitcode == 0, skipped.output  # postmaster from the external sender
+    assert_probe_only_in_record(server)
+
+
+def test_server_that_accepts_every_rcpt_is_an_open_relay_and_gets_no_data(fake_smtp):
+    server = fake_smtp("accept-rcpt-reject-data")
+    result = fake_run(server)
+    assert result.exitcode == 2, result.output
+    assert "open relay: 16 of 16 relay probes accepted" in result.first_line
+    assert_probe_only_in_record(server)
+
+
+def test_dropped_connection_is_reconnected_and_said(fake_smtp):
+    server = fake_smtp("drop-after-3")
+    result = fake_run(server, "--no-postmaster", "--no-null-sender", "-v")
+    assert result.exitcode == 0, result.output
+    assert result.perfdata["relay_refused"] == "16"
+    # 16 refusals, three per connection: six connections, the last one ended by QUIT
+    assert len(server.sessions) == 6
+    assert "6 connection(s)" in result.output
+    assert "the server closed connection 1 (421 4.7.0 " in result.output
+    assert_probe_only_in_record(server, dropped=5)
+
+
+def test_tarpit_endpoint_does_not_starve_the_others(lab_dns):
+    tarpit = FakeSmtpServer("tarpit").start()
+    good = FakeSmtpServer("normal", address="::1", port=tarpit.port).start()
+    try:
+        result = run("-D", "phases.test", "--dns-server", world.DNS_SERVER_ARG,
+                     "-p", tarpit.port, "--concurrency", "1", "-t", "3",
+                     "--no-postmaster", "--no-null-sender")
+        assert good.wait_ended()
+    finally:
+        tarpit.stop()
+        good.stop()
+    assert result.exitcode == 2, result.output
+    assert re.search(r"CRITICAL - mx\.phases\.test\[127\.0\.27\.1\] rcpt: no complete reply "
+                     r"within 1\.4\ds \(16 probes untested\)", result.first_line), result.output
+    assert "open relay: 16 of 16 relay probes accepted" in result.first_line  # the good one
+    assert result.elapsed < 3.5
+    assert_probe_only_in_record(good)
+    assert not any(s.data_sent for s in tarpit.sessions)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["-H", "127.0.25.1"], "-D/--domain is required (with -H, the domain the probes address)"),
+    (["-D", "posture.test", "--probe", "percent"], "--probe 'percent' matches no probe; "
+     "probes: plain, percent-hack, source-route, bang-path, quoted, double-at, ip-literal, "
+     "unqualified (each also as NAME/null)"),
+    (["-D", "posture.test", "--external-rcpt", "postmaster"],
+     "--external-rcpt needs a domain: local@domain"),
+    (["-D", "posture.test", "--rcpt", "<>"],
+     "argument --rcpt: the null address <> cannot be a recipient"),
+])
+def test_usage_errors_say_what_is_wrong(argv, message):
+    result = run(*argv)
+    assert result.exitcode == 3, result.output
+    assert f"check_open_relay: error: {message}\n" in result.output

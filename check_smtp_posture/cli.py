@@ -241,6 +241,12 @@ def add_unreachable_option(parser: argparse.ArgumentParser) -> None:
                              "left (default: critical)")
 
 
+def add_transient_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """The family's one name for "the server said: try again later" (a 4xx reply)."""
+    parser.add_argument("--transient-state", choices=states.NAMES, default="warning",
+                        help=f"state for {what} (default: warning)")
+
+
 #: endpoints probed, or DNS queries asked, at once: 16 MX endpoints (and the A and AAAA
 #: questions about 16 MX hosts) fit in one wave
 DEFAULT_CONCURRENCY = 32

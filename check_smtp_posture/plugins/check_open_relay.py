@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import nagiosplugin
 
 from check_smtp_posture import cli, runner, states, targets
-from check_smtp_posture.contexts import MxContext, TimeContext, seconds
+from check_smtp_posture.contexts import (
+    MxContext,
+    TimeContext,
+    reply_state,
+    seconds,
+    smtp_failure_state,
+)
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
 from check_smtp_posture.sanitize import one_line
@@ -128,9 +134,7 @@ def build_parser() -> cli.PluginArgumentParser:
     limits.add_argument("--allow-open-relay", action="store_true",
                         help="an accepted relay probe is OK, with a note (relaying is "
                              "intended)")
-    limits.add_argument("--transient-state", choices=states.NAMES, default="warning",
-                        help="state for a probe answered 4xx (greylisting: inconclusive) "
-                             "(default: warning)")
+    cli.add_transient_option(limits, "a probe answered 4xx (greylisting: inconclusive)")
     cli.add_threshold_options(limits, what="the time of each endpoint, in seconds")
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
@@ -303,20 +307,13 @@ class SessionContext(nagiosplugin.Context):
             exc = last.failure
             if not untested and exc.kind == "closed":
                 return self.result_cls(nagiosplugin.Ok, "", metric)  # hung up after the last
-            state = nagiosplugin.Critical
-            if exc.kind in ("connect", "timeout"):
-                state = states.state(self.options.unreachable_state)
-            elif exc.kind == "usage":
-                state = nagiosplugin.Unknown
             left = f" ({len(untested)} probes untested)" if untested else ""
-            return self.result_cls(state, f"{where} {exc.phase}: {one_line(exc.detail)}{left}",
-                                   metric)
+            return self.result_cls(smtp_failure_state(exc, self.options.unreachable_state),
+                                   f"{where} {exc.phase}: {one_line(exc.detail)}{left}", metric)
         if last.stopped is not None:
             reply = last.replies.get(last.stopped)
-            state = states.state(self.options.transient_state) if reply and reply.transient \
-                else nagiosplugin.Critical
-            return self.result_cls(state, f"{where} {last.stopped}: {one_line(str(reply))}",
-                                   metric)
+            return self.result_cls(reply_state(reply, self.options.transient_state),
+                                   f"{where} {last.stopped}: {one_line(str(reply))}", metric)
         if untested:  # the server hung up on a connection that answered nothing
             closing = last.closed_by_server
             why = one_line(str(closing)) if closing else "connection closed"
@@ -377,8 +374,7 @@ class AcceptanceContext(nagiosplugin.Context):
             kind = classify(outcome)
             if kind in (RELAYED, UNTESTED):
                 continue
-            state = nagiosplugin.Critical if kind == REFUSED \
-                else states.state(self.options.transient_state)
+            state = reply_state(outcome.verdict, self.options.transient_state)
             worst = max(worst, state)
             hints.append(f"{_acceptance_phrase(outcome)} {one_line(str(outcome.verdict), 60)}")
         if not hints:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import nagiosplugin
 
 from check_smtp_posture import cli, runner, states, targets
-from check_smtp_posture.contexts import MxContext, TimeContext, seconds
+from check_smtp_posture.contexts import (
+    MxContext,
+    TimeContext,
+    reply_state,
+    seconds,
+    smtp_failure_state,
+)
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
 from check_smtp_posture.sanitize import one_line
@@ -170,8 +176,7 @@ def build_parser() -> cli.PluginArgumentParser:
     limits.add_argument("--phase-threshold", action="append", default=[],
                         metavar="PHASE=WARN[,CRIT]",
                         help="ranges for one phase's time, e.g. banner=2,5 (repeatable)")
-    limits.add_argument("--transient-state", choices=states.NAMES, default="warning",
-                        help="state for a 4xx reply where 2xx was expected (default: warning)")
+    cli.add_transient_option(limits, "a 4xx reply where 2xx was expected")
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits)
     return parser
@@ -407,13 +412,8 @@ class DialogueContext(nagiosplugin.Context):
         opts = self.options
         if result.failure is not None:
             exc = result.failure
-            state = nagiosplugin.Critical
-            if exc.kind in ("connect", "timeout"):
-                state = states.state(opts.unreachable_state)
-            elif exc.kind == "usage":
-                state = nagiosplugin.Unknown
-            return self.result_cls(state, f"{where} {exc.phase}: {one_line(exc.detail)}",
-                                   metric)
+            return self.result_cls(smtp_failure_state(exc, opts.unreachable_state),
+                                   f"{where} {exc.phase}: {one_line(exc.detail)}", metric)
         if result.stopped is not None:
             phase = result.stopped
             reply = result.replies.get(phase)
@@ -433,8 +433,8 @@ class DialogueContext(nagiosplugin.Context):
                 detail = f"EHLO and HELO refused: {reply}"
             if phase == "ehlo" and opts.plan.proxy is not None:
                 detail += " (after the PROXY header)"
-            state = states.state(opts.transient_state) if reply.transient else nagiosplugin.Critical
-            return self.result_cls(state, f"{where} {phase}: {one_line(detail)}", metric)
+            return self.result_cls(reply_state(reply, opts.transient_state),
+                                   f"{where} {phase}: {one_line(detail)}", metric)
         if opts.expect is not None:
             banner = result.replies.get("banner")
             if banner is None or opts.expect not in banner.text:
@@ -450,10 +450,9 @@ class DialogueContext(nagiosplugin.Context):
         if not opts.responses:
             for command, reply in result.command_replies:
                 if not reply.positive:
-                    state = states.state(opts.transient_state) if reply.transient \
-                        else nagiosplugin.Critical
-                    return self.result_cls(state, f"{where} {one_line(command, 30)}: "
-                                                  f"{one_line(str(reply))}", metric)
+                    return self.result_cls(reply_state(reply, opts.transient_state),
+                                           f"{where} {one_line(command, 30)}: "
+                                           f"{one_line(str(reply))}", metric)
         if not opts.ignore_quit_failure:
             quit_reply = result.replies.get("quit")
             if result.quit_failure is not None:

@@ -294,7 +294,8 @@ def test_password_file_gives_its_first_line_only(fake_smtp, tmp_path):
     server = auth_server(fake_smtp)
     secret = tmp_path / "pw"
     secret.write_text("s3cret\nnot part of it\n")
-    result = run(server, "--sasl-user", "probe", "--sasl-password-file", secret)
+    result = run(server, "--sasl-user", "probe", "--sasl-password-file", secret,
+                 "--allow-plaintext-auth")
     assert result.first_line.startswith(
         f"SMTP_PHASES WARNING - {server.host} offers AUTH (PLAIN LOGIN) without TLS")
     server.wait_ended()

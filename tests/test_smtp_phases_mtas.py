@@ -212,7 +212,8 @@ def test_auth_time_is_the_time_the_server_took(fake_smtp, monkeypatch):
     monkeypatch.setenv("CHECK_SMTP_PASSWORD", "secret")
     server = fake_smtp({"AUTH": Delayed(1.0, "535 5.7.8 Authentication failed")},
                        ehlo_keywords=("AUTH PLAIN LOGIN",))
-    result = run("-H", server.host, "-p", server.port, "--sasl-user", "u", "-t", "5")
+    result = run("-H", server.host, "-p", server.port, "--sasl-user", "u", "-t", "5",
+                 "--allow-plaintext-auth")
     assert result.exitcode == 2, result.output
     auth = float(result.perfdata["auth_time"].rstrip("s"))
     total = float(result.perfdata["time"].rstrip("s"))
@@ -281,3 +282,69 @@ def test_without_fqdn_the_short_name_is_used_with_a_note(fake_smtp, monkeypatch,
     assert server.lines[0] == "EHLO shorty"
     assert ("note: EHLO name 'shorty' is not fully qualified (this system knows no FQDN); "
             "receivers may refuse it: set --helo-name") in result.output
+
+
+# -- the password: never in clear on the wire unless asked, never echoed into sight ------
+
+
+def auth_echo_server(fake_smtp, **options):
+    """A server that offers AUTH and quotes back whatever the client sent in its refusal."""
+    return fake_smtp({"AUTH": lambda session, line: f"535 5.7.8 you sent {line.decode()}"},
+                     ehlo_keywords=("AUTH PLAIN LOGIN",), **options)
+
+
+def test_auth_is_withheld_without_tls(fake_smtp, monkeypatch):
+    monkeypatch.setenv("CHECK_SMTP_PASSWORD", "hunter2-secret")
+    server = auth_echo_server(fake_smtp)
+    result = run("-H", server.host, "-p", server.port, "--sasl-user", "u")
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        f"SMTP_PHASES CRITICAL - {server.host} auth: AUTH not sent in clear text (no TLS; "
+        "--allow-plaintext-auth sends it anyway)")
+    assert server.wait_ended()
+    assert "AUTH" not in server.commands and server.commands[-1] == "QUIT"
+
+
+def test_require_starttls_sends_nothing_after_ehlo(fake_smtp, monkeypatch):
+    monkeypatch.setenv("CHECK_SMTP_PASSWORD", "hunter2-secret")
+    server = auth_echo_server(fake_smtp)
+    result = run("-H", server.host, "-p", server.port, "--sasl-user", "u",
+                 "--allow-plaintext-auth", "--require-starttls", "--to", "p@posture.test")
+    assert result.exitcode == 2, result.output
+    assert f"{server.host} STARTTLS not offered" in result.first_line
+    assert server.wait_ended()
+    assert server.commands == ["EHLO", "QUIT"]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+def test_a_password_the_server_echoes_is_masked_everywhere(fake_smtp, monkeypatch, mechanism):
+    import base64
+
+    password = "hunter2-secret"
+    monkeypatch.setenv("CHECK_SMTP_PASSWORD", password)
+    b64 = base64.b64encode(password.encode()).decode()
+    echo = lambda session, line: f"535 5.7.8 you sent {line.decode()}"  # noqa: E731
+    if mechanism == "LOGIN":  # username prompt, password prompt, then the echo
+        script = {"AUTH": "334 VXNlcm5hbWU6", "dQ==": "334 UGFzc3dvcmQ6", b64: echo}
+    else:
+        script = {"AUTH": echo}
+    server = fake_smtp(script, ehlo_keywords=("AUTH PLAIN LOGIN",))
+    result = run("-H", server.host, "-p", server.port, "--sasl-user", "u",
+                 "--sasl-mechanism", mechanism, "--allow-plaintext-auth", "-vvv")
+    assert result.exitcode == 2, result.output
+    assert "535 5.7.8 you sent" in result.output
+    token = base64.b64encode(f"\0u\0{password}".encode()).decode()
+    for secret in (password, b64, token):
+        assert secret not in result.output
+    assert "********" in result.first_line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sasl-user", ""], "--sasl-user is empty: give the authentication identity"),
+    (["--sasl-user", "  "], "--sasl-user is empty: give the authentication identity"),
+    (["--allow-plaintext-auth"], "--allow-plaintext-auth needs --sasl-user"),
+])
+def test_auth_usage_errors(argv, message):
+    result = run("-H", MX1, *argv)
+    assert result.exitcode == 3, result.output
+    assert f"check_smtp_phases: error: {message}\n" in result.output

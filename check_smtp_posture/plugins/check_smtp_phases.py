@@ -152,6 +152,9 @@ def build_parser() -> cli.PluginArgumentParser:
     sasl.add_argument("--sasl-user", metavar="USER", help="authentication identity")
     sasl.add_argument("--sasl-authzid", default="", metavar="ID",
                       help="authorization identity (PLAIN only)")
+    sasl.add_argument("--allow-plaintext-auth", action="store_true",
+                      help="send AUTH even when the connection has no TLS (default: AUTH "
+                           "is withheld and the check is CRITICAL)")
     sasl.add_argument("--sasl-password-file", metavar="FILE",
                       help=f"read the password from FILE (else from ${PASSWORD_ENV})")
 
@@ -221,6 +224,10 @@ def options_from(args, parser) -> Options | str:
             return str(exc)
         thresholds[phase] = (warn or None, crit or None)
     sasl = None
+    if args.sasl_user is not None and not args.sasl_user.strip():
+        return "--sasl-user is empty: give the authentication identity"
+    if args.allow_plaintext_auth and not args.sasl_user:
+        return "--allow-plaintext-auth needs --sasl-user"
     if args.sasl_user or args.sasl_mechanism:
         if not args.sasl_user:
             return "--sasl-mechanism needs --sasl-user"
@@ -257,6 +264,8 @@ def options_from(args, parser) -> Options | str:
         helo_name=helo,
         starttls=STARTTLS_NEVER if args.no_starttls else STARTTLS_AUTO,
         implicit_tls=args.tls,
+        require_tls=args.require_starttls,
+        plaintext_auth=args.allow_plaintext_auth,
         tls_context=None,
         sasl=sasl,
         commands=tuple(args.commands),
@@ -414,6 +423,11 @@ class DialogueContext(nagiosplugin.Context):
             exc = result.failure
             return self.result_cls(smtp_failure_state(exc, opts.unreachable_state),
                                    f"{where} {exc.phase}: {one_line(exc.detail)}", metric)
+        if result.withheld is not None:
+            if result.withheld.startswith("AUTH"):
+                return self.result_cls(nagiosplugin.Critical,
+                                       f"{where} auth: {result.withheld}", metric)
+            return self.result_cls(nagiosplugin.Ok, "", metric)  # StartTlsContext judges
         if result.stopped is not None:
             phase = result.stopped
             reply = result.replies.get(phase)

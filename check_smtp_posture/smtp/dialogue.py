@@ -22,6 +22,7 @@ from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.errors import (
     SmtpConnectError,
     SmtpConnectionClosed,
+    SmtpError,
     SmtpProtocolError,
     SmtpTimeout,
     SmtpTlsError,
@@ -102,6 +103,8 @@ class SmtpDialogue:
         self.peer_chain: list[bytes] = []
         self.local_address: tuple | None = None
         self.proxy_header: str | None = None  # the PROXY header sent, readable
+        # what AUTH sent that must not come back into sight: a server may echo it
+        self._secrets: list[str] = []
         # True from a PROXY header until a command is answered with 2xx: until
         # then a reply that comes unasked is the server answering the header.
         self._proxy_unconfirmed = False
@@ -234,11 +237,27 @@ class SmtpDialogue:
             raise SmtpConnectionClosed(phase, "not connected")
         try:
             reply, raw = self._reader.read_reply(phase, within)
-        except Exception as exc:
+        except SmtpError as exc:
+            if self._secrets:  # a malformed reply is quoted in the error: mask it there too
+                exc.detail = self.redact(exc.detail)
+                exc.args = (f"{exc.phase}: {exc.detail}",)
             self.transcript.failure(str(exc))
             raise
+        return self._received(reply, raw)
+
+    def _received(self, reply: Reply, raw: list[str]) -> Reply:
+        """A reply as the rest of the program sees it: secrets masked, in the transcript."""
+        if self._secrets:
+            reply = Reply(reply.code, tuple(self.redact(line) for line in reply.lines))
+            raw = [self.redact(line) for line in raw]
         self.transcript.received(raw)
         return reply
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret AUTH sent (raw or base64) masked."""
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return text
 
     def command(self, phase: str, line: str, display: str | None = None) -> Reply:
         """Send one command line and read its reply, timed as `phase`."""
@@ -269,17 +288,20 @@ class SmtpDialogue:
         if unasked is not None and unasked.code == 421 and not self._proxy_unconfirmed:
             self.transcript.note(f"the server closes: {verb} not sent")
             return unasked
-        what = str(unasked) if unasked is not None else repr(self._reader.pending[:60])
+        what = str(unasked) if unasked is not None else self.redact(repr(self._reader.pending[:60]))
         if self._proxy_unconfirmed:
             raise SmtpProtocolError("connect", f"PROXY header not accepted: {what}")
         raise SmtpProtocolError(phase, f"reply before {verb} was sent: {what}")
 
     def _read_owed(self, phase: str, seconds: float) -> Reply | None:
         """One more reply if it comes within `seconds`; None if none comes or the server left."""
-        try:
-            return self.read_reply(phase, within=self.deadline.share(seconds))
+        if self._reader is None:
+            return None
+        try:  # silence or the close is what is hoped for: not a failure to record
+            reply, raw = self._reader.read_reply(phase, self.deadline.share(seconds))
         except (SmtpTimeout, SmtpConnectionClosed):
             return None
+        return self._received(reply, raw)
 
     # -- the SMTP verbs ----------------------------------------------------------
 
@@ -316,8 +338,11 @@ class SmtpDialogue:
         """SASL PLAIN, LOGIN or CRAM-MD5; the password never reaches the transcript."""
         # Each command() below is timed as "auth" already: no timer around them.
         mech = mechanism.upper()
+        token = _b64(f"{authzid}\0{user}\0{password}")
+        # longest first, so that a token is masked whole before the password inside it
+        self._secrets = sorted({s for s in (password, _b64(password), token) if s},
+                               key=len, reverse=True)
         if mech == "PLAIN":
-            token = _b64(f"{authzid}\0{user}\0{password}")
             return self.command("auth", f"AUTH PLAIN {token}", f"AUTH PLAIN {MASK}")
         if mech == "LOGIN":
             reply = self.command("auth", "AUTH LOGIN")

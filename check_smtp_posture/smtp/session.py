@@ -68,6 +68,8 @@ class SessionPlan:
     helo_name: str
     starttls: str = STARTTLS_AUTO  # auto: use when offered; never: don't
     implicit_tls: bool = False
+    require_tls: bool = False  # without TLS, stop after EHLO: nothing more goes out in clear
+    plaintext_auth: bool = False  # send AUTH even without TLS
     tls_context: Callable[[], ssl.SSLContext] | None = None
     sasl: SaslCredentials | None = None
     commands: tuple[str, ...] = ()
@@ -90,6 +92,7 @@ class SessionResult:
     command_replies: list = field(default_factory=list)  # [(command, Reply)]
     probe_results: list = field(default_factory=list)  # [ProbeResult], in order
     closed_by_server: Reply | None = None  # a 421: the server said it was closing
+    withheld: str | None = None  # what the client would not send, and why
     failure: SmtpError | None = None  # no reply could be had (phase inside)
     stopped: str | None = None  # phase whose reply ended the dialogue early
     extensions: Extensions | None = None  # before TLS (or of the implicit-TLS session)
@@ -207,6 +210,14 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         if not step("ehlo_tls", dialogue.ehlo(plan.helo_name)):
             return
         result.extensions_tls = dialogue.extensions
+    if dialogue.tls is None and plan.require_tls:
+        result.withheld = "no TLS: nothing more is sent in clear text (--require-starttls)"
+        return
+    if plan.sasl is not None and dialogue.tls is None and not plan.plaintext_auth:
+        # The password would cross the network readable by anyone on the path.
+        result.withheld = ("AUTH not sent in clear text (no TLS; --allow-plaintext-auth "
+                           "sends it anyway)")
+        return
     if plan.sasl is not None:
         offered = result.final_extensions.auth_mechanisms if result.final_extensions else ()
         if plan.sasl.mechanism.upper() not in offered:

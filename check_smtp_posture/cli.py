@@ -66,6 +66,27 @@ def positive_float(text: str) -> float:
     return value
 
 
+#: the longest -t taken: a day (the last-resort alarm cannot be armed for much longer)
+MAX_TIMEOUT = 86400.0
+
+
+def timeout_seconds(text: str) -> float:
+    """-t: a finite number of seconds, more than zero, at most MAX_TIMEOUT."""
+    value = positive_float(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT:g} seconds: {text!r}")
+    return value
+
+
+def smtp_line(text: str) -> str:
+    """Text sent as one SMTP command line: no line break, no NUL, not empty."""
+    if any(ch in text for ch in "\r\n\0"):
+        raise argparse.ArgumentTypeError(f"a line break or NUL in a command line: {text!r}")
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty command line")
+    return text
+
+
 def whole_number(minimum: int):
     """An argparse type: a whole number of at least `minimum`."""
 
@@ -216,7 +237,7 @@ def dns_server(text: str) -> tuple[str, int]:
 
 def add_common_options(parser: argparse.ArgumentParser, *, timeout: float = 10.0) -> None:
     """-t and -v, which every plugin has."""
-    parser.add_argument("-t", "--timeout", type=positive_float, default=timeout,
+    parser.add_argument("-t", "--timeout", type=timeout_seconds, default=timeout,
                         metavar="SECONDS",
                         help=f"budget for the whole check (default: {timeout:g})")
     parser.add_argument("-v", "--verbose", action="count", default=0,

@@ -122,6 +122,7 @@ def build_parser() -> cli.PluginArgumentParser:
     smtp.add_argument("--expect", metavar="TEXT",
                       help="text the banner must contain")
     smtp.add_argument("--command", dest="commands", action="append", default=[],
+                      type=cli.smtp_line,
                       metavar="CMD", help="extra command sent after EHLO/AUTH (repeatable)")
     smtp.add_argument("--response", dest="responses", action="append", default=[],
                       metavar="TEXT", help="text the reply to the matching --command must "
@@ -191,11 +192,11 @@ def options_from(args, parser) -> Options | str:
         return "one of -H/--hostname or -D/--domain is required"
     if args.send_data and not args.rcpt_to:
         return "--send-data needs at least one --to"
-    if (args.payload or args.payload_file) and not args.send_data:
+    if (args.payload is not None or args.payload_file is not None) and not args.send_data:
         return "--payload/--payload-file need --send-data"
     if args.header_from and not args.send_data:
         return "--header-from needs --send-data"
-    if args.header_from and (args.payload or args.payload_file):
+    if args.header_from and (args.payload is not None or args.payload_file is not None):
         return "--header-from sets the built message's From: not with --payload/--payload-file"
     if args.responses and len(args.responses) != len(args.commands):
         return "give one --response per --command"
@@ -291,7 +292,7 @@ def options_from(args, parser) -> Options | str:
 
 def load_message(args, mail_from: str, helo: str) -> bytes:
     """What --send-data sends: the user's payload exactly, else a whole RFC 5322 message."""
-    if args.payload_file:
+    if args.payload_file is not None:
         with open(args.payload_file, "rb") as handle:
             return handle.read()
     if args.payload is not None:
@@ -467,6 +468,10 @@ class DialogueContext(nagiosplugin.Context):
                     return self.result_cls(reply_state(reply, opts.transient_state),
                                            f"{where} {one_line(command, 30)}: "
                                            f"{one_line(str(reply))}", metric)
+        rset = result.replies.get("rset")
+        if rset is not None and not rset.positive:  # the transaction may still be open
+            return self.result_cls(reply_state(rset, opts.transient_state),
+                                   f"{where} rset: {one_line(str(rset))}", metric)
         if not opts.ignore_quit_failure:
             quit_reply = result.replies.get("quit")
             if result.quit_failure is not None:

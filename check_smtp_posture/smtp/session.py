@@ -197,7 +197,10 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         result.stopped = phase
         return False
 
-    if not step("banner", dialogue.banner()):
+    banner = dialogue.banner()
+    result.replies["banner"] = banner
+    if banner.code != 220:  # 221 or 250 is no greeting (RFC 5321 §4.2.5): nothing follows
+        result.stopped = "banner"
         return
     if not step("ehlo", dialogue.ehlo(plan.helo_name)):
         return

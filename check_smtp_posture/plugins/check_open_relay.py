@@ -26,6 +26,7 @@ from check_smtp_posture.contexts import (
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
 from check_smtp_posture.sanitize import one_line
+from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.session import (
     STARTTLS_AUTO,
     STARTTLS_NEVER,
@@ -288,7 +289,7 @@ class OpenRelay(nagiosplugin.Resource):
 
 def _path_line(outcome: ProbeResult) -> str:
     probe = outcome.probe
-    return f"MAIL FROM:<{probe.sender}> RCPT TO:<{probe.recipient}>"
+    return f"MAIL FROM:{path(probe.sender)} RCPT TO:{path(probe.recipient)}"
 
 
 class SessionContext(nagiosplugin.Context):

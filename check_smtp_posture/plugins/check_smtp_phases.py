@@ -29,6 +29,8 @@ from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
     STARTTLS_AUTO,
     STARTTLS_NEVER,
+    WITHHELD_ALL,
+    WITHHELD_AUTH,
     SaslCredentials,
     SessionPlan,
     SessionResult,
@@ -424,10 +426,11 @@ class DialogueContext(nagiosplugin.Context):
             exc = result.failure
             return self.result_cls(smtp_failure_state(exc, opts.unreachable_state),
                                    f"{where} {exc.phase}: {one_line(exc.detail)}", metric)
-        if result.withheld is not None:
-            if result.withheld.startswith("AUTH"):
-                return self.result_cls(nagiosplugin.Critical,
-                                       f"{where} auth: {result.withheld}", metric)
+        if result.withheld == WITHHELD_AUTH:
+            return self.result_cls(nagiosplugin.Critical, f"{where} auth: AUTH not sent in "
+                                   "clear text (no TLS; --allow-plaintext-auth sends it anyway)",
+                                   metric)
+        if result.withheld == WITHHELD_ALL:
             return self.result_cls(nagiosplugin.Ok, "", metric)  # StartTlsContext judges
         if result.stopped is not None:
             phase = result.stopped
@@ -604,7 +607,7 @@ class PhasesSummary(FamilySummary):
         if not res:
             return ""
         if len(res) == 1:
-            return describe_ok(res[0])
+            return describe_ok(res[0], self.resource.options.plan.sasl)
         slowest = max(res, key=lambda r: r.times.get("total", 0))
         return (f"{len(res)} endpoints OK for {self.resource.resolution.what}, slowest "
                 f"{slowest.endpoint.label} {slowest.times['total']:.3f}s")
@@ -619,7 +622,7 @@ class PhasesSummary(FamilySummary):
         return lines
 
 
-def describe_ok(result: SessionResult) -> str:
+def describe_ok(result: SessionResult, sasl: SaslCredentials | None) -> str:
     banner = result.replies.get("banner")
     parts = [result.endpoint.label]
     if banner is not None:
@@ -630,8 +633,8 @@ def describe_ok(result: SessionResult) -> str:
     elif result.extensions is not None and not result.starttls_offered:
         parts.append("no STARTTLS")
     auth = result.replies.get("auth")
-    if auth is not None and auth.positive and result.sasl_mechanism:
-        parts.append(f"AUTH {result.sasl_mechanism} ok")
+    if auth is not None and auth.positive and sasl is not None:
+        parts.append(f"AUTH {sasl.mechanism.upper()} ok")
     if result.rcpt_replies:
         parts.append(f"{len(result.rcpt_replies)} RCPT accepted")
     if "body" in result.replies:

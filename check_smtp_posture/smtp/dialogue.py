@@ -41,6 +41,9 @@ PROXY_SETTLE = 1.0
 #: seconds to wait after the QUIT reply for the server to close, as it must (RFC 5321
 #: §4.1.1.10); a reply in that time is one more than the commands sent
 QUIT_SETTLE = 0.5
+#: seconds to read the rest of an unasked reply whose first bytes are already here,
+#: to quote it whole
+UNASKED_READ = 0.2
 
 
 @dataclass(frozen=True)
@@ -284,7 +287,7 @@ class SmtpDialogue:
         """
         if self._reader is None or not self._reader.poll():
             return None
-        unasked = self._read_owed(phase, 0.2)
+        unasked = self._read_owed(phase, UNASKED_READ)
         if unasked is not None and unasked.code == 421 and not self._proxy_unconfirmed:
             self.transcript.note(f"the server closes: {verb} not sent")
             return unasked

@@ -21,6 +21,9 @@ from check_smtp_posture.smtp.transcript import Transcript
 from check_smtp_posture.targets import Endpoint
 
 STARTTLS_AUTO, STARTTLS_NEVER = "auto", "never"
+# what SessionResult.withheld says the client kept back for want of TLS
+WITHHELD_AUTH = "auth"  # AUTH: the password would have crossed the network in clear
+WITHHELD_ALL = "all"  # everything after EHLO (the plan requires TLS)
 
 
 @dataclass(frozen=True)
@@ -92,14 +95,13 @@ class SessionResult:
     command_replies: list = field(default_factory=list)  # [(command, Reply)]
     probe_results: list = field(default_factory=list)  # [ProbeResult], in order
     closed_by_server: Reply | None = None  # a 421: the server said it was closing
-    withheld: str | None = None  # what the client would not send, and why
+    withheld: str | None = None  # WITHHELD_AUTH or WITHHELD_ALL: not sent without TLS
     failure: SmtpError | None = None  # no reply could be had (phase inside)
     stopped: str | None = None  # phase whose reply ended the dialogue early
     extensions: Extensions | None = None  # before TLS (or of the implicit-TLS session)
     extensions_tls: Extensions | None = None
     helo_fallback: bool = False
     starttls_attempted: bool = False
-    sasl_mechanism: str | None = None  # the mechanism AUTH was tried with
     tls: object = None  # tls.TlsSession when TLS was up
     peer_chain: list = field(default_factory=list)
     quit_failure: SmtpError | None = None
@@ -133,18 +135,15 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
         _converse(dialogue, plan, result)
         # QUIT only after a dialogue that ended on a reply: after a transport
         # failure or a 421 there is nobody left to say goodbye to.
-        if result.closed_by_server is not None:
-            raise _Closed
-        try:
-            result.replies["quit"] = dialogue.quit()
-        except SmtpProtocolError as exc:
-            result.failure = exc  # replies out of step: nothing read before can be trusted
-        except SmtpError as exc:
-            result.quit_failure = exc
+        if result.closed_by_server is None:
+            try:
+                result.replies["quit"] = dialogue.quit()
+            except SmtpProtocolError as exc:
+                result.failure = exc  # replies out of step: nothing read before is trusted
+            except SmtpError as exc:
+                result.quit_failure = exc
     except SmtpError as exc:
         result.failure = exc
-    except _Closed:
-        pass
     finally:
         dialogue.close()
         # In the order the phases happened: DNS (done by the caller) first.
@@ -183,10 +182,6 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
             return sessions
 
 
-class _Closed(Exception):
-    """The server said 421: the session ends without QUIT."""
-
-
 def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) -> None:
     """The dialogue up to (not including) QUIT; returns early on a refusing reply."""
 
@@ -214,12 +209,11 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
             return
         result.extensions_tls = dialogue.extensions
     if dialogue.tls is None and plan.require_tls:
-        result.withheld = "no TLS: nothing more is sent in clear text (--require-starttls)"
+        result.withheld = WITHHELD_ALL
         return
     if plan.sasl is not None and dialogue.tls is None and not plan.plaintext_auth:
         # The password would cross the network readable by anyone on the path.
-        result.withheld = ("AUTH not sent in clear text (no TLS; --allow-plaintext-auth "
-                           "sends it anyway)")
+        result.withheld = WITHHELD_AUTH
         return
     if plan.sasl is not None:
         offered = result.final_extensions.auth_mechanisms if result.final_extensions else ()
@@ -227,7 +221,6 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
             result.stopped = "auth"
             return
         creds = plan.sasl
-        result.sasl_mechanism = creds.mechanism.upper()
         if not step("auth", dialogue.auth(creds.mechanism, creds.user, creds.password,
                                           creds.authzid)):
             return

@@ -15,6 +15,10 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from check_smtp_posture import names
+from check_smtp_posture.userfiles import read_user_text
+
+#: a zones file larger than this is not a list of blocklists
+MAX_ZONES_FILE = 1024 * 1024
 
 IP = "ip"
 DOMAIN = "domain"
@@ -101,16 +105,16 @@ def parse_zone(text: str, kind: str = IP) -> ZoneSpec:
 def read_zones_file(path: str) -> list:
     """One zone a line: `NAME [ERR ...]`, or `domain NAME [ERR ...]`; `#` comments."""
     zones = []
-    with open(path, encoding="utf-8") as fobj:
-        for number, line in enumerate(fobj, 1):
-            words = line.split("#", 1)[0].split()
-            if not words:
-                continue
-            kind = IP
-            if words[0].lower() in ("domain", "ip") and len(words) > 1:
-                kind = words.pop(0).lower()
-            try:
-                zones.append(parse_zone(words[0] + "=" + ",".join(words[1:]), kind))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
+    text = read_user_text(path, "zones file", MAX_ZONES_FILE)
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        kind = IP
+        if words[0].lower() in ("domain", "ip") and len(words) > 1:
+            kind = words.pop(0).lower()
+        try:
+            zones.append(parse_zone(words[0] + "=" + ",".join(words[1:]), kind))
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: {exc}") from None
     return zones

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import dns.exception
@@ -59,6 +59,8 @@ class DnsAnswer:
     elapsed: float = 0.0
     detail: str = ""
     ttl: int | None = None
+    out_of_time: bool = False  # a timeout because the run's -t ran out, not the server
+
 
     @property
     def ok(self) -> bool:
@@ -115,10 +117,12 @@ class DnsClient:
         with self._lock:
             self.queries += 1
         lifetime = self.deadline.remaining() - LIFETIME_MARGIN
+        # Cut short by the run's deadline, a timeout says nothing about the server.
+        cut_short = self.query_cap is None or lifetime < self.query_cap
         if self.query_cap is not None:
             lifetime = min(lifetime, self.query_cap)
         if lifetime <= 0:
-            return DnsAnswer(name, rdtype, TIMEOUT, detail="no time left")
+            return DnsAnswer(name, rdtype, TIMEOUT, detail="no time left", out_of_time=True)
         # dnspython sleeps its retry back-off (up to 2 s) without looking at
         # the lifetime, so against a refusing server resolve() overruns it. The
         # query runs in a daemon thread that the run stops waiting for.
@@ -128,10 +132,12 @@ class DnsClient:
         started = time.monotonic()
         worker.start()
         worker.join(lifetime + LIFETIME_MARGIN / 2)
-        if outcome:
-            return outcome[0]
-        return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
-                         detail=f"no answer within {lifetime:.1f}s")
+        answer = outcome[0] if outcome else DnsAnswer(
+            name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
+            detail=f"no answer within {lifetime:.1f}s")
+        if answer.status == TIMEOUT and cut_short:
+            answer = replace(answer, out_of_time=True)
+        return answer
 
     def _resolve(self, name: str, rdtype: str, lifetime: float) -> DnsAnswer:
         started = time.monotonic()
@@ -162,6 +168,11 @@ class DnsClient:
         authenticated = bool(response.flags & dns.flags.AD)
         canonical = str(answer.canonical_name)
         if answer.rrset is None:
+            if _stray_records(response):
+                # dnspython reads "nothing that answers the question" as NODATA; a
+                # server answering another type or name is broken, not a fact.
+                return DnsAnswer(name, rdtype, ERROR, elapsed=elapsed,
+                                 detail="the answer does not match the question")
             return DnsAnswer(name, rdtype, NODATA, canonical_name=canonical,
                              authenticated=authenticated, elapsed=elapsed)
         records, strings = [], []
@@ -179,6 +190,12 @@ class DnsClient:
     def reverse(self, address: str) -> DnsAnswer:
         """PTR answer for an IPv4 or IPv6 address."""
         return self.query(dns.reversename.from_address(address).to_text(), "PTR")
+
+
+def _stray_records(response) -> bool:
+    """Records in the answer section beside the alias chain of a reply without the answer."""
+    aliases = (dns.rdatatype.CNAME, dns.rdatatype.DNAME, dns.rdatatype.RRSIG)
+    return any(rrset.rdtype not in aliases for rrset in response.answer)
 
 
 def _no_nameservers_detail(exc: dns.resolver.NoNameservers) -> str:

@@ -4,14 +4,15 @@ Never from the command line, where `ps` shows them. A file gives its first
 line (the rest, such as a trailing newline or a comment, is not part of the
 secret); an environment variable that is set but empty counts as unset, so a
 service definition that exports an empty variable gets "needs a password"
-instead of a failed login every interval. Only regular files are read: a named
-pipe would block the run before its deadline exists.
+instead of a failed login every interval. The file is read as every named file
+is (userfiles): a regular file only, so a named pipe cannot block the run.
 """
 
 from __future__ import annotations
 
 import os
-import stat
+
+from check_smtp_posture.userfiles import UserFileError, read_user_text
 
 #: a password file larger than this is not a password file
 MAX_SECRET_FILE = 64 * 1024
@@ -29,27 +30,10 @@ def read_secret(path: str | None, env: str) -> str | None:
 
 
 def _first_line(path: str) -> str:
-    if not path:
-        raise SecretError("empty password file name")
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise SecretError(f"cannot read password file {path}: {exc.strerror}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise SecretError(f"password file {path} is not a regular file")
-        if info.st_size > MAX_SECRET_FILE:
-            raise SecretError(f"password file {path} is larger than {MAX_SECRET_FILE} bytes")
-        data = os.read(fd, MAX_SECRET_FILE + 1)
-    except OSError as exc:
-        raise SecretError(f"cannot read password file {path}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SecretError(f"password file {path} is not UTF-8 text") from None
+        text = read_user_text(path, "password file", MAX_SECRET_FILE)
+    except UserFileError as exc:
+        raise SecretError(str(exc)) from None
     line = text.splitlines()[0] if text else ""
     if not line:
         raise SecretError(f"password file {path} has an empty first line")

@@ -51,5 +51,5 @@ def test_an_empty_payload_file_name_is_not_the_default_message():
     result = run_main(main, ["-H", "127.0.27.1", "--to", "p@posture.test", "--send-data",
                              "--payload-file", ""])
     assert result.exitcode == 3, result.output
-    assert "check_smtp_phases: error: cannot read --payload-file: No such file or directory" \
+    assert "check_smtp_phases: error: --payload-file: empty payload file name\n" \
         in result.output

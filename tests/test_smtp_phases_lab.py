@@ -30,8 +30,10 @@ def test_mx1_with_lab_ca_is_ok_with_phase_perfdata(lab):
     assert float(run_.perfdata["cert_days_left"]) > 60
 
 
-def test_untrusted_chain_is_a_warning_by_default(lab):
-    run_ = run("-H", MX1, "--servername", "mx1.posture.test", "--ca-file", "/dev/null")
+def test_untrusted_chain_is_a_warning_by_default(lab, tmp_path):
+    no_anchors = tmp_path / "empty.pem"
+    no_anchors.write_text("")
+    run_ = run("-H", MX1, "--servername", "mx1.posture.test", "--ca-file", str(no_anchors))
     assert run_.exitcode == 1, run_.output
     assert "mx1.posture.test[127.0.25.1] certificate: untrusted (" in run_.first_line
 

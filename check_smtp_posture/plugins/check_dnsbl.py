@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import nagiosplugin
 from nagiosplugin.state import Ok, Warn
 
-from check_smtp_posture import cli, dnsbl_zones, names, runner, targets
+from check_smtp_posture import cli, dnsbl_zones, names, runner, states, targets
 from check_smtp_posture.contexts import DEFAULT, MxContext, TimeContext, seconds
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.dnsbl_zones import DOMAIN, IP, ZoneSpec
@@ -43,6 +43,7 @@ INVALID_ANSWER = "invalid answer"  # an A record outside 127.0.0.0/8
 TIMED_OUT = "timeout"
 FAILED = "failed"  # SERVFAIL, REFUSED, network error
 SKIPPED = "skipped"  # not asked: the zone had already timed out
+OUT_OF_TIME = "out of time"  # the run's -t ran out first: says nothing about the zone
 
 # health of a zone, worst first
 BROKEN = "broken"
@@ -91,6 +92,11 @@ class DnsblFacts:
     def unusable_zones(self) -> list:
         return [z for z in self.zones.values() if z.state != ZONE_OK]
 
+    @property
+    def unanswered(self) -> list:
+        """Queries the run had no time left for (the zone is not to blame)."""
+        return [lk for lk in self.lookups if lk.outcome == OUT_OF_TIME]
+
 
 def query_name(subject: str, zone: ZoneSpec) -> str:
     """Reversed octets (IPv4) or nibbles (IPv6, RFC 5782 §2.4) under the zone; a domain as is."""
@@ -110,7 +116,7 @@ def classify(zone: ZoneSpec, answer) -> tuple:
     if answer.status in (NXDOMAIN, NODATA):
         return CLEAN, (), ""
     if answer.status == TIMEOUT:
-        return TIMED_OUT, (), answer.detail
+        return (OUT_OF_TIME if answer.out_of_time else TIMED_OUT), (), answer.detail
     if not answer.ok:
         return FAILED, (), answer.status + (f" ({answer.detail})" if answer.detail else "")
     codes = tuple(sorted(answer.records, key=ipaddress.ip_address))
@@ -166,7 +172,7 @@ class DnsblResource(nagiosplugin.Resource):
 
     def probe(self):
         started = time.monotonic()
-        facts = DnsblFacts()
+        facts = self.facts = DnsblFacts()
         addresses = self._addresses(facts)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
@@ -182,6 +188,8 @@ class DnsblResource(nagiosplugin.Resource):
         yield nagiosplugin.Metric("zones_unusable", len(facts.unusable_zones), min=0,
                                   context=DEFAULT)
         yield seconds("query_time", facts.query_time, "query_time")
+        yield nagiosplugin.Metric("queries_unanswered", len(facts.unanswered), min=0,
+                                  context="unanswered")
 
     # -- which addresses: the family's resolver, for -D and each -H
 
@@ -258,6 +266,26 @@ class ZonesContext(nagiosplugin.Context):
         return nagiosplugin.Result(Warn if self.strict else Ok, hint, metric)
 
 
+class UnansweredContext(nagiosplugin.Context):
+    """Queries cut off by -t: the run did not finish, so "not listed" is not known."""
+
+    def __init__(self, *, unreachable: str, timeout: float):
+        super().__init__("unanswered")
+        self.state = states.state(unreachable)
+        self.timeout = timeout
+
+    def evaluate(self, metric, resource):
+        if not metric.value:
+            return nagiosplugin.Result(Ok, None, metric)
+        asked = len(resource.facts.lookups)
+        return nagiosplugin.Result(
+            self.state, f"timeout after {self.timeout:g}s: {metric.value} of {asked} "
+            f"blocklist queries not answered in time (raise -t or --concurrency)", metric)
+
+    def performance(self, metric, resource):
+        return nagiosplugin.Performance(metric.name, metric.value, min=0)
+
+
 class ListedContext(nagiosplugin.ScalarContext):
     """The number of (zone, address) listings against -w/-c."""
 
@@ -312,9 +340,12 @@ class DnsblSummary(FamilySummary):
             return []
         if facts.listings:
             return ["; ".join(describe_listing(lk) for lk in facts.listings)]
-        usable = len(facts.zones) - len(facts.unusable_zones)
+        # a zone counts when it answered every question; one cut off by -t does not
+        cut_off = {lk.zone.name for lk in facts.unanswered}
+        usable = sum(1 for z in facts.zones.values()
+                     if z.state == ZONE_OK and z.zone.name not in cut_off)
         if facts.subjects and not usable:
-            return ["no usable zone"]
+            return [] if cut_off else ["no usable zone"]
         if facts.subjects:
             return [f"{describe_subjects(facts.subjects)} not listed on {usable} "
                     f"zone{'s' if usable != 1 else ''}"]
@@ -427,8 +458,11 @@ def main(argv=None) -> int:
         return args
     try:
         ip_zones, domain_zones = select_zones(args)
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         return parser.usage_error(f"--zones-file: {exc}")
+    if not ip_zones and not domain_zones:
+        return parser.usage_error("no zones to ask (--no-default-zones without --zone "
+                                  "or --zones-file)")
     if args.list_zones:
         for spec in ip_zones + domain_zones:
             errors = ",".join(str(n) for n in spec.errors) or "-"
@@ -438,8 +472,6 @@ def main(argv=None) -> int:
         return parser.usage_error("give -D, -H or --ip")
     if domain_zones and not args.domain:
         return parser.usage_error("--domain-zone needs -D")
-    if not ip_zones and not domain_zones:
-        return parser.usage_error("no zones to ask (--no-default-zones without --zone)")
     hosts, ips = [], list(args.ip)
     for host in args.hostname:
         try:
@@ -457,6 +489,7 @@ def main(argv=None) -> int:
                       family=args.family, concurrency=args.concurrency),
         MxContext(unreachable=args.unreachable_state),
         ZonesContext(strict=args.strict),
+        UnansweredContext(unreachable=args.unreachable_state, timeout=args.timeout),
         ListedContext(args.warning, args.critical),
         TimeContext("query_time"),
         DnsblSummary(args.verbose),

@@ -7,6 +7,7 @@ below turn facts into states according to the options; PhasesSummary phrases.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -37,11 +38,16 @@ from check_smtp_posture.smtp.session import (
     run_session,
 )
 from check_smtp_posture.summary import FamilySummary
+from check_smtp_posture.userfiles import UserFileError, check_user_file, read_user_file
 
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
 PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 PROBE_SUBJECT = "check_smtp_phases probe"
 PROBE_BODY = "Probe message of check_smtp_phases.\n"
+#: --cert-days beyond this is a typo: no certificate lives 100 years
+MAX_CERT_DAYS = 36500
+#: --payload-file larger than this is refused (a probe message, not a mailbox)
+MAX_PAYLOAD = 10 * 1024 * 1024
 
 
 # -- configuration ---------------------------------------------------------------
@@ -208,8 +214,12 @@ def options_from(args, parser) -> Options | str:
         return "PROXY header options need --proxy-protocol"
     try:
         warn_days, crit_days = (float(x) for x in args.cert_days.split(","))
+        if not all(math.isfinite(days) and 0 <= days <= MAX_CERT_DAYS
+                   for days in (warn_days, crit_days)):
+            raise ValueError
     except ValueError:
-        return f"--cert-days takes WARN,CRIT in days, not {args.cert_days!r}"
+        return (f"--cert-days takes WARN,CRIT in days (0 to {MAX_CERT_DAYS}), "
+                f"not {args.cert_days!r}")
     if crit_days > warn_days:
         return "--cert-days: the critical number of days must not exceed the warning one"
     thresholds = {}
@@ -253,15 +263,18 @@ def options_from(args, parser) -> Options | str:
         mail_from = ""  # the null sender: what a bounce uses, accepted everywhere (RFC 5321)
     try:
         message = load_message(args, mail_from, helo) if args.send_data else b""
-    except OSError as exc:
-        return f"cannot read --payload-file: {exc.strerror}"
+    except UserFileError as exc:
+        return f"--payload-file: {exc}"
     try:
         proxy_spec = proxy_from(args)
     except ValueError as exc:
         return str(exc)
     ca_file = args.ca_file
-    if ca_file and not os.access(ca_file, os.R_OK):
-        return f"cannot read --ca-file {ca_file}"
+    if ca_file is not None:
+        try:
+            check_user_file(ca_file, "CA file")
+        except UserFileError as exc:
+            return f"--ca-file: {exc}"
     port = args.port or (465 if args.tls else 25)
     plan = SessionPlan(
         helo_name=helo,
@@ -295,10 +308,11 @@ def options_from(args, parser) -> Options | str:
 def load_message(args, mail_from: str, helo: str) -> bytes:
     """What --send-data sends: the user's payload exactly, else a whole RFC 5322 message."""
     if args.payload_file is not None:
-        with open(args.payload_file, "rb") as handle:
-            return handle.read()
+        return read_user_file(args.payload_file, "payload file", MAX_PAYLOAD)
     if args.payload is not None:
-        return args.payload.replace("\\n", "\n").encode("utf-8")
+        # The user's bytes, as the shell gave them (argv is decoded with
+        # surrogateescape, so 8-bit text comes back unchanged).
+        return os.fsencode(args.payload.replace("\\n", "\n"))
     from check_smtp_posture.smtp.message import probe_message
 
     return probe_message(header_from=args.header_from or mail_from or f"check_smtp_phases@{helo}",

@@ -218,7 +218,7 @@ def certificate_facts(chain_der: Sequence[bytes], *, hostname: str,
             return _certificate_facts(chain_der, hostname, ca_file, now)
     except Exception as exc:  # never a traceback from hostile or odd input
         return CertificateFacts(hostname=hostname,
-                                error=one_line(f"certificate not analysable: {exc}", 100),
+                                error=one_line(f"not analysable: {exc}", 100),
                                 chain_length=len(chain_der or ()))
 
 
@@ -228,12 +228,12 @@ def _certificate_facts(chain_der, hostname, ca_file, now) -> CertificateFacts:
 
     chain_der = [bytes(d) for d in (chain_der or ()) if d]
     if not chain_der:
-        return CertificateFacts(hostname=hostname, error="no certificate presented")
+        return CertificateFacts(hostname=hostname, error="none presented")
     try:
         leaf = x509.load_der_x509_certificate(chain_der[0])
     except Exception as exc:
         return CertificateFacts(hostname=hostname, chain_length=len(chain_der),
-                                error=one_line(f"unparsable certificate: {exc}", 100))
+                                error=one_line(f"unparsable: {exc}", 100))
     intermediates = []
     for der in chain_der[1:]:
         try:

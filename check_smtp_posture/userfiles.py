@@ -1,0 +1,69 @@
+"""Files named on the command line: password, payload, zones and CA files.
+
+They are read while the arguments are checked, before the run's deadline
+exists, so a read must not be able to block: the file is opened without
+blocking and must be a regular file (a named pipe or a device would wait for
+a writer forever), of bounded size. Every failure is a UserFileError whose
+message is one line naming the file, for the usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+
+class UserFileError(ValueError):
+    """A named file cannot be used; the message is one line for the user."""
+
+
+def read_user_file(path: str, what: str, limit: int) -> bytes:
+    """The bytes of the regular file `path` (at most `limit`); `what` names it in errors."""
+    if not path:
+        raise UserFileError(f"empty {what} name")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise UserFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UserFileError(f"{what} {path} is not a regular file")
+        if info.st_size > limit:
+            raise UserFileError(f"{what} {path} is larger than {limit} bytes")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UserFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise UserFileError(f"{what} {path} is larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def read_user_text(path: str, what: str, limit: int) -> str:
+    """read_user_file() decoded as UTF-8."""
+    try:
+        return read_user_file(path, what, limit).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserFileError(f"{what} {path} is not UTF-8 text") from None
+
+
+def check_user_file(path: str, what: str) -> None:
+    """Raise UserFileError unless `path` is a readable regular file (for files a library opens)."""
+    if not path:
+        raise UserFileError(f"empty {what} name")
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise UserFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserFileError(f"{what} {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise UserFileError(f"cannot read {what} {path}: Permission denied")

@@ -24,10 +24,14 @@ def worst_first(results, *, skip=(), cap: int = HINT_CAP) -> list:
     """Hints of the non-OK results, worst state first, each once; the last says "(+N more)"."""
     bad = sorted((r for r in results if r.state != Ok and r.hint),
                  key=lambda r: -int(r.state))
-    hints = [h for h in dict.fromkeys(str(r.hint) for r in bad) if h not in skip]
-    if len(hints) > cap:
-        return hints[:cap] + [f"(+{len(hints) - cap} more)"]
-    return hints
+    return capped([h for h in dict.fromkeys(str(r.hint) for r in bad) if h not in skip], cap)
+
+
+def capped(items: list, cap: int = HINT_CAP) -> list:
+    """The first `cap` items, and "(+N more)" for the rest: a status line stays short."""
+    if len(items) > cap:
+        return items[:cap] + [f"(+{len(items) - cap} more)"]
+    return items
 
 
 class FamilySummary(nagiosplugin.Summary):

@@ -31,7 +31,7 @@ from check_smtp_posture.contexts import (
 )
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.statefile import StateFile
-from check_smtp_posture.summary import FamilySummary
+from check_smtp_posture.summary import FamilySummary, capped
 
 NAME = "MX_SANITY"
 
@@ -339,7 +339,11 @@ class MxSummary(FamilySummary):
         addrs = facts.addresses
         text = (f"{facts.domain}: {len(facts.targets)} MX, {len(addrs)} "
                 f"address{'es' if len(addrs) != 1 else ''} ({facts.ipv6_count} IPv6)")
-        if addrs and not facts.fcrdns_failures:
+        undecided = [a for a in addrs if a.fcrdns is None]
+        if undecided:  # a failed lookup proves nothing either way: say so, never "ok"
+            text += ", FCrDNS undecided for " + ", ".join(
+                capped([f"{a.address} ({a.detail})" for a in undecided]))
+        elif addrs and not facts.fcrdns_failures:
             text += ", FCrDNS ok"
         return text
 

@@ -169,3 +169,83 @@ def test_startup_imports_neither_dnspython_nor_cryptography(script):
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
     assert "check_smtp_posture.cli" in modules  # the plugin really ran
     assert not {m for m in modules if m == "dns" or m.startswith(("dns.", "cryptography"))}
+
+
+# -- secrets: no plugin shows or stores the password, whatever the server echoes ----------
+
+SECRET = "hunter2-Secret"
+
+
+def _secret_forms(user: str = "u") -> list:
+    """The password as it could leak: raw, base64 (LOGIN), and inside a PLAIN token."""
+    import base64
+
+    return [SECRET, base64.b64encode(SECRET.encode()).decode(),
+            base64.b64encode(f"\0{user}\0{SECRET}".encode()).decode()]
+
+
+def _echo(session, line):
+    return f"535 5.7.8 you sent {line.decode(errors='replace')}"
+
+
+def _cram_md5_answer(challenge_b64: str) -> str:
+    import base64
+    import hmac
+
+    digest = hmac.new(SECRET.encode(), base64.b64decode(challenge_b64), "md5").hexdigest()
+    return base64.b64encode(f"u {digest}".encode()).decode()
+
+
+CHALLENGE = "PDEyMzQ1LjY3ODlAcG9zdHVyZS50ZXN0Pg=="
+#: per mechanism, a server that quotes back whatever the client sent
+ECHO_SCRIPTS = {
+    "PLAIN": {"AUTH": _echo},
+    "LOGIN": {"AUTH": "334 VXNlcm5hbWU6", "dQ==": "334 UGFzc3dvcmQ6",
+              "aHVudGVyMi1TZWNyZXQ=": _echo},
+    "CRAM-MD5": {"AUTH": f"334 {CHALLENGE}", _cram_md5_answer(CHALLENGE).upper(): _echo},
+}
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("script", NAMES)
+def test_no_plugin_shows_or_stores_the_password(script, lab_dns, fake_smtp, tmp_path,
+                                                 monkeypatch):
+    # Every plugin at -vvv, with the password in the environment and in a file; the
+    # ones that log in do so against servers that echo credentials in their refusal.
+    # Every output and every file the run leaves must be free of it.
+    monkeypatch.setenv("CHECK_SMTP_PASSWORD", SECRET)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    runs = []
+    if script == "check_smtp_phases":
+        for mechanism, script_ in ECHO_SCRIPTS.items():
+            server = fake_smtp(script_, ehlo_keywords=("AUTH PLAIN LOGIN CRAM-MD5",))
+            runs.append((["-H", server.host, "-p", str(server.port), "--sasl-user", "u",
+                          "--sasl-mechanism", mechanism, "--allow-plaintext-auth",
+                          "--sasl-password-file", str(secret_file), "-vvv"], server))
+    elif script == "check_open_relay":
+        server = fake_smtp({"AUTH": _echo}, ehlo_keywords=("AUTH PLAIN",))
+        runs.append((["-D", "posture.test", "-H", server.host, "-p", str(server.port),
+                      "--dns-server", lab_dns.server_arg, "--probe", "plain*", "-vvv"], server))
+    else:
+        argv = ["-D", "posture.test", "--dns-server", lab_dns.server_arg, "-vvv",
+                *MX_ARGS.get(script, [])]
+        if "--state-file" in parser_options(script):
+            argv += ["--state-file", str(state_dir / "state.json")]
+        runs.append((argv, None))
+    for argv, server in runs:
+        run = run_main(SCRIPTS[script].main, argv)
+        assert run.first_line.startswith(f"{STATUS[script]} "), run.output
+        for form in _secret_forms():
+            assert form not in run.output, (argv, run.output)
+        if script == "check_smtp_phases":  # it did log in, and the server did echo
+            assert server.wait_ended()
+            assert "535 5.7.8 you sent" in run.output, run.output
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path != secret_file:
+            data = path.read_bytes()
+            assert not any(form.encode() in data for form in _secret_forms()), path
+    if script == "check_mx_sanity":
+        assert (state_dir / "state.json").exists()  # the state file was written and read

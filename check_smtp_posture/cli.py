@@ -163,6 +163,14 @@ def sender_address(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def spf_sender(text: str) -> str:
+    """check_spf --sender: an address, or a domain alone (`domain`, `@domain`) whose
+    local part is then "postmaster" (RFC 7208 §4.3)."""
+    if "@" not in text.lstrip("@") and text.strip() not in ("", "<>"):
+        return f"postmaster@{domain_name(text.lstrip('@'))}"
+    return sender_address(text)
+
+
 def recipient_address(text: str) -> str:
     """RCPT TO: `<addr>` or `addr` (or `postmaster`); returned bare."""
     from check_smtp_posture.smtp.address import envelope_address

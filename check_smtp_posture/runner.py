@@ -106,3 +106,19 @@ def _disarm_alarm(previous) -> None:
 
 def _raise_timeout(signum, frame):
     raise _LastResortTimeout()
+
+
+def console(main) -> None:
+    """The console script: run `main()` and exit with its status.
+
+    Whatever the locale's encoding, a character the output cannot carry (say,
+    an undecodable byte of an argument echoed in a usage error) is written
+    escaped instead of ending the run in a traceback.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a text file of io's kind
+            pass
+    sys.exit(main())
+

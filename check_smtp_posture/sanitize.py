@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import re
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f|]+")
 _LABEL_UNSAFE = re.compile(r"[^\w.:@+-]+")
 
 
 def one_line(text: str | bytes, limit: int = 120) -> str:
-    """Server text as one short printable line: no control characters, no '|'."""
+    """Server text as one short printable line: no control characters, no '|'.
+
+    Whatever str.isprintable() refuses becomes a space: C0 and C1 controls, line
+    and paragraph separators, bidi overrides (which make a status line read
+    backwards) and undecodable bytes (surrogates of a non-UTF-8 argument).
+    """
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    text = _UNSAFE.sub(" ", str(text)).strip()
-    text = re.sub(r" {2,}", " ", text)
+    text = "".join(ch if ch.isprintable() and ch != "|" else " " for ch in str(text))
+    text = re.sub(r" {2,}", " ", text.strip())
     return _truncate(text, limit)
 
 

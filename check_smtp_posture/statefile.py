@@ -5,8 +5,9 @@ A state file fails in three ways a check must report rather than crash on:
 - unwritable: the path cannot be created, read or written (a missing
   directory, permissions, not a regular file, a full disk at commit);
 - locked: another run holds the lock past this run's deadline;
-- corrupt: the content is not a JSON object. The file is started afresh and
-  the run says so; the next run works again.
+- corrupt: the content is not a JSON object, or an entry is not of the shape
+  its plugin wrote (`discard`). The file (or entry) is started afresh and the
+  run says so; the next run works again.
 
 `StateFile` is a context manager that never raises for these: its `problem`
 says what went wrong (a `StateProblem`, judged by contexts.StateFileContext),
@@ -71,6 +72,12 @@ class StateFile:
             self._fail(exc)
         self.usable = self._cookie is not None
         return self
+
+    def discard(self, key: str, detail: str) -> None:
+        """Drop an entry of the wrong shape, reported as corruption like a broken file."""
+        self.data.pop(key, None)
+        if self.problem is None:
+            self.problem = StateProblem(self.path, CORRUPT, detail)
 
     def __exit__(self, exc_type, exc, tb):
         if self._cookie is not None and exc_type is None:

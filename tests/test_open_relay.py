@@ -45,6 +45,7 @@ def assert_probe_only_in_maillog(lab, mark, connections: int):
 
 def assert_probe_only_in_record(server: FakeSmtpServer, *, dropped: int = 0):
     """The fake server's record: no DATA or BDAT; QUIT ends every connection it did not drop."""
+    assert server.wait_ended()  # the client may exit before the server has noted the end
     sessions = server.sessions
     assert sessions
     assert not any(s.data_sent for s in sessions)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -398,6 +397,7 @@ def build_parser() -> cli.PluginArgumentParser:
     what.add_argument("-D", "--domain", type=cli.domain_name,
                       help="check every MX address of this domain")
     what.add_argument("-H", "--hostname", action="append", default=[], metavar="HOST",
+                      type=cli.host_or_address,
                       help="check this host name's addresses, or this address (repeatable)")
     what.add_argument("--ip", action="append", default=[], type=cli.ip_address, metavar="ADDR",
                       help="check this IPv4 or IPv6 address (repeatable)")
@@ -473,13 +473,8 @@ def main(argv=None) -> int:
     if domain_zones and not args.domain:
         return parser.usage_error("--domain-zone needs -D")
     hosts, ips = [], list(args.ip)
-    for host in args.hostname:
-        try:
-            ips.append(names.plain_address(host))
-        except ValueError:
-            if not names.is_hostname(host):
-                return parser.usage_error(f"bad host name {host!r}")
-            hosts.append(names.normalize(host))
+    for host in args.hostname:  # already checked and normalised by cli.host_or_address
+        (ips if names.is_ip_literal(host) else hosts).append(host)
 
     deadline = Deadline(args.timeout)
     client = cli.dns_client(args, deadline)
@@ -498,8 +493,8 @@ def main(argv=None) -> int:
     return runner.run(check, args)
 
 
-def console_main():
-    sys.exit(main())
+def console_main() -> None:
+    runner.console(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -192,6 +191,10 @@ class MxResource(nagiosplugin.Resource):
         key = f"mx:{self.domain}"
         with StateFile(self.state_file, self.deadline) as state:
             baseline = state.data.get(key) if state.usable else None
+            if baseline is not None and not (isinstance(baseline, list) and all(
+                    isinstance(name, str) for name in baseline)):
+                state.discard(key, f"entry {key!r} is not a list of MX names")
+                baseline = None
             if state.usable and (baseline is None or self.accept_changes):
                 state.data[key] = sorted(current)
         facts.state_problem = state.problem
@@ -468,8 +471,8 @@ def main(argv=None) -> int:
     return runner.run(check, args)
 
 
-def console_main():
-    sys.exit(main())
+def console_main() -> None:
+    runner.console(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,7 +10,6 @@ judge; RelaySummary phrases.
 from __future__ import annotations
 
 import fnmatch
-import sys
 from dataclasses import dataclass
 
 import nagiosplugin
@@ -486,7 +485,7 @@ def main(argv=None) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main())
+    runner.console(main)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ below turn facts into states according to the options; PhasesSummary phrases.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
-import sys
 from dataclasses import dataclass
 
 import nagiosplugin
@@ -233,8 +233,8 @@ def options_from(args, parser) -> Options | str:
             for value in (warn, crit):
                 if value:
                     cli.nagios_range(value)
-        except Exception as exc:
-            return str(exc)
+        except argparse.ArgumentTypeError as exc:
+            return f"--phase-threshold {item!r}: {exc}"
         thresholds[phase] = (warn or None, crit or None)
     sasl = None
     if args.sasl_user is not None and not args.sasl_user.strip():
@@ -249,7 +249,7 @@ def options_from(args, parser) -> Options | str:
         try:
             password = read_secret(args.sasl_password_file, PASSWORD_ENV)
         except SecretError as exc:
-            return str(exc)
+            return f"--sasl-password-file: {exc}" if args.sasl_password_file else str(exc)
         if password is None:
             return (f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,
@@ -463,10 +463,12 @@ class DialogueContext(nagiosplugin.Context):
                 detail = str(reply)
             if phase == "ehlo" and reply.code in (500, 502, 504, 550):
                 detail = f"EHLO and HELO refused: {reply}"
+            state = reply_state(reply, opts.transient_state)
             if phase == "ehlo" and opts.plan.proxy is not None:
+                # even a 4xx here most likely answers the header, not the EHLO
                 detail += " (after the PROXY header)"
-            return self.result_cls(reply_state(reply, opts.transient_state),
-                                   f"{where} {phase}: {one_line(detail)}", metric)
+                state = nagiosplugin.Critical
+            return self.result_cls(state, f"{where} {phase}: {one_line(detail)}", metric)
         if opts.expect is not None:
             banner = result.replies.get("banner")
             if banner is None or opts.expect not in banner.text:
@@ -748,7 +750,7 @@ def main(argv=None) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main())
+    runner.console(main)
 
 
 if __name__ == "__main__":

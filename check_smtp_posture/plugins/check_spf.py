@@ -9,7 +9,6 @@ options; `SpfSummary` phrases them.
 from __future__ import annotations
 
 import argparse
-import sys
 
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
@@ -289,10 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ip", type=cli.ip_address, action="append", default=[],
                         metavar="ADDR", help="evaluate check_host() for this client address "
                                              "(repeatable)")
-    parser.add_argument("--sender", metavar="ADDR",
+    parser.add_argument("--sender", type=cli.spf_sender, metavar="ADDR",
                         help="MAIL FROM address for check_host() macros (default: "
                              "postmaster@DOMAIN)")
-    parser.add_argument("--helo", "--helo-name", dest="helo", metavar="NAME",
+    parser.add_argument("--helo", "--helo-name", dest="helo", type=cli.helo_name,
+                        metavar="NAME",
                         help="HELO/EHLO name for the %%{h} macro (default: DOMAIN)")
     parser.add_argument("--expect", type=result_list, metavar="RESULT[,RESULT...]",
                         help="CRITICAL unless check_host() gives one of these results "
@@ -351,8 +351,8 @@ def main(argv=None) -> int:
     return runner.run(check, args)
 
 
-def console_main():
-    sys.exit(main())
+def console_main() -> None:
+    runner.console(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -87,7 +87,8 @@ class Extensions:
     @property
     def size_limit(self) -> int | None:
         value = self.params("SIZE")
-        return int(value) if value.isdigit() else None
+        # isdigit() alone admits "²", which int() refuses
+        return int(value) if value.isascii() and value.isdigit() else None
 
 
 class SmtpDialogue:
@@ -144,6 +145,11 @@ class SmtpDialogue:
             except ConnectionRefusedError:
                 sock.close()
                 raise SmtpConnectError("connect", "connection refused") from None
+            except ConnectionResetError:
+                # Accepted, then reset before connect() looked: the same server fault
+                # as a reset while the banner is awaited, whichever the OS saw first.
+                sock.close()
+                raise SmtpConnectionClosed("banner", "connection reset by server") from None
             except OSError as exc:
                 sock.close()
                 raise SmtpConnectError("connect", exc.strerror or str(exc)) from None

@@ -185,17 +185,27 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
 def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) -> None:
     """The dialogue up to (not including) QUIT; returns early on a refusing reply."""
 
+    def closing(reply: Reply | None) -> bool:
+        # 421: the server is closing the channel (RFC 5321 §3.8): nothing more is sent,
+        # not even RSET or QUIT.
+        if reply is not None and reply.code == 421:
+            result.closed_by_server = reply
+            return True
+        return False
+
     def step(phase: str, reply: Reply) -> bool:
         result.replies[phase] = reply
         if reply.positive:
             return True
         result.stopped = phase
+        closing(reply)
         return False
 
     banner = dialogue.banner()
     result.replies["banner"] = banner
     if banner.code != 220:  # 221 or 250 is no greeting (RFC 5321 §4.2.5): nothing follows
         result.stopped = "banner"
+        closing(banner)
         return
     if not step("ehlo", dialogue.ehlo(plan.helo_name)):
         return
@@ -226,6 +236,8 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
             return
     for command in plan.commands:
         result.command_replies.append((command, dialogue.command("command", command)))
+        if closing(result.command_replies[-1][1]):
+            return
     for probe in plan.probes:
         outcome = ProbeResult(probe, plan.connection)
         result.probe_results.append(outcome)  # before asking: a failure keeps what came
@@ -242,7 +254,8 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
     if plan.mail_from is None:
         return
     if not step("mail", dialogue.mail(plan.mail_from)):
-        result.replies["rset"] = dialogue.rset()
+        if result.closed_by_server is None:
+            result.replies["rset"] = dialogue.rset()
         return
     accepted = 0
     for recipient in plan.rcpt_to:
@@ -252,6 +265,8 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         accepted += reply.positive
         if not reply.positive and result.stopped is None:
             result.stopped = "rcpt"
+        if closing(reply):
+            return
     if plan.send_data and plan.rcpt_to and accepted == len(plan.rcpt_to):
         data_reply, body_reply = dialogue.data(plan.message)
         result.replies["data"] = data_reply

@@ -2,7 +2,7 @@
 # (Debian packages with apt-get, the package itself with pip), as root.
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench fuzz
 
 install:
 	PYTHON=$(PYTHON) bash tests/lab/install-deps.sh
@@ -19,3 +19,40 @@ lint:
 
 bench: install
 	$(PYTHON) -m tests.lab.bench
+
+# For Icinga 2 and NRPE (README, "Icinga 2 and NRPE"): the plugins in a virtualenv of
+# Debian's python3 that the nagios user (icinga2's and nrpe's) can run, reinstalled
+# when the sources change; `install-nagios` adds the configuration Icinga 2 reads
+# and the NRPE snippet as an example to edit.
+NAGIOS_PREFIX ?= /opt/check_smtp_posture
+NAGIOS_PYTHON ?= /usr/bin/python3
+ICINGA2_CONF_DIR ?= /etc/icinga2/conf.d/check_smtp_posture
+NRPE_CONF_DIR ?= /etc/nagios/nrpe.d
+PLUGIN_SOURCES := setup.cfg pyproject.toml $(shell find check_smtp_posture -name '*.py' 2>/dev/null)
+
+.PHONY: install-nagios install-nagios-plugins
+
+install-nagios-plugins: $(NAGIOS_PREFIX)/.installed
+
+$(NAGIOS_PREFIX)/.installed: $(PLUGIN_SOURCES)
+	mkdir -p $(NAGIOS_PREFIX)
+	flock $(NAGIOS_PREFIX)/.install.lock sh -ec '\
+	  [ -x $(NAGIOS_PREFIX)/bin/python3 ] || $(NAGIOS_PYTHON) -m venv $(NAGIOS_PREFIX); \
+	  $(NAGIOS_PREFIX)/bin/pip install -q --disable-pip-version-check .; \
+	  touch $@'
+
+install-nagios: install-nagios-plugins
+	install -d $(ICINGA2_CONF_DIR)
+	install -m 0644 icinga2-conf/*.conf $(ICINGA2_CONF_DIR)/
+	sed -i 's|^const CheckSmtpPostureBinDir = .*|const CheckSmtpPostureBinDir = "$(NAGIOS_PREFIX)/bin"|' \
+	  $(ICINGA2_CONF_DIR)/check_smtp_posture-constants.conf
+	if [ -d $(NRPE_CONF_DIR) ]; then \
+	  sed 's|/opt/check_smtp_posture/bin|$(NAGIOS_PREFIX)/bin|' icinga2-conf/nrpe.d-check_smtp_posture.cfg \
+	    > $(NRPE_CONF_DIR)/check_smtp_posture.cfg.example; fi
+
+# Coverage-guided fuzzing (atheris) of the reply reader and the SPF parser, a fixed
+# budget per target (FUZZ_SECONDS, default 60); not part of `make test`, whose
+# tests/test_fuzz_corpus.py replays the kept corpus.
+fuzz: install
+	$(PYTHON) -m pip install -q -e '.[fuzz]'
+	PYTHON=$(PYTHON) bash fuzz/run.sh

@@ -65,13 +65,11 @@ def tokenize(text: str, *, letters=DOMAIN_LETTERS, allow_space: bool = False) ->
                 letter, digits, rev, delims = match.groups()
                 if letter.lower() not in letters:
                     raise MacroError(f"macro letter {letter!r} not allowed here")
-                if digits and int(digits) == 0:
-                    raise MacroError("macro digit transformer must be nonzero")
+                keep = _digit_transformer(digits) if digits else None
                 if literal:
                     tokens.append("".join(literal))
                     literal = []
-                tokens.append(Macro(letter, int(digits) if digits else None, bool(rev),
-                                    delims))
+                tokens.append(Macro(letter, keep, bool(rev), delims))
                 i = match.end()
             else:
                 raise MacroError(f"'%' must be followed by '{{', '%', '_' or '-': "
@@ -84,6 +82,19 @@ def tokenize(text: str, *, letters=DOMAIN_LETTERS, allow_space: bool = False) ->
     if literal:
         tokens.append("".join(literal))
     return tokens
+
+
+#: a digit transformer above this keeps every label of any name (at most 127 labels)
+MAX_KEEP = 128
+
+
+def _digit_transformer(digits: str) -> int:
+    """The "keep this many parts" of %{d2}: nonzero; any length of digits (RFC 7208
+    §7.1 sets no bound), capped so that int() never meets a 4300-digit string."""
+    significant = digits.lstrip("0")
+    if not significant:
+        raise MacroError("macro digit transformer must be nonzero")
+    return int(significant) if len(significant) <= 3 else MAX_KEEP
 
 
 def parse_domain_spec(text: str) -> list:

@@ -42,26 +42,26 @@ def all_rows() -> list[Fault]:
 
 
 def _roff(text: str) -> str:
-    # A table cell: backslashes escaped, and no leading dot or quote that
-    # troff would read as a request.
-    text = text.replace("\\", "\\e")
-    return "\\&" + text if text[:1] in ".'" else text
+    # A table text block: backslashes escaped, hyphens as minus signs (options
+    # stay copyable), and no leading dot or quote that troff would read as a request.
+    text = text.replace("\\", "\\e").replace("-", "\\-")
+    return "T{\n" + ("\\&" + text if text[:1] in ".'" else text) + "\nT}"
 
 
 def roff_table(rows: list[Fault]) -> str:
     """The FAULT MATRIX table as tbl(1) input, one block per area."""
-    out = []
+    out = [".na"]  # ragged right: justified narrow cells are hard to read
     for area in AREAS:
         block = [row for row in rows if row.area == area]
         if not block:
             continue
-        out += [f".SS {area}", ".TS", "tab(|) allbox;", "l l l lx.",
+        out += [f".SS {area}", ".TS", "tab(|) allbox;", "lx lx l lx.",
                 "\\fBfault\\fR|\\fBplugins\\fR|\\fBstate\\fR|\\fBfirst line says\\fR"]
         for row in block:
-            cells = [_roff(row.fault), _roff(row.plugins), row.state,
-                     "T{\n" + _roff(row.message) + "\nT}"]
+            cells = [_roff(row.fault), _roff(row.plugins), row.state, _roff(row.message)]
             out.append("|".join(cells))
         out.append(".TE")
+    out.append(".ad")
     return "\n".join(out) + "\n"
 
 

@@ -1,4 +1,6 @@
-"""The project's Icinga 2 configuration (icinga2-conf/*.conf) passes the real `icinga2 daemon -C`.
+"""The project's Icinga 2 configuration (icinga2-conf/*.conf) passes the real `icinga2 daemon -C`;
+every file names the one plugin directory; the man pages pass `mandoc -T lint`.
+(tests/test_icinga_daemon.py and tests/test_nrpe.py run the configuration in real daemons.)
 
 The files are loaded together, the way an operator would drop them into
 /etc/icinga2/conf.d, next to everything a default Debian install loads: the ITL
@@ -89,3 +91,120 @@ def test_a_broken_file_is_caught(tmp_path):
     result = validate(tmp_path / "icinga", [bad])
     assert result.returncode != 0
     assert "smtp" in result.stdout + result.stderr
+
+
+# -- the install path: one place, named the same everywhere ------------------------------
+
+ROOT = CONF_DIR.parent
+PREFIX = "/opt/check_smtp_posture"
+
+
+def test_every_file_names_the_same_plugin_directory():
+    """The constant, the NRPE snippet, the Makefile and the tests agree on where the
+    plugins are installed for the nagios user."""
+    from tests.lab.icinga import PLUGIN_BIN
+    from tests.lab.nrpe import snippet_commands
+
+    constants = (CONF_DIR / "check_smtp_posture-constants.conf").read_text()
+    assert f'const CheckSmtpPostureBinDir = "{PREFIX}/bin"' in constants
+    assert str(PLUGIN_BIN) == f"{PREFIX}/bin"
+    assert f"NAGIOS_PREFIX ?= {PREFIX}\n" in (ROOT / "Makefile").read_text()
+    commands = snippet_commands((CONF_DIR / "nrpe.d-check_smtp_posture.cfg").read_text())
+    assert commands
+    for line in commands.values():
+        assert line.startswith(f"{PREFIX}/bin/check_"), line
+
+
+def test_every_check_command_runs_from_the_plugin_directory():
+    for path in CONF_DIR.glob("check_*.conf"):
+        for command in re.findall(r"^\s*command\s*=\s*\[([^\]]*)\]", path.read_text(), re.M):
+            assert command.strip() == f'CheckSmtpPostureBinDir + "/{path.stem}"', path.name
+
+
+# -- man pages ---------------------------------------------------------------------------
+
+MANDOC = shutil.which("mandoc") or "/usr/bin/mandoc"
+MAN_PAGES = sorted((ROOT / "man").glob("*.[1-8]"))
+
+
+def _lint(page: Path, level: str) -> subprocess.CompletedProcess:
+    return subprocess.run([MANDOC, "-T", "lint", "-W", level, str(page)],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.skipif(not Path(MANDOC).exists(), reason="mandoc is not installed (make install)")
+@pytest.mark.parametrize("page", MAN_PAGES, ids=lambda p: p.name)
+def test_man_page_has_no_mandoc_warning(page):
+    """No warning or error (a .TH date mandoc cannot parse is one)."""
+    lint = _lint(page, "warning")
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
+
+
+@pytest.mark.skipif(not Path(MANDOC).exists(), reason="mandoc is not installed (make install)")
+def test_man_pages_are_mandoc_lint_clean():
+    lints = [_lint(page, "style") for page in MAN_PAGES]
+    assert "".join(lint.stdout + lint.stderr for lint in lints) == ""
+
+
+# -- every argument in ITL style, checked against the plugin's own parser ----------------
+
+def _argument_blocks(text: str) -> dict[str, str]:
+    """option -> the text of its `"--option" = { ... }` block in `arguments`."""
+    body = text[text.index("arguments = {"):]
+    blocks = {}
+    for match in re.finditer(r'^\s*"(--?[A-Za-z0-9][a-z0-9-]*)"\s*=\s*\{', body, re.M):
+        depth, end = 0, match.end() - 1
+        for end in range(match.end() - 1, len(body)):
+            depth += {"{": 1, "}": -1}.get(body[end], 0)
+            if depth == 0:
+                break
+        blocks[match.group(1)] = body[match.end():end]
+    return blocks
+
+
+def _plugin_actions(script: str) -> dict:
+    import importlib
+
+    from tests.lab.icinga import REPO
+
+    config = re.search(rf"^\s*{script} = ([\w.]+):", (REPO / "setup.cfg").read_text(), re.M)
+    parser = importlib.import_module(config.group(1)).build_parser()
+    actions = {}
+    for action in parser._actions:
+        names = [o for o in action.option_strings if o.startswith("--")] or action.option_strings
+        if names and not set(names) & {"--help", "--version", "--list-zones"}:
+            actions[names[0]] = action
+    return actions
+
+
+@pytest.mark.parametrize("script", ["check_smtp_phases", "check_mx_sanity", "check_dnsbl",
+                                    "check_spf", "check_open_relay"])
+def test_every_argument_is_passed_only_when_its_variable_says_so(script):
+    """Flags by set_if, optional values only when set and not empty (set_if), repeatable
+    options with repeat_key, the verbosity as -v..-vvv; a description each."""
+    import argparse
+
+    blocks = _argument_blocks((CONF_DIR / f"{script}.conf").read_text())
+    for option, action in _plugin_actions(script).items():
+        block = blocks[option]
+        assert "description = " in block, option
+        if isinstance(action, argparse._CountAction):
+            assert "skip_key = true" in block and '"-vvv"' in block, option
+        elif action.nargs == 0:
+            assert re.search(r'set_if = "\$\w+\$"', block) and "value" not in block, option
+        elif "required = true" in block:
+            assert action.required or option == "--domain", option
+        else:
+            assert re.search(r"set_if = \{\{", block), option
+        assert ("repeat_key = true" in block) == isinstance(action, argparse._AppendAction), \
+            option
+
+
+def test_every_man_page_is_installed_with_the_package():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(CONF_DIR.parent / "setup.cfg")
+    installed = {line.strip() for value in config["options.data_files"].values()
+                 for line in value.strip().splitlines()}
+    assert installed == {f"man/{page.name}" for page in MAN_PAGES}

@@ -3,8 +3,8 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-DEBS=(postfix nsd dovecot-imapd icinga2 nagios-nrpe-server monitoring-plugins-standard
-      iproute2 openssl procps)
+DEBS=(postfix nsd dovecot-imapd icinga2 nagios-nrpe-server nagios-nrpe-plugin
+      monitoring-plugins-standard python3-venv mandoc make iproute2 openssl procps)
 
 missing=()
 for pkg in "${DEBS[@]}"; do
@@ -28,3 +28,8 @@ fi
 
 PY=${PYTHON:-python3}
 "$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The plugins where the nagios user (which runs icinga2 and nrpe) can run them: a
+# virtualenv of Debian's python3 in /opt/check_smtp_posture, refreshed when the
+# sources changed (Makefile, install-nagios-plugins). The Icinga and NRPE tests use it.
+make -s --no-print-directory install-nagios-plugins

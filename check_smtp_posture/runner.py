@@ -8,6 +8,7 @@ line that always carries the perfdata, and no traceback ever.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -120,5 +121,13 @@ def console(main) -> None:
             stream.reconfigure(errors="backslashreplace")
         except (AttributeError, ValueError):  # not a text file of io's kind
             pass
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): nothing left to tell, and Python's
+        # flush at exit must not print a traceback either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = states.exit_code("unknown")
+    sys.exit(status)
 

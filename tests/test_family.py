@@ -249,3 +249,14 @@ def test_no_plugin_shows_or_stores_the_password(script, lab_dns, fake_smtp, tmp_
             assert not any(form.encode() in data for form in _secret_forms()), path
     if script == "check_mx_sanity":
         assert (state_dir / "state.json").exists()  # the state file was written and read
+
+
+@pytest.mark.parametrize("script", NAMES)
+def test_a_reader_that_goes_away_gets_no_traceback(script):
+    # `check_x ... | head -1` closes the pipe before the usage is written.
+    proc = subprocess.Popen([script, "-D", "a..b"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=30) == 3
+    assert stderr == b""

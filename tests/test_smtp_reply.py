@@ -54,7 +54,7 @@ def test_ehlo_keywords_parse_old_auth_syntax_and_merge():
                          "250-size 1000", "250 STARTTLS"])
     ext = Extensions.from_reply(reply)
     assert ext.auth_mechanisms == ("PLAIN", "LOGIN")
-    assert ext.size_limit == 1000
+    assert ext.params("SIZE") == "1000"
     assert "starttls" in ext and "PIPELINING" not in ext
 
 

@@ -84,12 +84,6 @@ class Extensions:
             seen.setdefault(mech, None)
         return tuple(seen)
 
-    @property
-    def size_limit(self) -> int | None:
-        value = self.params("SIZE")
-        # isdigit() alone admits "²", which int() refuses
-        return int(value) if value.isascii() and value.isdigit() else None
-
 
 class SmtpDialogue:
     """One connection to one SMTP endpoint, bounded by the run's deadline."""

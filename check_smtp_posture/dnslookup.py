@@ -111,6 +111,7 @@ class DnsClient:
             resolver.use_edns(0, dns.flags.DO, 1232)
             resolver.flags = dns.flags.RD | dns.flags.AD
         self._resolver = resolver
+        self._runners = _Runners()
 
     def query(self, name: str, rdtype: str) -> DnsAnswer:
         """Ask for `rdtype` records of `name`; never raises for DNS outcomes."""
@@ -126,15 +127,12 @@ class DnsClient:
         # dnspython sleeps its retry back-off (up to 2 s) without looking at
         # the lifetime, so against a refusing server resolve() overruns it. The
         # query runs in a daemon thread that the run stops waiting for.
-        outcome: list[DnsAnswer] = []
-        worker = threading.Thread(target=lambda: outcome.append(
-            self._resolve(name, rdtype, lifetime)), daemon=True)
         started = time.monotonic()
-        worker.start()
-        worker.join(lifetime + LIFETIME_MARGIN / 2)
-        answer = outcome[0] if outcome else DnsAnswer(
-            name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
-            detail=f"no answer within {lifetime:.1f}s")
+        answer = self._runners.run(lambda: self._resolve(name, rdtype, lifetime),
+                                   lifetime + LIFETIME_MARGIN / 2)
+        if answer is None:
+            answer = DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
+                               detail=f"no answer within {lifetime:.1f}s")
         if answer.status == TIMEOUT and cut_short:
             answer = replace(answer, out_of_time=True)
         return answer
@@ -158,8 +156,9 @@ class DnsClient:
         except dns.exception.Timeout:
             return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started)
         except dns.resolver.NoNameservers as exc:
+            detail = _no_nameservers_detail(exc)  # the rcode; said once, not "SERVFAIL (SERVFAIL)"
             return DnsAnswer(name, rdtype, SERVFAIL, elapsed=time.monotonic() - started,
-                             detail=_no_nameservers_detail(exc))
+                             detail="" if detail == SERVFAIL else detail)
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             return DnsAnswer(name, rdtype, ERROR, elapsed=time.monotonic() - started,
                              detail=f"{type(exc).__name__}: {exc}")
@@ -190,6 +189,76 @@ class DnsClient:
     def reverse(self, address: str) -> DnsAnswer:
         """PTR answer for an IPv4 or IPv6 address."""
         return self.query(dns.reversename.from_address(address).to_text(), "PTR")
+
+
+class _Runners:
+    """Daemon threads that run one query at a time and are kept for the next.
+
+    Starting a thread per query cost more CPU than the query itself; a runner
+    that has answered waits for the next query instead of ending, and ends
+    once no query came for IDLE_SECONDS (so runs in one process, the tests',
+    leave no threads behind). A runner stuck in a query is simply not reused.
+    """
+
+    IDLE_SECONDS = 1.0
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._idle: list[_Runner] = []
+
+    def run(self, work, wait: float):
+        """work() in a runner: its result, or None when it did not return within `wait`."""
+        done = threading.Event()
+        outcome: list = []
+
+        def job():
+            try:
+                outcome.append(work())
+            finally:  # an unexpected exception ends the runner; the caller wakes anyway
+                done.set()
+
+        with self._lock:
+            runner = self._idle.pop() if self._idle else None
+        if runner is None:
+            runner = _Runner(self)
+        runner.give(job)
+        done.wait(wait)
+        return outcome[0] if outcome else None
+
+    def _finished(self, runner: _Runner) -> None:
+        with self._lock:
+            self._idle.append(runner)
+
+    def _retire(self, runner: _Runner) -> bool:
+        """True if `runner`, idle too long, may end; False if a job was handed to it meanwhile."""
+        with self._lock:
+            if runner in self._idle:
+                self._idle.remove(runner)
+                return True
+            return False
+
+
+class _Runner:
+    def __init__(self, runners: _Runners):
+        self._runners = runners
+        self._job = None
+        self._wake = threading.Lock()
+        self._wake.acquire()  # released by give(): a lock any thread may release
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def give(self, job) -> None:
+        self._job = job
+        self._wake.release()
+
+    def _loop(self) -> None:
+        while True:
+            if not self._wake.acquire(timeout=_Runners.IDLE_SECONDS):
+                if self._runners._retire(self):
+                    return
+                self._wake.acquire()  # popped from the idle list just now: its job comes
+            job, self._job = self._job, None
+            job()
+            self._runners._finished(self)
 
 
 def _stray_records(response) -> bool:

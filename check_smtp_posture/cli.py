@@ -281,10 +281,10 @@ def add_transient_option(parser: argparse.ArgumentParser, what: str) -> None:
 DEFAULT_CONCURRENCY = 32
 
 
-def add_concurrency_option(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--concurrency", type=whole_number(1), default=DEFAULT_CONCURRENCY,
-                        metavar="N",
-                        help=f"{what} at once (default: {DEFAULT_CONCURRENCY})")
+def add_concurrency_option(parser: argparse.ArgumentParser, what: str,
+                           default: int = DEFAULT_CONCURRENCY) -> None:
+    parser.add_argument("--concurrency", type=whole_number(1), default=default,
+                        metavar="N", help=f"{what} at once (default: {default})")
 
 
 def dns_client(args, deadline, *, dnssec: bool = False):

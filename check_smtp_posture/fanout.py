@@ -9,15 +9,18 @@ it still get theirs. The order of the results is the order of the endpoints.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence, TypeVar
 
 from check_smtp_posture.deadline import Deadline
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to run
+if TYPE_CHECKING:
+    from typing import Callable, Sequence, TypeVar
+
+    Item = TypeVar("Item")
+    Result = TypeVar("Result")
+
 #: seconds kept back from the endpoints' shares for the run to report
 REPORT_MARGIN = 0.1
-
-Item = TypeVar("Item")
-Result = TypeVar("Result")
 
 
 def each_endpoint(endpoints: Sequence[Item], work: Callable[[Item, Deadline], Result],

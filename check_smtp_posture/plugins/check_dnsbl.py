@@ -33,6 +33,9 @@ from check_smtp_posture.summary import FamilySummary
 
 NAME = "DNSBL"
 LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
+#: queries in flight at once: 30 zones x 4 addresses and each zone's test entry
+#: (150 queries) in two waves, for each wave costs a whole DNS round trip
+DEFAULT_CONCURRENCY = 128
 
 # outcome of one blocklist query
 LISTED = "listed"
@@ -153,7 +156,7 @@ class DnsblResource(nagiosplugin.Resource):
     """Finds the addresses, asks every zone about each; decides nothing."""
 
     def __init__(self, client, *, ip_zones, domain_zones=(), domain=None, hosts=(), ips=(),
-                 family=None, concurrency=cli.DEFAULT_CONCURRENCY):
+                 family=None, concurrency=DEFAULT_CONCURRENCY):
         self.client = client
         self.ip_zones = list(ip_zones)
         self.domain_zones = list(domain_zones)
@@ -423,7 +426,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_family_options(parser)
     cli.add_threshold_options(parser, what="the number of listings", warning="0",
                               critical="1")
-    cli.add_concurrency_option(parser, "DNS queries asked")
+    cli.add_concurrency_option(parser, "DNS queries asked", default=DEFAULT_CONCURRENCY)
     parser.add_argument("--strict", action="store_true",
                         help="WARNING when a zone is unusable, timed out or broken "
                              "(default: a note)")

@@ -8,10 +8,8 @@ Contexts decide what a 454 to STARTTLS or a missing AUTH means.
 
 from __future__ import annotations
 
-import ssl
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
@@ -19,6 +17,11 @@ from check_smtp_posture.smtp.errors import SmtpError, SmtpProtocolError
 from check_smtp_posture.smtp.reply import Reply
 from check_smtp_posture.smtp.transcript import Transcript
 from check_smtp_posture.targets import Endpoint
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (or ssl) to run
+if TYPE_CHECKING:
+    import ssl
+    from collections.abc import Callable
 
 STARTTLS_AUTO, STARTTLS_NEVER = "auto", "never"
 # what SessionResult.withheld says the client kept back for want of TLS

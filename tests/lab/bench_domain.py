@@ -1,6 +1,7 @@
 """Benchmark: check_smtp_phases -D wall time against the number of MX endpoints.
 
-Runs the installed plugin as a process of its own (as Icinga would) for the
+Runs the plugin as a process of its own (as Icinga would; the interpreter of
+tests/lab/bench_kit.py) for the
 domains n1, n2, n4, n8 and n16 of the zone scale.bench.test, which have 1, 2,
 4, 8 and 16 MX hosts. Each MX host has one A record (no AAAA, so the plugin
 asks A and AAAA for each) pointing to its own fake SMTP server on
@@ -12,20 +13,17 @@ machine's speed hits every N alike; the table shows the median wall time per N
 and its ratio to N=1.
 
     python -m tests.lab.bench_domain [--repeat 5] [--delay 0.1] [--banner-delay 0.2]
-                                     [--concurrency N]
+                                     [--concurrency N] [--python PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import socket
 import statistics
-import subprocess
 import sys
-import sysconfig
-import time
+
+from tests.lab.bench_kit import Plugins, run, target
 
 ZONE = "scale.bench.test"
 COUNTS = (1, 2, 4, 8, 16)
@@ -33,6 +31,9 @@ SMTP_ADDRESSES = tuple(f"127.0.26.{i}" for i in range(1, max(COUNTS) + 1))
 NSD_ADDRESS = "127.0.26.53"
 FORWARDER_ADDRESS = "127.0.26.54"
 PLUGIN_TIMEOUT = 10.0
+BENCH = "check_smtp_phases -D"
+#: the issue's target: N endpoints take at most this times one endpoint's wall time
+MAX_RATIO = 1.3
 
 
 def domain(n: int) -> str:
@@ -47,21 +48,6 @@ def scale_zone() -> str:
             lines.append(f"n{n}          MX {10 * i} mx{i}.n{n}")
             lines.append(f"mx{i}.n{n}     A  {SMTP_ADDRESSES[i - 1]}")
     return "\n".join(lines) + "\n"
-
-
-def plugin_command() -> list[str]:
-    """The console script installed beside this interpreter, else on PATH, else -m.
-
-    The interpreter's own scripts directory comes first so that a version
-    manager's shim on PATH (pyenv's is a bash script) does not add its own
-    start-up time to every run.
-    """
-    path = os.pathsep.join(p for p in (sysconfig.get_path("scripts"),
-                                       os.environ.get("PATH", "")) if p)
-    script = shutil.which("check_smtp_phases", path=path)
-    if script:
-        return [script]
-    return [sys.executable, "-m", "check_smtp_posture.plugins.check_smtp_phases"]
 
 
 def free_tcp_port(address: str) -> int:
@@ -93,24 +79,19 @@ def stop_all(servers: list) -> None:
         server.stop()
 
 
-def run_check(base: list[str], n: int, server_arg: str, port: int,
+def run_check(plugins: Plugins, n: int, server_arg: str, port: int,
               concurrency: int | None) -> tuple[float, int | str, str]:
     """(wall seconds, exit status or 'hung', first line of output) of one run."""
-    cmd = [*base, "-D", domain(n), "--dns-server", server_arg, "-p", str(port),
-           "--no-starttls", "-t", f"{PLUGIN_TIMEOUT:g}"]
+    cmd = plugins.command("check_smtp_phases", "-D", domain(n), "--dns-server", server_arg,
+                          "-p", port, "--no-starttls", "-t", f"{PLUGIN_TIMEOUT:g}")
     if concurrency is not None:
         cmd += ["--concurrency", str(concurrency)]
-    started = time.monotonic()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=PLUGIN_TIMEOUT + 20)
-    except subprocess.TimeoutExpired:  # the plugin ignored its own -t: say so, go on
-        return time.monotonic() - started, "hung", ""
-    wall = time.monotonic() - started
-    lines = proc.stdout.splitlines()
-    if not lines:  # no plugin output (a traceback?): the last line of stderr says why
-        lines = proc.stderr.splitlines()[-1:] or ["(no output)"]
-    return wall, proc.returncode, lines[0]
+    # a plugin that ignores its own -t is killed and reported as "hung"
+    done = run(cmd, plugins.env, timeout=PLUGIN_TIMEOUT + 20)
+    lines = done.output.splitlines()
+    if lines and lines[0].startswith("Traceback"):  # no plugin output: the last line says why
+        lines = lines[-1:]
+    return done.wall, done.status, (lines or ["(no output)"])[0]
 
 
 def main(argv=None) -> int:
@@ -122,17 +103,19 @@ def main(argv=None) -> int:
                         help="seconds each SMTP server waits before its banner (default: 0.2)")
     parser.add_argument("--concurrency", type=int,
                         help="passed to the plugin (default: the plugin's own default)")
+    parser.add_argument("--python", help="interpreter to run the plugin with (bench_kit.py)")
     args = parser.parse_args(argv)
     repeat = max(1, args.repeat)
 
     from tests.lab.authdns import LabDns, free_udp_port
     from tests.lab.dnsdelay import DelayingDns, measure_latency
 
-    base = plugin_command()
+    plugins = Plugins(args.python)
     print(f"check_smtp_phases -D benchmark: 1..{max(COUNTS)} MX endpoints, "
           f"{args.delay * 1000:.0f} ms per DNS answer, "
           f"{args.banner_delay * 1000:.0f} ms per SMTP banner")
-    print(f"  plugin: {' '.join(base)}   concurrency: "
+    print(f"  interpreter: {plugins.describe()}")
+    print("  concurrency: "
           + (str(args.concurrency) if args.concurrency is not None else "plugin default"))
     print("  queries per run: MX of the domain, then A and AAAA of each MX host "
           "(1 + 2N); one SMTP session per endpoint (--no-starttls)")
@@ -151,10 +134,10 @@ def main(argv=None) -> int:
         latency = measure_latency(forwarder.listen, f"mx1.{domain(1)}")
         print(f"  measured round trip of one query through the lab DNS: {latency * 1000:.0f} ms")
         # warm-up, not counted: page cache, .pyc files
-        run_check(base, 1, forwarder.server_arg, port, args.concurrency)
+        run_check(plugins, 1, forwarder.server_arg, port, args.concurrency)
         for _ in range(repeat):
             for n in COUNTS:
-                runs[n].append(run_check(base, n, forwarder.server_arg, port,
+                runs[n].append(run_check(plugins, n, forwarder.server_arg, port,
                                          args.concurrency))
         sessions = sum(len(s.sessions) for s in servers)
     finally:
@@ -162,6 +145,7 @@ def main(argv=None) -> int:
         if forwarder is not None:
             forwarder.stop()
         nsd.stop()
+        plugins.close()
 
     expected = repeat * sum(COUNTS) + 1  # and the warm-up's
     print(f"  {repeat} run(s) per N, interleaved; SMTP sessions served: {sessions} "
@@ -200,6 +184,15 @@ def main(argv=None) -> int:
         print(f"  {last} endpoints / {first} endpoint = {medians[last] / medians[first]:.2f}x")
     else:
         print(f"  {last} endpoints / {first} endpoint = n/a (no run exited 0 for one of them)")
+    worst = max((n for n in COUNTS if n in medians), default=None,
+                key=lambda n: medians[n])
+    if first in medians and all(n in medians for n in COUNTS):
+        ratio = medians[worst] / medians[first]
+        target(BENCH, f"-D wall, N endpoints / 1, N <= {last}, 100 ms DNS (worst N={worst})",
+               f"{ratio:.2f}x", f"<= {MAX_RATIO}x", ratio <= MAX_RATIO)
+    else:
+        target(BENCH, f"-D wall, N endpoints / 1, N <= {last}, 100 ms DNS", "-",
+               f"<= {MAX_RATIO}x", False)
     bad = [n for n in COUNTS if any(r[1] != 0 for r in runs[n])]
     if bad:
         print(f"  plugin runs did not exit 0 for N = {', '.join(map(str, bad))}; "

@@ -4,7 +4,12 @@
 set -euo pipefail
 
 DEBS=(postfix nsd dovecot-imapd icinga2 nagios-nrpe-server nagios-nrpe-plugin
-      monitoring-plugins-standard python3-venv mandoc make iproute2 openssl procps)
+      monitoring-plugins-standard python3-venv mandoc make iproute2 openssl procps
+      # the peers `make bench` compares with: check_rbl and check_ssl_cert, and what
+      # they need that --no-install-recommends leaves out
+      monitoring-plugins-contrib libmonitoring-plugin-perl libnet-dns-perl libnet-ip-perl
+      libreadonly-perl libdata-validate-domain-perl libdata-validate-ip-perl
+      libcapture-tiny-perl bind9-host)
 
 missing=()
 for pkg in "${DEBS[@]}"; do

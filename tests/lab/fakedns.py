@@ -47,8 +47,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from tests.lab.threadedserver import ThreadedServer
+
 DEFAULT_ADDRESS = "127.0.27.53"
-MAX_CONNECTIONS = 32
 
 NXDOMAIN = "NXDOMAIN"
 NODATA = "NODATA"
@@ -106,20 +107,18 @@ class World:
         return None
 
 
-class FakeDns:
+class FakeDns(ThreadedServer):
     """`FakeDns(world).start()`; `server_arg` for --dns-server; `stop()`."""
+
+    thread_name = "fakedns"
 
     def __init__(self, world: World, address: str = DEFAULT_ADDRESS, port: int = 0):
         self.world = world
         self.address = address
         self.port = port
         self.queries: list[tuple[str, str, str]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
+        super().__init__()
         self._udp: socket.socket | None = None
-        self._tcp: socket.socket | None = None
 
     @property
     def server_arg(self) -> str:
@@ -154,38 +153,15 @@ class FakeDns:
         tcp.listen(16)
         udp.settimeout(0.1)
         tcp.settimeout(0.1)
-        self._udp, self._tcp = udp, tcp
+        self._udp = udp
         self.port = udp.getsockname()[1]
         self._spawn(self._udp_loop)
-        self._spawn(self._accept_loop)
+        self._listen(tcp)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in list(self._threads):
-            t.join(3.0)
-        for sock in (self._udp, self._tcp):
-            if sock is not None:
-                sock.close()
-        self._udp = self._tcp = None
-
-    def __enter__(self) -> FakeDns:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _spawn(self, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True, name="fakedns")
-        self._threads.append(t)
-        t.start()
+        self._stop_threads(self._udp)
+        self._udp = None
 
     # -- transports --------------------------------------------------------
     def _udp_loop(self) -> None:
@@ -201,22 +177,7 @@ class FakeDns:
                 except OSError:
                     pass
 
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._tcp.accept()
-            except (socket.timeout, OSError):
-                continue
-            with self._lock:
-                busy = len(self._conns) >= MAX_CONNECTIONS
-                if not busy:
-                    self._conns.add(conn)
-            if busy:
-                conn.close()
-                continue
-            self._spawn(self._serve_tcp, conn)
-
-    def _serve_tcp(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, peer) -> None:  # DNS over TCP
         conn.settimeout(0.1)
         buffer = b""
         try:
@@ -238,10 +199,6 @@ class FakeDns:
                         conn.sendall(struct.pack("!H", len(reply)) + reply)
         except OSError:
             pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
 
     # -- answers -----------------------------------------------------------
     def answer(self, data: bytes, transport: str) -> bytes | None:

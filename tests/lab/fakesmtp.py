@@ -67,8 +67,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Union
 
+from tests.lab.threadedserver import ThreadedServer
+
 DEFAULT_ADDRESS = "127.0.27.1"
-MAX_SESSIONS = 32
 MAX_LINE = 16384
 MAX_SESSION_BYTES = 1 << 20
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -207,7 +208,7 @@ class _EndSession(Exception):
     pass
 
 
-class FakeSmtpServer:
+class FakeSmtpServer(ThreadedServer):
     def __init__(self, script: str | dict[str, Action] = "normal", *,
                  address: str = DEFAULT_ADDRESS, port: int = 0,
                  hostname: str = "fake.posture.test",
@@ -242,11 +243,8 @@ class FakeSmtpServer:
                                   or "STARTTLS" in self.script)
         self.advertise_starttls = advertise_starttls
         self.sessions: list[Session] = []
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        super().__init__()
+        self.thread_name = f"fakesmtp-{self.name}"
 
     # -- public ------------------------------------------------------------
     @property
@@ -276,61 +274,13 @@ class FakeSmtpServer:
         listener.listen(16)
         listener.settimeout(0.1)
         self.port = listener.getsockname()[1]
-        self._listener = listener
-        self._spawn(self._accept_loop)
+        self._listen(listener)
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._listener:
-            try:  # wakes the accept() at once (Linux)
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in list(self._threads):
-            t.join(3.0)
-        if self._listener:
-            self._listener.close()
-            self._listener = None
-
-    def __enter__(self) -> FakeSmtpServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<FakeSmtpServer {self.name} {self.address}:{self.port}>"
 
-    # -- threads -----------------------------------------------------------
-    def _spawn(self, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True,
-                             name=f"fakesmtp-{self.name}")
-        self._threads.append(t)
-        t.start()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            with self._lock:
-                busy = len(self._conns) >= MAX_SESSIONS
-                if not busy:
-                    self._conns.add(conn)
-            if busy:
-                conn.close()
-                continue
-            self._spawn(self._serve, conn, peer)
-
+    # -- one connection -----------------------------------------------------
     def _serve(self, conn: socket.socket, peer) -> None:
         session = Session(peer)
         self.sessions.append(session)
@@ -354,8 +304,6 @@ class FakeSmtpServer:
             pass
         finally:
             io.close()
-            with self._lock:
-                self._conns.discard(conn)
             session.ended.set()
 
     # -- SMTP --------------------------------------------------------------

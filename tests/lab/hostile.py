@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from dataclasses import dataclass
 from typing import Callable, Union
+
+from tests.lab.threadedserver import ThreadedServer
 
 DEFAULT_ADDRESS = "127.0.27.9"
 HOSTNAME = b"hostile.posture.test"
@@ -82,7 +83,9 @@ class _End(Exception):
     """This connection's conversation is over."""
 
 
-class HostileServer:
+class HostileServer(ThreadedServer):
+    thread_name = "hostile-smtp"
+
     def __init__(self, script: dict[str, Step] | None = None, *,
                  address: str = DEFAULT_ADDRESS):
         self.script = {k if k in ("banner", "DATA-END") else k.upper(): v
@@ -90,11 +93,7 @@ class HostileServer:
         self.address = address
         self.port = 0
         self.sessions: list[list[bytes]] = []
-        self._stop = threading.Event()
-        self._listener: socket.socket | None = None
-        self._threads: list[threading.Thread] = []
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
+        super().__init__()
 
     @property
     def host(self) -> str:
@@ -105,50 +104,14 @@ class HostileServer:
         return [_verb(line) for lines in list(self.sessions) for line in lines]
 
     def start(self) -> HostileServer:
-        self._listener = socket.create_server((self.address, 0))
-        self._listener.settimeout(TICK)
-        self.port = self._listener.getsockname()[1]
-        self._spawn(self._accept_loop)
+        listener = socket.create_server((self.address, 0))
+        listener.settimeout(TICK)
+        self.port = listener.getsockname()[1]
+        self._listen(listener)
         return self
 
-    def stop(self) -> None:
-        self._stop.set()
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for thread in list(self._threads):
-            thread.join(3.0)
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-
-    def __enter__(self) -> HostileServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def _spawn(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name="hostile-smtp")
-        self._threads.append(thread)
-        thread.start()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:  # the tick, or the listener closed
-                continue
-            conn.settimeout(TICK)
-            with self._lock:
-                self._conns.add(conn)
-            self._spawn(self._serve, conn)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, peer) -> None:
+        conn.settimeout(TICK)
         lines: list[bytes] = []
         self.sessions.append(lines)
         buffer = b""
@@ -170,10 +133,6 @@ class HostileServer:
                     break
         except (_End, OSError):
             pass
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
 
     def _readline(self, conn: socket.socket, buffer: bytes) -> tuple[bytes, bytes]:
         while b"\n" not in buffer:

@@ -183,15 +183,27 @@ class LabDns:
         self.stop()
 
 
-def stop_process(process: subprocess.Popen | None, grace: float = 5.0) -> None:
-    """Terminate a lab server process; kill it if it lingers past `grace` seconds."""
+def stop_process(process: subprocess.Popen | None, grace: float = 5.0, *,
+                 group: bool = False) -> None:
+    """Terminate a lab server process; kill it if it lingers past `grace` seconds.
+
+    `group`: signal its whole process group (started with start_new_session), for
+    daemons that fork workers (icinga2, nrpe).
+    """
     if process is None or process.poll() is not None:
         return
-    process.terminate()
+
+    def signal(number: int) -> None:
+        if group:
+            os.killpg(process.pid, number)
+        else:
+            process.send_signal(number)
+
+    signal(15)
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:
-        process.kill()
+        signal(9)
         process.wait()
 
 

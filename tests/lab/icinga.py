@@ -42,6 +42,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.lab.authdns import stop_process
+
 ICINGA2 = shutil.which("icinga2") or "/usr/sbin/icinga2"
 REPO = Path(__file__).resolve().parents[2]
 #: where `make install-nagios-plugins` puts the family (see README, "Icinga 2 and NRPE")
@@ -332,15 +334,7 @@ class IcingaNode:
                            + self.log_file.read_text(errors="replace")[-6000:])
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait(timeout=10)
+        stop_process(self.process, 10, group=True)
         self.process = None
 
     def log(self) -> str:

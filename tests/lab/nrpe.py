@@ -23,6 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.lab.authdns import stop_process
 from tests.lab.icinga import DAEMON_ENV, PLUGIN_DIR, free_port, private_dir, run_as_user
 
 NRPE = shutil.which("nrpe") or "/usr/sbin/nrpe"
@@ -113,13 +114,7 @@ class LabNrpe:
         return int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, 15)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, 9)
-                self.process.wait(timeout=10)
+        stop_process(self.process, 10, group=True)
         self.process = None
 
     def __enter__(self) -> LabNrpe:

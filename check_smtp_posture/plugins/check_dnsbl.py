@@ -174,7 +174,7 @@ class DnsblResource(nagiosplugin.Resource):
 
     def probe(self):
         started = time.monotonic()
-        facts = self.facts = DnsblFacts()
+        facts = DnsblFacts()
         addresses = self._addresses(facts)
         pool = ThreadPoolExecutor(max_workers=self.concurrency)
         try:
@@ -191,7 +191,7 @@ class DnsblResource(nagiosplugin.Resource):
                                   context=DEFAULT)
         yield seconds("query_time", facts.query_time, "query_time")
         yield nagiosplugin.Metric("queries_unanswered", len(facts.unanswered), min=0,
-                                  context="unanswered")
+                                  max=len(facts.lookups), context="unanswered")
 
     # -- which addresses: the family's resolver, for -D and each -H
 
@@ -279,13 +279,12 @@ class UnansweredContext(nagiosplugin.Context):
     def evaluate(self, metric, resource):
         if not metric.value:
             return nagiosplugin.Result(Ok, None, metric)
-        asked = len(resource.facts.lookups)
         return nagiosplugin.Result(
-            self.state, f"timeout after {self.timeout:g}s: {metric.value} of {asked} "
+            self.state, f"timeout after {self.timeout:g}s: {metric.value} of {metric.max} "
             f"blocklist queries not answered in time (raise -t or --concurrency)", metric)
 
     def performance(self, metric, resource):
-        return nagiosplugin.Performance(metric.name, metric.value, min=0)
+        return nagiosplugin.Performance(metric.name, metric.value, min=0)  # max: no threshold
 
 
 class ListedContext(nagiosplugin.ScalarContext):

@@ -249,7 +249,7 @@ def options_from(args, parser) -> Options | str:
         try:
             password = read_secret(args.sasl_password_file, PASSWORD_ENV)
         except SecretError as exc:
-            return f"--sasl-password-file: {exc}" if args.sasl_password_file else str(exc)
+            return f"--sasl-password-file: {exc}"  # only a file can fail to be read
         if password is None:
             return (f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,

@@ -247,12 +247,10 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         outcome.mail = dialogue.mail(probe.sender)
         if outcome.mail.positive:
             outcome.rcpt = dialogue.rcpt(probe.recipient)
-        if outcome.verdict.code != 421:
-            outcome.rset = dialogue.rset()
-        closing = next((r for r in (outcome.verdict, outcome.rset)
-                        if r is not None and r.code == 421), None)
-        if closing is not None:
-            result.closed_by_server = closing
+        if closing(outcome.verdict):
+            return
+        outcome.rset = dialogue.rset()
+        if closing(outcome.rset):
             return
     if plan.mail_from is None:
         return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from collections import namedtuple
 
 import nagiosplugin
 
@@ -30,10 +30,8 @@ class _LastResortTimeout(BaseException):
     """Raised from the SIGALRM handler; BaseException so `except Exception` won't eat it."""
 
 
-@dataclass
-class Outcome:
-    exitcode: int
-    text: str
+#: what a run prints and the status it exits with
+Outcome = namedtuple("Outcome", ("exitcode", "text"))
 
 
 def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
@@ -124,10 +122,17 @@ def console(main) -> None:
     try:
         status = main()
         sys.stdout.flush()
+        sys.stderr.flush()
     except BrokenPipeError:
         # The reader went away (`| head -1`): nothing left to tell, and Python's
         # flush at exit must not print a traceback either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = states.exit_code("unknown")
+    if isinstance(status, int):
+        # Everything is said and written (the state file closed in its `with`): leave
+        # without the interpreter's teardown, which frees every object and module one
+        # by one, 10 to 20 ms of CPU per run once dnspython is loaded; and without
+        # waiting for a probe thread the deadline has given up on.
+        os._exit(status)
     sys.exit(status)
 

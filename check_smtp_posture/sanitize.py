@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-_LABEL_UNSAFE = re.compile(r"[^\w.:@+-]+")
+# a pattern, compiled (and cached by re) on first use: not every run writes a label
+_LABEL_UNSAFE = r"[^\w.:@+-]+"
 
 
 def one_line(text: str | bytes, limit: int = 120) -> str:
@@ -35,7 +36,7 @@ def printable(text: str, limit: int | None = None) -> str:
 
 def perf_label(text: str) -> str:
     """A perfdata label part: only letters, digits and . : @ + - (others become '_')."""
-    return _LABEL_UNSAFE.sub("_", str(text))
+    return re.sub(_LABEL_UNSAFE, "_", str(text))
 
 
 def _truncate(text: str, limit: int | None) -> str:

@@ -208,8 +208,6 @@ def test_a_plain_run_of_an_address_imports_only_what_it_uses(script, extra, fake
     assert _loaded(modules - bare, NOT_FOR_A_PLAIN_SMTP_RUN) == []
 
 
-@pytest.mark.xfail(strict=True, reason="defect: smtp/reply.py imports ssl at module level "
-                                       "(for its except clauses), so every run loads ssl")
 def test_a_run_without_tls_does_not_load_ssl(fake_smtp):
     server = fake_smtp()
     _, bare = imported_modules("site")

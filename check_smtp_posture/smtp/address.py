@@ -21,8 +21,9 @@ from check_smtp_posture import names
 
 #: RFC 5322 atext, and any non-ASCII character (RFC 6531 UTF8-non-ascii)
 _ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+"
-_DOT_ATOM = re.compile(rf"^{_ATOM}(?:\.{_ATOM})*$")
-_QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*"$')
+# Patterns, compiled (and cached by re) on first use: most runs check no address.
+_DOT_ATOM = rf"^{_ATOM}(?:\.{_ATOM})*$"
+_QUOTED = r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*"$'
 MAX_LOCAL_PART = 64  # octets, RFC 5321 §4.5.3.1.1
 MAX_PATH = 256
 
@@ -49,7 +50,7 @@ def envelope_address(text: str, *, null: bool) -> str:
     local, at, domain = address.rpartition("@")
     if not at or not local:
         raise ValueError(f"not an address of the form local@domain: {text!r}")
-    if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
+    if not (re.match(_DOT_ATOM, local) or re.match(_QUOTED, local)):
         raise ValueError(f"bad local part {local!r} in {text!r}")
     if len(local.encode("utf-8")) > MAX_LOCAL_PART:
         raise ValueError(f"local part longer than {MAX_LOCAL_PART} octets: {text!r}")

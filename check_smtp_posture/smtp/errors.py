@@ -8,6 +8,8 @@ say "CRITICAL - banner: timeout after 2s".
 
 from __future__ import annotations
 
+import sys
+
 
 class SmtpError(Exception):
     """Base class: something went wrong in `phase` before a reply was complete."""
@@ -54,3 +56,13 @@ class SmtpUsageError(SmtpError):
     """The options cannot be applied to this connection (a PROXY family that does not fit)."""
 
     kind = "usage"
+
+
+def is_tls_error(exc: BaseException) -> bool:
+    """An OpenSSL error (ssl.SSLError), asked without importing ssl.
+
+    Only a TLS socket raises one, and ssl is loaded by then; a run without TLS
+    must not pay for loading ssl just to find out that it has none.
+    """
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(exc, ssl.SSLError)

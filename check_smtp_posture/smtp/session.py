@@ -9,7 +9,7 @@ Contexts decide what a 454 to STARTTLS or a missing AUTH means.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from collections import namedtuple
 
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
@@ -21,7 +21,6 @@ from check_smtp_posture.targets import Endpoint
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (or ssl) to run
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Callable
 
 STARTTLS_AUTO, STARTTLS_NEVER = "auto", "never"
 # what SessionResult.withheld says the client kept back for want of TLS
@@ -29,34 +28,47 @@ WITHHELD_AUTH = "auth"  # AUTH: the password would have crossed the network in c
 WITHHELD_ALL = "all"  # everything after EHLO (the plan requires TLS)
 
 
-@dataclass(frozen=True)
-class SaslCredentials:
-    mechanism: str
-    user: str
-    password: str = field(repr=False)
-    authzid: str = ""
+# The records below are named tuples and plain classes, not dataclasses: building a
+# dataclass costs every run a third of a millisecond or more at import (issue 13).
 
 
-@dataclass(frozen=True)
-class Probe:
+class SaslCredentials(namedtuple("SaslCredentials", ("mechanism", "user", "password",
+                                                       "authzid"), defaults=("",))):
+    """Who to authenticate as; the password never shows in a repr."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (f"SaslCredentials(mechanism={self.mechanism!r}, user={self.user!r}, "
+                f"authzid={self.authzid!r})")
+
+
+class Probe(namedtuple("Probe", ("name", "sender", "recipient"))):
     """A mail transaction that never reaches DATA: MAIL, RCPT if MAIL was accepted, RSET.
 
     `sender` and `recipient` are sent exactly as given, in one pair of brackets:
     relay probes depend on odd paths reaching the server byte for byte.
     """
 
-    name: str
-    sender: str
-    recipient: str
+    __slots__ = ()
 
 
-@dataclass
 class ProbeResult:
-    probe: Probe
-    connection: int  # 1 for the first connection of the endpoint, 2 after a reconnect...
-    mail: Reply | None = None
-    rcpt: Reply | None = None
-    rset: Reply | None = None
+    """What one Probe got: each reply, None for a command not (or not yet) answered."""
+
+    __slots__ = ("probe", "connection", "mail", "rcpt", "rset")
+
+    def __init__(self, probe: Probe, connection: int, mail: Reply | None = None,
+                 rcpt: Reply | None = None, rset: Reply | None = None):
+        self.probe = probe
+        self.connection = connection  # 1 for the first connection of the endpoint, 2 after...
+        self.mail = mail
+        self.rcpt = rcpt
+        self.rset = rset
+
+    def __repr__(self) -> str:
+        return (f"ProbeResult(probe={self.probe!r}, connection={self.connection!r}, "
+                f"mail={self.mail!r}, rcpt={self.rcpt!r}, rset={self.rset!r})")
 
     @property
     def answered(self) -> bool:
@@ -69,45 +81,59 @@ class ProbeResult:
         return self.rcpt if self.rcpt is not None else self.mail
 
 
-@dataclass(frozen=True)
-class SessionPlan:
-    helo_name: str
-    starttls: str = STARTTLS_AUTO  # auto: use when offered; never: don't
-    implicit_tls: bool = False
-    require_tls: bool = False  # without TLS, stop after EHLO: nothing more goes out in clear
-    plaintext_auth: bool = False  # send AUTH even without TLS
-    tls_context: Callable[[], ssl.SSLContext] | None = None
-    sasl: SaslCredentials | None = None
-    commands: tuple[str, ...] = ()
-    mail_from: str | None = None  # None: no mail transaction
-    rcpt_to: tuple[str, ...] = ()
-    send_data: bool = False
-    message: bytes = b""
-    proxy: object = None  # proxy.ProxySpec: send a PROXY header first
-    probes: tuple[Probe, ...] = ()  # after the commands, each ended with RSET
-    connection: int = 1  # which connection to the endpoint this is (for ProbeResult)
+#: SessionPlan's fields after helo_name, with their defaults
+_PLAN_DEFAULTS = {
+    "starttls": STARTTLS_AUTO,  # auto: use when offered; never: don't
+    "implicit_tls": False,
+    "require_tls": False,  # without TLS, stop after EHLO: nothing more goes out in clear
+    "plaintext_auth": False,  # send AUTH even without TLS
+    "tls_context": None,  # a function that makes the ssl.SSLContext; None: tls.client_context
+    "sasl": None,  # SaslCredentials
+    "commands": (),  # extra command lines (tuple of str)
+    "mail_from": None,  # None: no mail transaction
+    "rcpt_to": (),  # tuple of str
+    "send_data": False,
+    "message": b"",
+    "proxy": None,  # proxy.ProxySpec: send a PROXY header first
+    "probes": (),  # tuple of Probe: after the commands, each ended with RSET
+    "connection": 1,  # which connection to the endpoint this is (for ProbeResult)
+}
 
 
-@dataclass
+class SessionPlan(namedtuple("SessionPlan", ("helo_name", *_PLAN_DEFAULTS),
+                             defaults=tuple(_PLAN_DEFAULTS.values()))):
+    """What one session tries, decided before it starts; `_replace()` makes a variant."""
+
+    __slots__ = ()
+
+
 class SessionResult:
-    endpoint: Endpoint
-    transcript: Transcript
-    times: dict = field(default_factory=dict)
-    replies: dict = field(default_factory=dict)  # phase -> last Reply of that phase
-    rcpt_replies: list = field(default_factory=list)  # [(recipient, Reply)]
-    command_replies: list = field(default_factory=list)  # [(command, Reply)]
-    probe_results: list = field(default_factory=list)  # [ProbeResult], in order
-    closed_by_server: Reply | None = None  # a 421: the server said it was closing
-    withheld: str | None = None  # WITHHELD_AUTH or WITHHELD_ALL: not sent without TLS
-    failure: SmtpError | None = None  # no reply could be had (phase inside)
-    stopped: str | None = None  # phase whose reply ended the dialogue early
-    extensions: Extensions | None = None  # before TLS (or of the implicit-TLS session)
-    extensions_tls: Extensions | None = None
-    helo_fallback: bool = False
-    starttls_attempted: bool = False
-    tls: object = None  # tls.TlsSession when TLS was up
-    peer_chain: list = field(default_factory=list)
-    quit_failure: SmtpError | None = None
+    """What one session got: replies, phase times, TLS facts, where and why it stopped."""
+
+    __slots__ = ("endpoint", "transcript", "times", "replies", "rcpt_replies",
+                 "command_replies", "probe_results", "closed_by_server", "withheld",
+                 "failure", "stopped", "extensions", "extensions_tls", "helo_fallback",
+                 "starttls_attempted", "tls", "peer_chain", "quit_failure")
+
+    def __init__(self, endpoint: Endpoint, transcript: Transcript):
+        self.endpoint = endpoint
+        self.transcript = transcript
+        self.times: dict = {}
+        self.replies: dict = {}  # phase -> last Reply of that phase
+        self.rcpt_replies: list = []  # [(recipient, Reply)]
+        self.command_replies: list = []  # [(command, Reply)]
+        self.probe_results: list = []  # [ProbeResult], in order
+        self.closed_by_server: Reply | None = None  # a 421: the server said it was closing
+        self.withheld: str | None = None  # WITHHELD_AUTH or WITHHELD_ALL: not sent without TLS
+        self.failure: SmtpError | None = None  # no reply could be had (phase inside)
+        self.stopped: str | None = None  # phase whose reply ended the dialogue early
+        self.extensions: Extensions | None = None  # before TLS (or of the implicit-TLS session)
+        self.extensions_tls: Extensions | None = None
+        self.helo_fallback = False
+        self.starttls_attempted = False
+        self.tls = None  # tls.TlsSession when TLS was up
+        self.peer_chain: list = []
+        self.quit_failure: SmtpError | None = None
 
     @property
     def starttls_offered(self) -> bool:
@@ -127,6 +153,10 @@ class SessionResult:
 
 def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> SessionResult:
     """Run `plan` against `endpoint` within `deadline`; never raises SmtpError."""
+    if plan.implicit_tls or plan.starttls != STARTTLS_NEVER:
+        # A plan that may use TLS loads ssl before the clock starts: its import (7 ms)
+        # is the plugin's start-up, not a phase of the server's; without TLS, no ssl.
+        import ssl  # noqa: F401
     transcript = Transcript()
     result = SessionResult(endpoint, transcript)
     dialogue = SmtpDialogue(endpoint.address, endpoint.port, deadline, transcript=transcript)
@@ -170,7 +200,7 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
     sessions: list[SessionResult] = []
     left = plan.probes
     while True:
-        result = run_session(endpoint, replace(plan, probes=left, connection=len(sessions) + 1),
+        result = run_session(endpoint, plan._replace(probes=left, connection=len(sessions) + 1),
                              deadline)
         sessions.append(result)
         answered = 0

@@ -196,14 +196,16 @@ class Target:
     figure: str  # the measured value, as printed
     limit: str  # the target, as printed
     passed: bool | None  # None: not measured (a peer or the lab missing)
+    note: str = ""  # printed under the table: e.g. why a FAIL cannot be helped
 
 
 #: every target recorded in this process, in order (`make bench` prints them at the end)
 TARGETS: list[Target] = []
 
 
-def target(bench: str, what: str, figure: str, limit: str, passed: bool | None) -> Target:
-    found = Target(bench, what, figure, limit, passed)
+def target(bench: str, what: str, figure: str, limit: str, passed: bool | None,
+           note: str = "") -> Target:
+    found = Target(bench, what, figure, limit, passed, note)
     TARGETS.append(found)
     return found
 
@@ -222,3 +224,6 @@ def print_targets(targets: list[Target], out=None) -> None:
     for t in targets:
         print(f"  {t.what:<{width}}  {t.figure:>{fig}}  {t.limit:<12} {verdict(t.passed)}",
               file=out)
+    for t in targets:
+        if t.note:
+            print(f"  note: {t.what}: {t.note}", file=out)

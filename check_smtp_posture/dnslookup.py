@@ -60,7 +60,11 @@ class DnsAnswer:
     detail: str = ""
     ttl: int | None = None
     out_of_time: bool = False  # a timeout because the run's -t ran out, not the server
-
+    # DNSSEC (DnsClient(dnssec=True)): the resolver's RFC 8914 extended error of a failed
+    # answer ("DNSSEC Bogus (6): ..."), and when the earliest signature over the
+    # answer's records expires (seconds since the epoch)
+    extended_error: str = ""
+    rrsig_expiration: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -148,8 +152,11 @@ class DnsClient:
                 canonical = str(exc.canonical_name)
             except Exception:
                 pass
+            # a denial is authenticated (DNSSEC) only if every response behind it was
+            responses = list(exc.responses().values())
+            authenticated = bool(responses) and all(r.flags & dns.flags.AD for r in responses)
             return DnsAnswer(name, rdtype, NXDOMAIN, canonical_name=canonical,
-                             elapsed=time.monotonic() - started)
+                             authenticated=authenticated, elapsed=time.monotonic() - started)
         except dns.resolver.LifetimeTimeout:
             return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started,
                              detail=f"no answer within {lifetime:.1f}s")
@@ -158,7 +165,8 @@ class DnsClient:
         except dns.resolver.NoNameservers as exc:
             detail = _no_nameservers_detail(exc)  # the rcode; said once, not "SERVFAIL (SERVFAIL)"
             return DnsAnswer(name, rdtype, SERVFAIL, elapsed=time.monotonic() - started,
-                             detail="" if detail == SERVFAIL else detail)
+                             detail="" if detail == SERVFAIL else detail,
+                             extended_error=_extended_error(exc))
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             return DnsAnswer(name, rdtype, ERROR, elapsed=time.monotonic() - started,
                              detail=f"{type(exc).__name__}: {exc}")
@@ -184,7 +192,9 @@ class DnsClient:
                 records.append(rdata.to_text())
         return DnsAnswer(name, rdtype, NOERROR, tuple(records), tuple(strings),
                          canonical_name=canonical, authenticated=authenticated,
-                         elapsed=elapsed, ttl=answer.rrset.ttl)
+                         elapsed=elapsed, ttl=answer.rrset.ttl,
+                         rrsig_expiration=_rrsig_expiration(response, answer.rrset)
+                         if self.dnssec else None)
 
     def reverse(self, address: str) -> DnsAnswer:
         """PTR answer for an IPv4 or IPv6 address."""
@@ -265,6 +275,36 @@ def _stray_records(response) -> bool:
     """Records in the answer section beside the alias chain of a reply without the answer."""
     aliases = (dns.rdatatype.CNAME, dns.rdatatype.DNAME, dns.rdatatype.RRSIG)
     return any(rrset.rdtype not in aliases for rrset in response.answer)
+
+
+def _rrsig_expiration(response, rrset) -> int | None:
+    """The earliest expiration of the signatures over `rrset` in `response`, or None."""
+    expirations = [sig.expiration for sigs in response.answer
+                   if sigs.rdtype == dns.rdatatype.RRSIG and sigs.name == rrset.name
+                   for sig in sigs if sig.type_covered == rrset.rdtype]
+    return min(expirations) if expirations else None
+
+
+def _extended_error(exc: dns.resolver.NoNameservers) -> str:
+    """The first RFC 8914 extended DNS error a failing server gave: "Name (code): text"."""
+    try:
+        for *_, response in exc.kwargs.get("errors") or []:
+            if isinstance(response, dns.message.Message):
+                for ede in response.extended_errors():
+                    label = _EDE_NAMES.get(ede.code, "extended error")
+                    return f"{label} ({ede.code})" + (f": {ede.text}" if ede.text else "")
+    except Exception:
+        pass
+    return ""
+
+
+#: RFC 8914 §4 names of the extended DNS errors a validating resolver gives
+_EDE_NAMES = {0: "Other", 1: "Unsupported DNSKEY Algorithm", 2: "Unsupported DS Digest Type",
+              3: "Stale Answer", 5: "DNSSEC Indeterminate", 6: "DNSSEC Bogus",
+              7: "Signature Expired", 8: "Signature Not Yet Valid", 9: "DNSKEY Missing",
+              10: "RRSIGs Missing", 11: "No Zone Key Bit Set", 12: "NSEC Missing",
+              18: "Prohibited", 20: "Not Authoritative", 22: "No Reachable Authority",
+              23: "Network Error", 24: "Invalid Data"}
 
 
 def _no_nameservers_detail(exc: dns.resolver.NoNameservers) -> str:

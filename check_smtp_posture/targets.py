@@ -79,6 +79,7 @@ class Target:
     problem: str = ""
     detail: str = ""
     canonical: str = ""  # where a CNAME led
+    authenticated: bool = False  # every address answer (and denial) had the AD flag (DNSSEC)
 
     def describe_problem(self) -> str:
         return f"{self.name}: {self.problem}" + (f" ({self.detail})" if self.detail else "")
@@ -94,6 +95,7 @@ class Resolution:
     detail: str = ""  # why the lookup failed
     duplicates: tuple = ()  # target names listed more than once
     authenticated: bool | None = None  # AD flag of the MX answer; None unless asked
+    rrsig_expiration: int | None = None  # earliest signature over the MX RRset (DNSSEC)
     dns_time: float | None = None  # None: no DNS was asked (an address given)
 
     @property
@@ -161,6 +163,7 @@ def resolve_mx(client, domain: str, *, family: int | None = None,
 
     def done(kind, targets=(), **facts) -> Resolution:
         return Resolution(domain, kind, tuple(targets), authenticated=authenticated,
+                          rrsig_expiration=answer.rrsig_expiration,
                           dns_time=time.monotonic() - started, **facts)
 
     answer = client.query(domain, "MX")
@@ -234,6 +237,7 @@ def _target_facts(target: Target, answers: list, alias_problem: bool) -> Target:
     alias = next((a for a in answers if a.is_alias), None)
     canonical = names.normalize(alias.canonical_name) if alias is not None else ""
     failed = [a for a in answers if a.failed]
+    target = replace(target, authenticated=all(a.authenticated for a in answers))
     if alias is not None and alias_problem:
         return replace(target, addresses=addresses, problem=ALIAS, detail=f"to {canonical}",
                        canonical=canonical)

@@ -355,6 +355,17 @@ def _hostname_matches(hostname: str, cert, san_dns: Iterable[str],
     return any(dns_name_matches(p, target) for p in patterns)
 
 
+def names_match(cert, hostname: str) -> bool:
+    """Is a parsed certificate valid for `hostname` (RFC 6125: SAN, else CN)?"""
+    san_dns, san_ip, has_san = _sans(cert)
+    return _hostname_matches(hostname, cert, san_dns, san_ip, has_san)
+
+
+def signed_by(cert, issuer) -> bool:
+    """Does `issuer`'s key verify `cert`'s signature? (parsed certificates)"""
+    return cert.issuer == issuer.subject and _signed_by(cert, issuer)
+
+
 def _as_ip(text: str):
     try:
         return ipaddress.ip_address(text.strip().strip("[]"))

@@ -106,6 +106,43 @@ def lab_postfix():
 
 
 @pytest.fixture(scope="session")
+def lab_nginx():
+    """The lab nginx on 127.0.25.80:443 serving the MTA-STS policy hosts of
+    tests/lab/mtastslab.SITES, shared with concurrent sessions; see tests/lab/nginx.py.
+
+    Yields the started LabNginx: `.ca_file` (its CA, not the Postfix one: see
+    nginx.ca_bundle), `.mark()`, `.requests_since(mark)`.
+    """
+    from tests.lab.nginx import NGINX, LabNginx
+
+    reason = _lab_requirement(NGINX)
+    if reason:
+        pytest.skip(reason)
+    with LabNginx() as web:
+        yield web
+
+
+@pytest.fixture(scope="session")
+def lab_resolver(lab_dns):
+    """The lab's validating resolver (unbound) on 127.0.25.54:53, trusting dane.test.
+
+    Shared with concurrent sessions like the NSD; yields the LabUnbound
+    (`.server_arg` is the value for `--dns-server`). See tests/lab/unbound.py.
+    """
+    from tests.lab.unbound import UNBOUND, SharedUnbound
+
+    reason = _lab_requirement(UNBOUND)
+    if reason:
+        pytest.skip(reason)
+    shared = SharedUnbound()
+    resolver = shared.start()
+    try:
+        yield resolver
+    finally:
+        shared.stop()
+
+
+@pytest.fixture(scope="session")
 def lab(lab_dns, lab_postfix):
     """Both: DNS answering for posture.test and its mail servers running."""
     return lab_postfix

@@ -41,7 +41,8 @@ SCRIPTS = console_scripts()
 NAMES = sorted(SCRIPTS)
 #: the status-line name of each plugin
 STATUS = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANITY",
-          "check_dnsbl": "DNSBL", "check_spf": "SPF", "check_open_relay": "OPEN_RELAY"}
+          "check_dnsbl": "DNSBL", "check_spf": "SPF", "check_open_relay": "OPEN_RELAY",
+          "check_mta_sts": "MTA_STS", "check_dane": "DANE"}
 #: what makes each plugin ask about a domain's MX set
 MX_ARGS = {"check_spf": ["--check-mx"]}
 

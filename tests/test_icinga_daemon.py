@@ -49,7 +49,8 @@ PASSWORD = "lab-probe-secret"  # tests/lab/postfix.py SASL_PASSWORD
 AGENT = "lab-agent"
 MASTER = "lab-master"
 
-# What the site writes: its hosts. {dns} is the lab DNS server, {ca} a copy of the
+# What the site writes: its hosts. {dns} is the lab DNS server, {resolver} the lab's
+# validating resolver, {sts_ca} the lab CA and the nginx lab CA in one file, {ca} a copy of the
 # lab CA, {pwfile} a password file the nagios user can read.
 SITE = """
 object Host "defaults.lab" {
@@ -63,6 +64,8 @@ object Host "tuned.lab" {
   import "smtp-posture-host"
   address = "127.0.25.1"
   vars.mail_domains["posture.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = [ "{dns}", "{dns}" ]
     roundtrip_address = "roundtrip@posture.test"
     smtp_phases_ca_file = "{ca}"
@@ -95,6 +98,8 @@ object Host "tuned.lab" {
 object Host "switches.lab" {
   import "smtp-posture-host"
   vars.mail_domains["posture.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     no_smtp_check = true
     no_mx_check = true
@@ -104,6 +109,8 @@ object Host "switches.lab" {
     open_relay_hostname = "openrelay.posture.test"
   }
   vars.mail_domains["good.mx.lab.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     no_smtp_check = true
     no_dnsbl_check = true
@@ -113,6 +120,8 @@ object Host "switches.lab" {
     mx_sanity_require_ipv6 = true
   }
   vars.mail_domains["nullmx.mx.lab.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     no_smtp_check = true
     no_dnsbl_check = true
@@ -121,6 +130,8 @@ object Host "switches.lab" {
     mx_sanity_expect_mail = true
   }
   vars.mail_domains["at8.spf.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     no_smtp_check = true
     no_mx_check = true
@@ -130,6 +141,8 @@ object Host "switches.lab" {
     spf_critical = 9
   }
   vars.mail_domains["dnsbl-target.lab.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     no_smtp_check = true
     no_mx_check = true
@@ -147,6 +160,8 @@ object Host "switches.lab" {
 object Host "relay.lab" {
   import "smtp-posture-host"
   vars.mail_domains["posture.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     no_smtp_check = true
     no_dnsbl_check = true
@@ -160,6 +175,64 @@ object Host "relay.lab" {
 }
 
 /* Host mode: the host's own address, from the shipped SMTP template. */
+object Host "dane.lab" {
+  import "smtp-posture-host"
+  vars.mail_domains["ee.dane.test"] = {
+    dns_server = "{dns}"
+    validating_dns_server = "{resolver}"
+    no_smtp_check = true
+    no_mx_check = true
+    no_dnsbl_check = true
+    no_spf_check = true
+    no_open_relay_check = true
+    no_mta_sts_check = true
+    dane_secure_name = "dane.test"
+    dane_bogus_name = "badsig.dane.test"
+    dane_helo_name = "monitor.posture.test"
+    dane_verbose = 1
+  }
+  vars.mail_domains["dual.dane.test"] = {
+    no_smtp_check = true
+    no_mx_check = true
+    no_dnsbl_check = true
+    no_spf_check = true
+    no_open_relay_check = true
+    no_mta_sts_check = true
+    dane_dns_server = [ "{resolver}" ]
+    dane_secure_name = "dane.test"
+    dane_bogus_name = "badsig.dane.test"
+    dane_warning = "40:"
+    dane_critical = "2:"
+    dane_timeout = 20
+  }
+}
+
+object Host "sts.lab" {
+  import "smtp-posture-host"
+  vars.mail_domains["good.sts.test"] = {
+    dns_server = "{dns}"
+    no_smtp_check = true
+    no_mx_check = true
+    no_dnsbl_check = true
+    no_spf_check = true
+    no_open_relay_check = true
+    no_dane_check = true
+    mta_sts_ca_file = "{sts_ca}"
+    mta_sts_helo_name = "monitor.posture.test"
+    mta_sts_verbose = 1
+  }
+  vars.mail_domains["posture.test"] = {
+    dns_server = "{dns}"
+    no_smtp_check = true
+    no_mx_check = true
+    no_dnsbl_check = true
+    no_spf_check = true
+    no_open_relay_check = true
+    no_dane_check = true
+    no_mta_sts_policy = true
+  }
+}
+
 object Host "submit.lab" {
   import "smtp-posture-host"
   address = "127.0.25.3"
@@ -201,6 +274,8 @@ object Host "agent.lab" {
   import "smtp-posture-host"
   zone = "master"
   vars.mail_domains["posture.test"] = {
+    no_dane_check = true
+    no_mta_sts_check = true
     dns_server = "{dns}"
     command_endpoint = "lab-agent"
     no_smtp_check = true
@@ -311,6 +386,32 @@ VARIANTS = [
              "--no-default-zones", "--zone", "txt.bl.lab.test", "--zone", "second.bl.lab.test",
              "--domain-zone", "dbl.lab.test", "-w", "1", "-c", "3", "--strict"),
             2, "127.0.28.21 listed on txt.bl.lab.test"),
+    # DANE: through the lab's validating resolver; without one (the defaults' NSD) the
+    # resolver check fails
+    Variant("defaults.lab", "dane-posture.test",
+            ("check_dane", "-D", "posture.test", D, "{dns}"),
+            2, "resolver check: lookup of . failed: SERVFAIL (REFUSED"),
+    Variant("dane.lab", "dane-ee.dane.test",
+            ("check_dane", "-D", "ee.dane.test", D, "{resolver}", "--secure-name", "dane.test",
+             "--bogus-name", "badsig.dane.test", "--helo-name", "monitor.posture.test", "-v"),
+            0, "DANE authenticated (RSA; 3 1 1), rollover ready"),
+    Variant("dane.lab", "dane-dual.dane.test",
+            ("check_dane", "-D", "dual.dane.test", D, "{resolver}", "--secure-name",
+             "dane.test", "--bogus-name", "badsig.dane.test", "-w", "40:", "-c", "2:",
+             "-t", "20"),
+            2, "RSA certificate matches none of 1 usable TLSA record"),
+    # MTA-STS: the policy from the lab nginx, the MX of the lab Postfix; the defaults
+    # domain publishes none (CRITICAL), the switch says that is fine (OK)
+    Variant("defaults.lab", "mta-sts-posture.test",
+            ("check_mta_sts", "-D", "posture.test", D, "{dns}"),
+            2, "no MTA-STS record"),
+    Variant("sts.lab", "mta-sts-good.sts.test",
+            ("check_mta_sts", "-D", "good.sts.test", D, "{dns}", "--ca-file", "{sts_ca}",
+             "--helo-name", "monitor.posture.test", "-v"),
+            0, "policy id 20261121T1 mode enforce, 2 of 2 MX covered"),
+    Variant("sts.lab", "mta-sts-posture.test",
+            ("check_mta_sts", "-D", "posture.test", D, "{dns}", "--missing", "ok"),
+            0, "no MTA-STS record"),
     Variant("relay.lab", "open-relay-posture.test",
             ("check_open_relay", "-D", "posture.test", "-H", "percentrelay.posture.test",
              D, "{dns}", "--probe", "percent*"),
@@ -393,7 +494,7 @@ def _wait_for(predicate, timeout: float, what: str, node: IcingaNode):
 
 
 @pytest.fixture(scope="module")
-def icinga(lab, lab_dns):
+def icinga(lab, lab_dns, lab_resolver, lab_nginx):
     files = private_dir("icinga-lab-files-")
     nodes: list[IcingaNode] = []
     pki = None
@@ -401,11 +502,15 @@ def icinga(lab, lab_dns):
         installed = install_for_nagios(files / "etc")
         shutil.copy(lab.ca_file, files / "ca.pem")
         (files / "ca.pem").chmod(0o644)
+        from tests.lab.nginx import ca_bundle
+
+        ca_bundle(files / "sts-ca.pem", lab.ca_file, lab_nginx.ca_file).chmod(0o644)
         pwfile = files / "smtp.pw"
         pwfile.write_text(PASSWORD + "\n")
         shutil.chown(pwfile, "nagios", "nagios")
         pwfile.chmod(0o600)
-        values = {"dns": lab_dns.server_arg, "ca": str(files / "ca.pem"),
+        values = {"dns": lab_dns.server_arg, "resolver": lab_resolver.server_arg,
+                  "ca": str(files / "ca.pem"), "sts_ca": str(files / "sts-ca.pem"),
                   "pwfile": str(pwfile), "password": PASSWORD}
         pki = Pki(private_dir("icinga-pki-"))
         agent_port = free_port()

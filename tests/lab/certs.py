@@ -209,8 +209,9 @@ class LabCA:
     """A lab certificate authority (RSA 2048, SHA-256) issuing leaf certificates."""
 
     def __init__(self, common_name: str = "check_smtp_posture Lab CA", *,
-                 valid_days: int = 3650, parent: LabCA | None = None):
-        self.key = make_key("rsa", 2048, fresh=True)
+                 valid_days: int = 3650, parent: LabCA | None = None, key=None):
+        # `key`: a fixed key, for a CA whose key digests the lab publishes (DANE TLSA)
+        self.key = key or make_key("rsa", 2048, fresh=True)
         self.parent = parent
         now = _now()
         name = _name(common_name)
@@ -269,16 +270,16 @@ class LabCA:
               not_after: datetime.datetime | None = None,
               key_type: str = "rsa", key_bits: int = 2048, hash: str = "sha256",
               ip_addresses: Iterable[str] = (), common_name: str | None = None,
-              fresh_key: bool = False) -> IssuedCert:
+              fresh_key: bool = False, key=None) -> IssuedCert:
         """A leaf for `hostnames` (SAN DNS names; the first is also the CN).
 
         Defaults: valid from yesterday for 90 days. `hash` names the CA's
         signature hash (sha256, sha384, sha512, sha1). Leaf keys are cached
-        per (key_type, key_bits) unless `fresh_key`.
+        per (key_type, key_bits) unless `fresh_key`; `key` gives the leaf's key instead.
         """
         if isinstance(hostnames, str):
             hostnames = [hostnames]
-        key = make_key(key_type, key_bits, fresh=fresh_key)
+        key = key or make_key(key_type, key_bits, fresh=fresh_key)
         builder = _leaf_builder(hostnames, ip_addresses, not_before, not_after,
                                 key.public_key(), self.cert.subject, common_name)
         builder = builder.add_extension(

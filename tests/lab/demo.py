@@ -5,9 +5,10 @@
 
 DEMO_RUNS is the list to extend: one argument list per run, the plugin's name
 first. Placeholders filled in from the running lab: {domain} {dns} {ca}
-{sasl_user} {sasl_password_file}. A plugin whose module is not importable yet
-is skipped with a note; one whose console script is not on PATH (the package
-not reinstalled since the entry point was added) runs from its module.
+{sasl_user} {sasl_password_file} {sts_ca} (the Postfix and the nginx lab CAs). A
+plugin whose module is not importable yet is skipped with a note; one whose console
+script is not on PATH (the package not reinstalled since the entry point was added)
+runs from its module.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
+#: the validator proof in the lab: a signed name, and one whose signature is broken
+#: (tests/lab/danelab.py SECURE_PROBE, BOGUS_PROBE)
+DANE_PROOF = ["--secure-name", "dane.test", "--bogus-name", "badsig.dane.test"]
 
 DEMO_RUNS: list[list[str]] = [
     # every MX of the lab domain, phase by phase, STARTTLS verified with the lab CA
@@ -51,6 +56,16 @@ DEMO_RUNS: list[list[str]] = [
     ["check_mail_roundtrip", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
     # check_host() for every MX address of the lab domain: each must pass
     ["check_spf", "-D", "{domain}", "--dns-server", "{dns}", "--check-mx", "-vvv"],
+    # the MTA-STS policy of a lab domain from the lab nginx, covering both lab MX
+    ["check_mta_sts", "-D", "good.sts.test", "--dns-server", "{dns}", "--ca-file", "{sts_ca}",
+     "-v"],
+    # DANE through the lab's validating resolver: the lab domain is not signed (DANE not
+    # applicable); the signed DANE lab domains authenticate, or not
+    ["check_dane", "-D", "{domain}", "--dns-server", "{resolver}", *DANE_PROOF],
+    ["check_dane", "-D", "ee.dane.test", "--dns-server", "{resolver}",
+     *DANE_PROOF, "-v"],
+    ["check_dane", "-D", "dual.dane.test", "--dns-server", "{resolver}",
+     *DANE_PROOF, "-v"],
 ]
 
 RUN_TIMEOUT = 60.0
@@ -91,11 +106,20 @@ def run_demo(selection: list[str] | None = None, out=None) -> int:
         print(f"lab up in {time.monotonic() - t0:.1f}s: DNS {dns.server_arg}, Postfix "
               + ", ".join(f"{e.hostname}={e.address}:{e.port}"
                           for e in postfix.endpoints.values()), file=out)
+        from tests.lab.nginx import LabNginx, ca_bundle
+
+        web = stack.enter_context(LabNginx())
+        from tests.lab.unbound import SharedUnbound
+
+        resolver = stack.enter_context(SharedUnbound())
+        sts_ca = ca_bundle(Path(postfix.workdir) / "demo-sts-ca.pem", postfix.ca_file,
+                           web.ca_file)
         secret = Path(postfix.workdir) / "demo-sasl-password"
         secret.write_text(postfix.sasl_password + "\n")
         os.chmod(secret, 0o600)
         values = {"domain": LAB_DOMAIN, "dns": dns.server_arg, "ca": str(postfix.ca_file),
-                  "sasl_user": postfix.sasl_user, "sasl_password_file": str(secret)}
+                  "sasl_user": postfix.sasl_user, "sasl_password_file": str(secret),
+                  "sts_ca": str(sts_ca), "resolver": resolver.server_arg}
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(Path(__file__).resolve().parents[2])]
             + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))

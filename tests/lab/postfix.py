@@ -14,6 +14,10 @@ One Postfix master with its own config directory serves every lab endpoint
   percentrelay 127.0.25.7:25   percentrelay.posture.test  as mx1, but relays user%ext@posture.test
   routerelay   127.0.25.8:25   routerelay.posture.test    as mx1, but relays @posture.test:user@ext
                                                           and ext!user@posture.test
+  danersa      127.0.25.9:25   danersa.dane.test          as mx1, with the DANE lab's RSA
+                                                          certificate (tests/lab/danelab.py)
+  danedual     127.0.25.10:25  danedual.dane.test         as danersa, plus an ECDSA certificate
+  danenotls    127.0.25.11:25  danenotls.dane.test        no STARTTLS
 
 Relaying through routing operators (`RELAY_TARGET` = relay-target.example, a
 domain that is not ours). Postfix itself is safe here: it strips an RFC 821 source
@@ -121,6 +125,7 @@ class Endpoint:
     starttls: bool = True
     auth: str = "none"  # none | after-tls | before-tls | implicit-tls
     implicit_tls: bool = False
+    dane_keys: tuple[str, ...] = ()  # DANE lab certificates (danelab.py) by key: rsa, ec
 
 
 _SUBMISSION_OPTS = ("smtpd_tls_security_level=encrypt", "smtpd_sasl_auth_enable=yes",
@@ -154,6 +159,12 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("routerelay", "routerelay.posture.test", "127.0.25.8", 25,
              _routing_relay_opts("routerelay", "routecleanup")
              + ("smtpd_command_filter=regexp:$config_directory/routerelay-command.regexp",)),
+    # the DANE lab's MX (tests/lab/danelab.py): fixed keys, so DNS can pin them
+    Endpoint("danersa", "danersa.dane.test", "127.0.25.9", 25, (), dane_keys=("rsa",)),
+    Endpoint("danedual", "danedual.dane.test", "127.0.25.10", 25, (),
+             dane_keys=("rsa", "ec")),
+    Endpoint("danenotls", "danenotls.dane.test", "127.0.25.11", 25,
+             ("smtpd_tls_security_level=none",), starttls=False),
 )}
 
 #: The recipients of check_open_relay's relay probes (see RELAY_PROBE_REPLIES).
@@ -570,6 +581,9 @@ class LabPostfix:
         ca.write(d / "tls")
         for host in sorted({e.hostname for e in self.endpoints.values()}):
             ca.issue([host]).write(d / "tls", host.split(".")[0])
+        from tests.lab.danelab import write_chain_files
+
+        dane_files = write_chain_files(d / "tls")
 
         # inet_interfaces stays loopback-only: Postfix insists its addresses sit on an
         # interface (127.0.25.x only route to lo); each service names its own address.
@@ -581,6 +595,9 @@ class LabPostfix:
             opts = [f"syslog_name=postfix/{e.name}", f"myhostname={e.hostname}",
                     f"smtpd_tls_cert_file={d}/tls/{stem}.crt",
                     f"smtpd_tls_key_file={d}/tls/{stem}.key", *e.options]
+            if e.dane_keys:  # key, certificate and CA in one file per key (RSA, ECDSA)
+                opts.append("smtpd_tls_chain_files="
+                            + ",".join(str(dane_files[k]) for k in e.dane_keys))
             lines.append(f"{e.address}:{e.port} inet n - n - - smtpd\n"
                          + "".join(f"  -o {o}\n" for o in opts))
         (d / "master.cf").write_text("".join(lines))

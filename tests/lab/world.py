@@ -17,6 +17,12 @@
   127.0.29.0/24    addresses named by the check_spf zones (spflab.py); .54 a silent
                    DNS socket, .55 the SPF tests' forwarder (no answer for slow.spf.test)
 
+sts.test: the check_mta_sts domains (mtastslab.py), whose policy hosts are the lab
+nginx on 127.0.25.80:443 (nginx.py); nothing listens on 127.0.25.81:443.
+
+dane.test (DNSSEC-signed) and its unsigned child unsigned.dane.test: danelab.py; the
+validating resolver that trusts dane.test listens on 127.0.25.54 (unbound.py).
+
 Reverse zones: 25.0.127.in-addr.arpa (here), 28.0.127.in-addr.arpa,
 28.10.in-addr.arpa and 2001:db8:28::/64 (mxlab.py), 29.0.127.in-addr.arpa (spflab.py).
 
@@ -31,7 +37,9 @@ Never 127.0.0.1:25: a system MTA may own it.
 
 from __future__ import annotations
 
+from tests.lab.danelab import dane_zones
 from tests.lab.dnsbllab import DNSBL_ZONES
+from tests.lab.mtastslab import MTASTS_ZONES
 from tests.lab.mxlab import MX_ZONES
 from tests.lab.phaseslab import PHASES_ZONES
 from tests.lab.spflab import SPF_ZONES
@@ -104,7 +112,7 @@ def _union(*parts: dict[str, str]) -> dict[str, str]:
 
 #: every zone the lab DNS serves (the first one is its readiness probe)
 ZONES: dict[str, str] = _union(POSTURE_ZONES, MX_ZONES, DNSBL_ZONES, SPF_ZONES, PHASES_ZONES,
-                               VERDICT_ZONES)
+                               VERDICT_ZONES, dane_zones(), MTASTS_ZONES)
 
 
 def lab_dns(workdir=None):

@@ -25,7 +25,7 @@ imports no dnspython until it asks DNS, so `-H <address>` pays nothing.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections import namedtuple
 
 from check_smtp_posture import names
 
@@ -47,14 +47,17 @@ NO_ADDRESS = "no address"
 LOOKUP_FAILED = "lookup failed"
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where to connect (address) and whom to expect there (name, for SNI and the certificate)."""
+# Named tuples, not dataclasses: building a dataclass at import costs every run of
+# every plugin (this module is on every path) the dataclasses module and more.
 
-    address: str
-    port: int
-    name: str | None = None
-    dns_time: float | None = None
+class Endpoint(namedtuple("Endpoint", ("address", "port", "name", "dns_time"),
+                          defaults=(None, None))):
+    """Where to connect (address) and whom to expect there (name, for SNI and the certificate).
+
+    address: str, port: int, name: str | None, dns_time: float | None
+    """
+
+    __slots__ = ()
 
     @property
     def label(self) -> str:
@@ -69,34 +72,34 @@ class Endpoint:
         return perf_label(f"{self.name}_{self.address}_" if self.name else f"{self.address}_")
 
 
-@dataclass(frozen=True)
-class Target:
-    """One MX target (or the -H host, or the implicit MX) and its addresses."""
+class Target(namedtuple("Target", ("preference", "name", "addresses", "problem", "detail",
+                                    "canonical", "authenticated"),
+                         defaults=((), "", "", "", False))):
+    """One MX target (or the -H host, or the implicit MX) and its addresses.
 
-    preference: int
-    name: str
-    addresses: tuple = ()
-    problem: str = ""
-    detail: str = ""
-    canonical: str = ""  # where a CNAME led
-    authenticated: bool = False  # every address answer (and denial) had the AD flag (DNSSEC)
+    preference: int, name: str, addresses: tuple, problem and detail: str ("" when
+    sane), canonical: where a CNAME led, authenticated: every address answer (and
+    denial) had the AD flag (DNSSEC)
+    """
+
+    __slots__ = ()
 
     def describe_problem(self) -> str:
         return f"{self.name}: {self.problem}" + (f" ({self.detail})" if self.detail else "")
 
 
-@dataclass(frozen=True)
-class Resolution:
-    """What DNS said about where mail for `domain` goes (or where host `domain` is)."""
+class Resolution(namedtuple("Resolution", ("domain", "kind", "targets", "detail", "duplicates",
+                                            "authenticated", "rrsig_expiration", "dns_time"),
+                             defaults=((), "", (), None, None, None))):
+    """What DNS said about where mail for `domain` goes (or where host `domain` is).
 
-    domain: str
-    kind: str
-    targets: tuple = ()
-    detail: str = ""  # why the lookup failed
-    duplicates: tuple = ()  # target names listed more than once
-    authenticated: bool | None = None  # AD flag of the MX answer; None unless asked
-    rrsig_expiration: int | None = None  # earliest signature over the MX RRset (DNSSEC)
-    dns_time: float | None = None  # None: no DNS was asked (an address given)
+    domain, kind: str; targets: tuple of Target; detail: why the lookup failed;
+    duplicates: target names listed more than once; authenticated: AD flag of the MX
+    answer (None unless asked); rrsig_expiration: earliest signature over the MX RRset
+    (DNSSEC); dns_time: None when no DNS was asked (an address given)
+    """
+
+    __slots__ = ()
 
     @property
     def what(self) -> str:
@@ -237,19 +240,19 @@ def _target_facts(target: Target, answers: list, alias_problem: bool) -> Target:
     alias = next((a for a in answers if a.is_alias), None)
     canonical = names.normalize(alias.canonical_name) if alias is not None else ""
     failed = [a for a in answers if a.failed]
-    target = replace(target, authenticated=all(a.authenticated for a in answers))
+    target = target._replace(authenticated=all(a.authenticated for a in answers))
     if alias is not None and alias_problem:
-        return replace(target, addresses=addresses, problem=ALIAS, detail=f"to {canonical}",
+        return target._replace(addresses=addresses, problem=ALIAS, detail=f"to {canonical}",
                        canonical=canonical)
     if failed:  # addresses from the lookups that answered are still used
-        return replace(target, addresses=addresses, problem=LOOKUP_FAILED,
+        return target._replace(addresses=addresses, problem=LOOKUP_FAILED,
                        detail="; ".join(f"{a.rdtype}: {_failure(a)}" for a in failed),
                        canonical=canonical)
     if any(a.status == dnslookup.NXDOMAIN for a in answers):
-        return replace(target, problem=TARGET_NXDOMAIN, canonical=canonical)
+        return target._replace(problem=TARGET_NXDOMAIN, canonical=canonical)
     if not addresses:
-        return replace(target, problem=NO_ADDRESS, canonical=canonical)
-    return replace(target, addresses=addresses, canonical=canonical)
+        return target._replace(problem=NO_ADDRESS, canonical=canonical)
+    return target._replace(addresses=addresses, canonical=canonical)
 
 
 def _failure(answer) -> str:

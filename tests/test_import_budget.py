@@ -52,18 +52,14 @@ def dataclasses_built(module: str, *args: str) -> tuple[str, set]:
     return proc.stdout.partition("\n")[0], set(json.loads(proc.stderr.splitlines()[-1]))
 
 
-def test_a_plain_smtp_run_builds_no_dataclass_but_in_targets(fake_smtp):
+def test_a_plain_smtp_run_builds_no_dataclass(fake_smtp):
     server = fake_smtp()
     first, built = dataclasses_built(PHASES, "-H", server.host, "-p", str(server.port),
                                      "--no-starttls")
     assert first.startswith("SMTP_PHASES OK - "), first
-    assert built - {"check_smtp_posture.targets"} == set()
+    assert built == set()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: targets.py builds its three dataclasses "
-                                       "(Endpoint, Target, Resolution) at import, so a plain run "
-                                       "imports dataclasses (with inspect, ast, dis): ~6 ms of a "
-                                       "45 ms run")
 def test_a_plain_smtp_run_does_not_import_dataclasses(fake_smtp):
     server = fake_smtp()
     _, bare = imported_modules("site")
@@ -75,7 +71,7 @@ def test_a_plain_smtp_run_does_not_import_dataclasses(fake_smtp):
 
 #: modules of others that still build dataclasses on these paths (dnspython loads the
 #: dataclasses module anyway, so each costs only its own build)
-DNS_PATH_DATACLASSES = {"check_smtp_posture.targets", "check_smtp_posture.dnslookup",
+DNS_PATH_DATACLASSES = {"check_smtp_posture.dnslookup",
                         "check_smtp_posture.statefile", "check_smtp_posture.dnsbl_zones"}
 
 

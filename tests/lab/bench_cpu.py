@@ -58,6 +58,7 @@ PHASES_PLAIN = "check_smtp_phases -H ip --no-starttls"
 PHASES_TLS = "check_smtp_phases -H ip (STARTTLS, cert)"
 #: plugins that only ask DNS: each at most 1.25x `import dns.resolver`
 DNS_ONLY = ("check_mx_sanity -D", "check_spf -D --ip", "check_dnsbl --ip, 1 zone")
+RESOLVER = "127.0.25.54"  # the lab's validating resolver (tests/lab/unbound.py)
 
 #: timing accuracy: seconds the server waits before each reply
 DELAYS = {"banner": 0.050, "ehlo": 0.030, "rcpt": 0.080}
@@ -80,7 +81,8 @@ def lab_missing() -> str | None:
     return None
 
 
-def commands(plugins: Plugins, ca_file: Path) -> dict[str, tuple[str, list[str] | None]]:
+def commands(plugins: Plugins, ca_file: Path, sts_ca: Path | None = None
+             ) -> dict[str, tuple[str, list[str] | None]]:
     """label -> (kind, argv); argv None: a peer that is not installed."""
     c = plugins.command
     check_smtp, check_rbl, check_ssl_cert = (peer(n) for n in
@@ -120,6 +122,13 @@ def commands(plugins: Plugins, ca_file: Path) -> dict[str, tuple[str, list[str] 
                                   "--no-default-zones", *dns)),
         "check_rbl -H ip, 1 zone (contrib)": (
             "peer", peer_argv(check_rbl, "-H", MX1, "-s", f"dnsbl.{DOMAIN}", "-n", DNS)),
+        # the authenticated-TLS policies: DNS, STARTTLS and certificates (no peer plugin)
+        "check_dane -D, 1 MX (2 handshakes)": ("plugin", c(
+            "check_dane", "-D", "ee.dane.test", "--dns-server", RESOLVER, "--secure-name",
+            "dane.test", "--bogus-name", "badsig.dane.test", "--helo-name", f"bench.{DOMAIN}")),
+        "check_mta_sts -D, 2 MX": ("plugin", c(
+            "check_mta_sts", "-D", "good.sts.test", *dns, "--ca-file", sts_ca or ca_file,
+            "--helo-name", f"bench.{DOMAIN}")),
     }
 
 
@@ -300,16 +309,21 @@ def main(argv=None) -> int:
     if missing:
         print(f"  skipped: {missing}")
         return 0
+    from tests.lab.nginx import LabNginx, ca_bundle
     from tests.lab.postfix import LabPostfix
     from tests.lab.sharedlock import SharedDns
+    from tests.lab.unbound import SharedUnbound
 
     plugins = Plugins(args.python)
     print("CPU, wall time and peak memory of one run; timing accuracy of check_smtp_phases")
     print(f"  interpreter: {plugins.describe()}")
     status = 0
     try:
-        with SharedDns(), LabPostfix() as lab:
-            rows = commands(plugins, lab.ca_file)
+        with SharedDns(), LabPostfix() as lab, SharedUnbound(), LabNginx() as web:
+            sts_ca = ca_bundle(Path(lab.workdir) / "bench-sts-ca.pem", lab.ca_file,
+                               web.ca_file)
+            sts_ca.chmod(0o644)  # the nagios venv's python reads it too
+            rows = commands(plugins, lab.ca_file, sts_ca)
             figures = measure_costs(plugins, rows, max(1, args.runs), max(1, args.rss_runs))
         print()
         base, dns = print_costs(figures, max(1, args.runs))

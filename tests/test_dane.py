@@ -236,6 +236,17 @@ def test_one_host_by_name(dane_lab):
 
 
 @pytest.mark.lab
+def test_an_aliased_host_uses_the_tlsa_records_of_its_target(dane_lab):
+    # RFC 7672 §2.2.2: a secure CNAME leads to the TLSA records of the name it expands to
+    # (mxalias.dane.test has none of its own); both names are accepted in the certificate
+    result = run("-H", "mxalias.dane.test", "-v")
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith("DANE OK - 1 endpoint of host mxalias.dane.test: DANE "
+                                        "authenticated (RSA; 3 1 1)"), result.output
+    assert "2 TLSA record(s) at _25._tcp.mx.ee.dane.test" in result.output
+
+
+@pytest.mark.lab
 def test_mta_sts_beside_dane_is_noted(dane_lab):
     result = run("-D", "eeta.dane.test", "-v")
     assert "note: eeta.dane.test also publishes MTA-STS; senders that do both use DANE " \

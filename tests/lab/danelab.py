@@ -21,7 +21,8 @@ Endpoints (tests/lab/postfix.py ENDPOINTS):
 
 Domains under dane.test (each has MX 10 mx.<case>.dane.test), see CASES; and
 offsite.dane.test (its MX host in the unsigned posture.test), partial.dane.test
-(mx.ee and mx.none: one MX host without TLSA).
+(mx.ee and mx.none: one MX host without TLSA); mxalias.dane.test is a host name
+aliased to mx.ee.dane.test.
 """
 
 from __future__ import annotations
@@ -167,6 +168,8 @@ def _records() -> str:
     lines.append('_mta-sts.eeta TXT "v=STSv1; id=20261121"')  # noted by check_dane
     # a signed MX pointing into an unsigned zone: DANE not applicable to that host
     lines.append("offsite MX 10 mx1.posture.test.")
+    # an MX host name that is an alias (RFC 7672 §2.2.2: the target's TLSA records first)
+    lines.append(f"mxalias CNAME mx.ee.{ZONE}.")
     # two MX hosts, only one with TLSA records
     lines += [f"partial MX 10 mx.ee.{ZONE}.", f"partial MX 20 mx.none.{ZONE}."]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,10 @@ ERROR = "ERROR"
 #: seconds of the remaining budget a query leaves for the run to finish after it
 LIFETIME_MARGIN = 0.2
 
+#: RFC 8914 codes of a validation failure: DNSSEC Bogus, signature expired or not yet
+#: valid, DNSKEY, RRSIGs or NSEC missing, no zone key bit
+DNSSEC_FAILURE_CODES = frozenset(range(6, 13))
+
 #: statuses that say nothing about the domain, only that no answer was had
 FAILURES = frozenset({TIMEOUT, SERVFAIL, ERROR})
 
@@ -64,11 +68,17 @@ class DnsAnswer:
     # answer ("DNSSEC Bogus (6): ..."), and when the earliest signature over the
     # answer's records expires (seconds since the epoch)
     extended_error: str = ""
+    extended_code: int | None = None
     rrsig_expiration: int | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == NOERROR
+
+    @property
+    def bogus(self) -> bool:
+        """The resolver failed the answer on DNSSEC grounds (RFC 8914 codes 6 to 12)."""
+        return self.extended_code in DNSSEC_FAILURE_CODES
 
     @property
     def failed(self) -> bool:
@@ -164,9 +174,10 @@ class DnsClient:
             return DnsAnswer(name, rdtype, TIMEOUT, elapsed=time.monotonic() - started)
         except dns.resolver.NoNameservers as exc:
             detail = _no_nameservers_detail(exc)  # the rcode; said once, not "SERVFAIL (SERVFAIL)"
+            code, text = _extended_error(exc)
             return DnsAnswer(name, rdtype, SERVFAIL, elapsed=time.monotonic() - started,
                              detail="" if detail == SERVFAIL else detail,
-                             extended_error=_extended_error(exc))
+                             extended_error=text, extended_code=code)
         except (dns.exception.DNSException, OSError, ValueError) as exc:
             return DnsAnswer(name, rdtype, ERROR, elapsed=time.monotonic() - started,
                              detail=f"{type(exc).__name__}: {exc}")
@@ -285,17 +296,19 @@ def _rrsig_expiration(response, rrset) -> int | None:
     return min(expirations) if expirations else None
 
 
-def _extended_error(exc: dns.resolver.NoNameservers) -> str:
-    """The first RFC 8914 extended DNS error a failing server gave: "Name (code): text"."""
+def _extended_error(exc: dns.resolver.NoNameservers) -> tuple[int | None, str]:
+    """The first RFC 8914 extended DNS error a failing server gave: its code, and
+    "Name (code): text"."""
     try:
         for *_, response in exc.kwargs.get("errors") or []:
             if isinstance(response, dns.message.Message):
                 for ede in response.extended_errors():
                     label = _EDE_NAMES.get(ede.code, "extended error")
-                    return f"{label} ({ede.code})" + (f": {ede.text}" if ede.text else "")
+                    return int(ede.code), f"{label} ({ede.code})" + (
+                        f": {ede.text}" if ede.text else "")
     except Exception:
         pass
-    return ""
+    return None, ""
 
 
 #: RFC 8914 §4 names of the extended DNS errors a validating resolver gives

@@ -192,6 +192,18 @@ def test_every_lab_case_reaches_its_state(dane_lab, case, exitcode, first_line):
 
 
 @pytest.mark.lab
+def test_a_bogus_answer_is_critical_whatever_the_unreachable_state(dane_lab):
+    # a validator's verdict (RFC 8914 code 6) is a fact about the domain; a plain SERVFAIL
+    # is a lookup that failed, which --unreachable-state decides
+    bogus = run("-D", "bogus.dane.test", "--unreachable-state", "warning")
+    assert bogus.exitcode == 2, bogus.output
+    failed = run("-D", "servfail.dane.test", "--unreachable-state", "warning")
+    assert failed.exitcode == 1, failed.output
+    assert failed.first_line.startswith("DANE WARNING - TLSA lookup of "
+                                        "_25._tcp.mx.servfail.dane.test failed: SERVFAIL")
+
+
+@pytest.mark.lab
 def test_a_mismatch_prints_the_record_that_would_match(dane_lab):
     result = run("-D", "rolled.dane.test", "-v")
     assert "the record that would match the live key: " + danelab.live_tlsa("rsa") \

@@ -37,8 +37,6 @@ NO_TLSA = "no TLSA"  # securely denied: no DANE for this host
 NOT_APPLICABLE = "not applicable"  # the host's addresses or the TLSA RRset are insecure
 LOOKUP_FAILED = "lookup failed"  # senders defer mail
 
-#: RFC 8914 codes that say the answer is DNSSEC-bogus (not merely unreachable)
-BOGUS_CODES = ("(6)", "(7)", "(8)", "(9)", "(10)", "(11)", "(12)")
 
 
 # -- configuration ---------------------------------------------------------------
@@ -175,7 +173,7 @@ class HostTlsa:
     @property
     def bogus(self) -> bool:
         answer = self.answer
-        return answer is not None and any(c in answer.extended_error for c in BOGUS_CODES)
+        return answer is not None and answer.bogus
 
 
 @dataclass(frozen=True)
@@ -200,7 +198,7 @@ class EndpointDane:
 
     @property
     def failure(self):
-        """The first session that could not get a chain: (handshake, why) or None."""
+        """The first handshake, when it got no chain (its session says why), or None."""
         first = self.handshakes[0]
         if first.check is None:
             return first
@@ -222,7 +220,6 @@ class Dane(nagiosplugin.Resource):
         self.hosts: list[HostTlsa] = []
         self.endpoints: list[EndpointDane] = []
         self.mta_sts = False
-        self.elapsed = 0.0
 
     @property
     def name(self):
@@ -230,7 +227,6 @@ class Dane(nagiosplugin.Resource):
 
     def probe(self):
         opts = self.options
-        started = time.monotonic()
         client = cli.dns_client(opts, self.deadline, dnssec=True)
         self.proof = self._prove(client)
         yield nagiosplugin.Metric("resolver", self.proof, context="resolver")
@@ -275,7 +271,6 @@ class Dane(nagiosplugin.Resource):
                 days = round((result.rrsig_expiration - time.time()) / DAY, 1)
                 yield nagiosplugin.Metric(prefix + "rrsig_days_left", days,
                                           context="rrsig_days_left")
-        self.elapsed = time.monotonic() - started
 
     def _prove(self, client) -> ValidatorProof:
         from concurrent.futures import ThreadPoolExecutor
@@ -532,9 +527,6 @@ class DaneSummary(FamilySummary):
             if days else ""
         return (f"{n} endpoint{'s' if n != 1 else ''} of {what}: DANE authenticated "
                 f"({'/'.join(types)}; {', '.join(matched)}), rollover ready{tail}")
-
-    def answers(self, results):
-        return []
 
     def details(self, results):
         res = self.resource

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from tests.lab.mtastslab import NGINX_ADDRESS, SITES, STS_DOMAIN
-from tests.lab.sharedlock import SharedLock
+from tests.lab.sharedlock import SharedServer
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PORT = 443
@@ -46,7 +46,7 @@ def ca_bundle(path: str | os.PathLike, *ca_files: str | os.PathLike) -> Path:
     return path
 
 
-class LabNginx:
+class LabNginx(SharedServer):
     address = NGINX_ADDRESS
     port = PORT
 
@@ -54,9 +54,8 @@ class LabNginx:
         from tests.lab.postfix import LAB_ROOT
 
         self.workdir = Path(workdir or LAB_ROOT / "nginx")
-        self._lock = SharedLock(Path(LAB_ROOT) / "nginx.lock")
         self.process: subprocess.Popen | None = None
-        self._running = False
+        super().__init__(Path(LAB_ROOT) / "nginx.lock")
 
     @property
     def ca_file(self) -> Path:
@@ -83,45 +82,23 @@ class LabNginx:
         except FileNotFoundError:
             return 0
 
-    # -- lifecycle ---------------------------------------------------------
-    def start(self, wait: float = 10.0) -> LabNginx:
-        if self._running:
-            return self
-        alone = self._lock.acquire(self._is_up)
-        try:
-            if alone:
-                self._kill_leftover()
-                self._configure()
-                self._start(wait)
-            elif _read(self.workdir / "config.version") != _config_version():
-                raise RuntimeError(
-                    f"the lab nginx in {self.workdir}, started by another test session from "
-                    "another configuration, serves other sites: let that session end and "
-                    "run again")
-        except BaseException:
-            if alone:
-                self._kill_leftover()
-            self._lock.close()
-            raise
-        self._lock.ready()
-        self._running = True
+    # -- lifecycle (SharedServer: shared with concurrent sessions) -----------
+    def _server(self) -> LabNginx:
         return self
 
-    def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        if self._lock.release():
-            self._kill_leftover()
-        else:
-            self.process = None  # another session still uses it
-        self._lock.close()
+    def _start_fresh(self) -> None:
+        self._configure()
+        self._start(10.0)
 
-    def __enter__(self) -> LabNginx:
-        return self.start()
+    def _joined(self) -> None:
+        if _read(self.workdir / "config.version") != _config_version():
+            raise RuntimeError(
+                f"the lab nginx in {self.workdir}, started by another test session from "
+                "another configuration, serves other sites: let that session end and "
+                "run again")
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _let_go(self) -> None:
+        self.process = None
 
     # -- internals ---------------------------------------------------------
     def _pid(self) -> int | None:

@@ -86,7 +86,76 @@ class SharedLock:
             self._fd = None
 
 
-class SharedDns:
+class SharedServer:
+    """One lab server shared by concurrent sessions: the join/leave protocol, once.
+
+    A subclass says how its server is handled: `_is_up()`, `_start_fresh()` (start
+    ours once `_kill_leftover()` removed what an earlier session left), `_joined()`
+    (checks on another session's server; none by default), `_let_go()` (forget the
+    process another session still uses) and `_server()` (what start() returns).
+    """
+
+    def __init__(self, lock_path: str | os.PathLike):
+        self._lock = SharedLock(lock_path)
+        self._running = False
+
+    def start(self):
+        if self._running:
+            return self._server()
+        alone = self._lock.acquire(self._is_up)
+        try:
+            if alone:
+                self._kill_leftover()
+                self._start_fresh()
+            else:
+                self._joined()
+        except BaseException:
+            if alone:
+                self._kill_leftover()
+            self._lock.close()
+            raise
+        self._lock.ready()
+        self._running = True
+        return self._server()
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._lock.release():
+            self._kill_leftover()
+        else:
+            self._let_go()  # another session still uses it: leave it running
+        self._lock.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _joined(self) -> None:
+        pass
+
+
+def kill_pidfile(pidfile: Path, name: bytes, wait: float = 5.0) -> None:
+    """SIGTERM the process `pidfile` names if its command line holds `name`; wait for it."""
+    import signal
+
+    from tests.lab.postfix import _alive
+
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    if _alive(pid) and name in _cmdline(pid):
+        os.kill(pid, signal.SIGTERM)
+        end = time.monotonic() + wait
+        while _alive(pid) and time.monotonic() < end:
+            time.sleep(0.02)
+
+
+class SharedDns(SharedServer):
     """The world's lab DNS (tests/lab/world.py), shared like LabPostfix.
 
     `start()` returns the LabDns (for `.server_arg`, `.address`, `.port`);
@@ -99,46 +168,25 @@ class SharedDns:
 
         root = Path(root or LAB_ROOT)
         self.dns = lab_dns(root / "dns")
-        self._lock = SharedLock(root / "dns.lock")
-        self._running = False
+        super().__init__(root / "dns.lock")
 
-    def _pidfile_pid(self) -> int | None:
-        try:
-            return int((self.dns.workdir / "nsd.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def _kill_leftover(self) -> None:
-        import signal
-
-        from tests.lab.postfix import _alive
-
-        self.dns.stop()
-        pid = self._pidfile_pid()
-        if pid and _alive(pid) and b"nsd" in _cmdline(pid):
-            os.kill(pid, signal.SIGTERM)
-            end = time.monotonic() + 5
-            while _alive(pid) and time.monotonic() < end:
-                time.sleep(0.02)
-
-    def start(self, wait: float = 10.0):
-        if self._running:
-            return self.dns
-        alone = self._lock.acquire(self.dns._answers)
-        try:
-            if alone:
-                self._kill_leftover()
-                self.dns.start(wait)
-            else:
-                self._check_zones()
-        except BaseException:
-            self._lock.close()
-            raise
-        self._lock.ready()
-        self._running = True
+    def _server(self):
         return self.dns
 
-    def _check_zones(self) -> None:
+    def _is_up(self) -> bool:
+        return self.dns._answers()
+
+    def _start_fresh(self) -> None:
+        self.dns.start()
+
+    def _kill_leftover(self) -> None:
+        self.dns.stop()
+        kill_pidfile(self.dns.workdir / "nsd.pid", b"nsd")
+
+    def _let_go(self) -> None:
+        self.dns.process = None
+
+    def _joined(self) -> None:
         """Joining another session's NSD: it must serve every zone of ours.
 
         An NSD started from an older checkout may lack zones added since, and a
@@ -151,23 +199,6 @@ class SharedDns:
                 f"started by another test session, does not serve {', '.join(missing)} "
                 "(tests/lab/world.ZONES changed since): let that session end, or stop "
                 "that NSD, and run again")
-
-    def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        if self._lock.release():
-            self._kill_leftover()
-        else:
-            # Another session still uses our NSD: leave it running, just let go of it.
-            self.dns.process = None
-        self._lock.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def _cmdline(pid: int) -> bytes:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tests.lab import danelab
 from tests.lab.authdns import stop_process
-from tests.lab.sharedlock import SharedLock
+from tests.lab.sharedlock import SharedServer, kill_pidfile
 
 UNBOUND = shutil.which("unbound") or "/usr/sbin/unbound"
 UNBOUND_CHECKCONF = shutil.which("unbound-checkconf") or "/usr/sbin/unbound-checkconf"
@@ -115,20 +115,12 @@ class LabUnbound:
         except Exception:
             return False
 
-    def running_pid(self) -> int | None:
-        try:
-            pid = int((self.workdir / "unbound.pid").read_text().split()[0])
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                return pid if b"unbound" in f.read() else None
-        except (OSError, ValueError, IndexError):
-            return None
-
     def stop(self) -> None:
         stop_process(self.process)
         self.process = None
 
 
-class SharedUnbound:
+class SharedUnbound(SharedServer):
     """The one lab resolver, shared by concurrent sessions (see SharedDns)."""
 
     def __init__(self, root: str | os.PathLike | None = None):
@@ -136,52 +128,23 @@ class SharedUnbound:
 
         root = Path(root or LAB_ROOT)
         self.resolver = LabUnbound(root / "unbound")
-        self._lock = SharedLock(root / "unbound.lock")
-        self._running = False
+        super().__init__(root / "unbound.lock")
 
-    def _kill_leftover(self) -> None:
-        import signal
-
-        from tests.lab.postfix import _alive
-
-        self.resolver.stop()
-        pid = self.resolver.running_pid()
-        if pid and _alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            end = time.monotonic() + 5
-            while _alive(pid) and time.monotonic() < end:
-                time.sleep(0.02)
-
-    def start(self) -> LabUnbound:
-        if self._running:
-            return self.resolver
-        alone = self._lock.acquire(self.resolver.answers)
-        try:
-            if alone:
-                self._kill_leftover()
-                self.resolver.start()
-        except BaseException:
-            self._lock.close()
-            raise
-        self._lock.ready()
-        self._running = True
+    def _server(self) -> LabUnbound:
         return self.resolver
 
-    def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        if self._lock.release():
-            self._kill_leftover()
-        else:
-            self.resolver.process = None
-        self._lock.close()
+    def _is_up(self) -> bool:
+        return self.resolver.answers()
 
-    def __enter__(self) -> LabUnbound:
-        return self.start()
+    def _start_fresh(self) -> None:
+        self.resolver.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _kill_leftover(self) -> None:
+        self.resolver.stop()
+        kill_pidfile(self.resolver.workdir / "unbound.pid", b"unbound")
+
+    def _let_go(self) -> None:
+        self.resolver.process = None
 
 
 def _read(path: Path) -> str:

@@ -3,7 +3,7 @@
 # Idempotent: packages already present are not fetched again.
 set -euo pipefail
 
-DEBS=(postfix nsd unbound nginx dovecot-imapd icinga2 nagios-nrpe-server nagios-nrpe-plugin
+DEBS=(postfix nsd unbound nginx dovecot-imapd dovecot-pop3d icinga2 nagios-nrpe-server nagios-nrpe-plugin
       monitoring-plugins-standard python3-venv mandoc make iproute2 openssl procps
       # the peers `make bench` compares with: check_rbl and check_ssl_cert, and what
       # they need that --no-install-recommends leaves out

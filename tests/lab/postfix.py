@@ -18,6 +18,13 @@ One Postfix master with its own config directory serves every lab endpoint
                                                           certificate (tests/lab/danelab.py)
   danedual     127.0.25.10:25  danedual.dane.test         as danersa, plus an ECDSA certificate
   danenotls    127.0.25.11:25  danenotls.dane.test        no STARTTLS
+  loopmx1      127.0.25.13:25  mx1.loop.test              as mx1; forwards the round-trip probe
+                                                          addresses to mx.monitor.test
+  loopmx2      127.0.25.14:25  mx2.loop.test              same as loopmx1
+  loopdrop     127.0.25.15:25  drop.loop.test             accepts the probe addresses with 250,
+                                                          then discards: never forwards
+  monitormx    127.0.25.16:25  mx.monitor.test            as mx1; files the forwarded probes into
+                                                          the monitor mailbox (Dovecot)
 
 Relaying through routing operators (`RELAY_TARGET` = relay-target.example, a
 domain that is not ours). Postfix itself is safe here: it strips an RFC 821 source
@@ -55,7 +62,41 @@ Mail for `posture.test` users (USERS) is delivered to maildirs under
 `<workdir>/mail/posture.test/<user>/`; other posture.test recipients get 550.
 Nothing ever leaves the machine: every other destination goes to `discard`.
 SASL (Dovecot): user SASL_USER, password SASL_PASSWORD (plain, login, cram-md5).
-Dovecot also serves IMAP on 127.0.25.3:143 (no TLS) over the same maildirs.
+
+The round-trip loop (tests/lab/roundtriplab.py names the domains and addresses).
+loop.test, lossy.test and junky.test are virtual alias domains (loop-alias):
+probe@loop.test and probe@lossy.test become monitor@monitor.test,
+probe@junky.test becomes monitor-junk@monitor.test; any other recipient there gets
+550 User unknown in virtual alias table. monitor.test is a relay domain whose
+transport (transport_maps) is `smtp:[127.0.25.16]:25`, so the copy leaves
+through Postfix's own smtp client (STARTTLS, `smtp_tls_security_level = may`,
+trusting the lab CA) and arrives at monitormx: a second real hop, logged as
+`relay=127.0.25.16[127.0.25.16]:25` and stamped `by mx.monitor.test ... with
+ESMTPS`. (The smtp client greets with the instance's myhostname, so that hop's
+Received: says `from mx1.posture.test`, whichever loop MX forwarded.) Only the
+two monitor addresses are relay recipients (relay_recipient_maps): anything else
+@monitor.test would be relayed to monitormx again and again. monitormx's own
+cleanup (`monitorcleanup`) aliases them into a different domain,
+inbox.monitor.test, a virtual mailbox domain (monitor-vmailbox) whose mailboxes
+are the Maildir `monitor.test/monitor/` and its Maildir++ folder `.Junk/`. The
+domain must differ: transport_maps override every address class, so a monitor.test
+mailbox would be sent to smtp:[127.0.25.16] again instead of to virtual(8), and
+it is excluded from relay_domains (which match subdomains) so that it is only a
+mailbox domain. loopdrop sets `content_filter=discard:never forwarded`: qmgr
+hands the accepted message to discard(8) (maillog: `status=sent (never
+forwarded)`), the MX that accepts and loses mail.
+
+monitorcleanup also stands in for a receiving side's filter (the lab runs no
+milter): a header_checks PREPEND on the Subject: line adds a fixed
+`Authentication-Results: mx.monitor.test; spf=pass smtp.mailfrom=loop.test; ...`
+(MONITOR_AUTH_RESULTS); it verifies nothing.
+
+Dovecot serves the maildirs on 127.0.25.3 (mail.monitor.test, certificate from
+the lab CA): IMAP 143 (STARTTLS offered, plaintext login allowed), IMAPS 993,
+POP3 110 (STLS offered), POP3S 995. MONITOR_USER logs in with MONITOR_PASSWORD;
+the inbox namespace auto-creates Junk (\\Junk) and Trash (\\Trash). IDLE
+notices a delivery through inotify, then waits a fixed 500 ms for more changes
+(Dovecot's NOTIFY_DELAY_MSECS) before it sends EXISTS.
 
 Certificates come from a lab CA (tests/lab/certs.py); `ca_file` is its PEM.
 What reached the server is in the maillog (`maillog_file`, written by postlogd;
@@ -95,6 +136,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.lab import roundtriplab as rt
 from tests.lab.sharedlock import SharedLock
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -165,6 +207,11 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
              dane_keys=("rsa", "ec")),
     Endpoint("danenotls", "danenotls.dane.test", "127.0.25.11", 25,
              ("smtpd_tls_security_level=none",), starttls=False),
+    # the round-trip loop (see the module doc and tests/lab/roundtriplab.py)
+    Endpoint("loopmx1", *rt.MX1, 25, ()),
+    Endpoint("loopmx2", *rt.MX2, 25, ()),
+    Endpoint("loopdrop", *rt.DROP_MX, 25, ("content_filter=discard:never forwarded",)),
+    Endpoint("monitormx", *rt.MONITOR_MX, 25, ("cleanup_service_name=monitorcleanup",)),
 )}
 
 #: The recipients of check_open_relay's relay probes (see RELAY_PROBE_REPLIES).
@@ -199,6 +246,11 @@ RELAY_PROBE_REPLIES: dict[str, tuple[int, ...]] = {
     "routerelay":   (554, 550, 250, 250, 550,    550, 554,  550),
 }
 
+#: What monitorcleanup prepends to every message it files (a stand-in: see the module doc)
+MONITOR_AUTH_RESULTS = (f"Authentication-Results: {rt.MONITOR_MX[0]}; spf=pass "
+                        f"smtp.mailfrom={rt.LOOP_DOMAIN}; dkim=none; dmarc=none "
+                        f"header.from={rt.LOOP_DOMAIN}")
+
 #: Map files written into the config directory (see the module doc). Regexp tables
 #: match case-insensitively; `$1` etc. are the groups.
 LAB_MAPS: dict[str, str] = {
@@ -209,6 +261,18 @@ LAB_MAPS: dict[str, str] = {
     # routerelay: RCPT TO:<@hop[,@hop]:local@domain> -> RCPT TO:<domain!local@posture.test>
     "routerelay-command.regexp": r'/^(RCPT +TO: *<)@[^:<>]+:([^@%!":<>]+)@([^@%!":<>]+)>(.*)$/'
                                  r" ${1}${3}!${2}@posture.test>${4}" "\n",
+    # the round-trip loop: probe addresses -> the monitor's two addresses
+    "loop-alias": "".join(f"{rt.PROBE_LOCAL}@{domain} {rt.MONITOR_USER}\n"
+                          for domain in (rt.LOOP_DOMAIN, rt.LOSSY_DOMAIN))
+                  + f"{rt.PROBE_LOCAL}@{rt.JUNK_DOMAIN} {rt.MONITOR_JUNK_ADDRESS}\n",
+    "transport": f"{rt.MONITOR_DOMAIN} smtp:[{rt.MONITOR_MX[1]}]:25\n",
+    "monitor-recipients": f"{rt.MONITOR_USER} x\n{rt.MONITOR_JUNK_ADDRESS} x\n",
+    # monitorcleanup: into the mailbox domain, then the Maildir and its Junk folder
+    "monitor-alias": f"{rt.MONITOR_USER} monitor@{rt.INBOX_DOMAIN}\n"
+                     f"{rt.MONITOR_JUNK_ADDRESS} junk@{rt.INBOX_DOMAIN}\n",
+    "monitor-vmailbox": f"monitor@{rt.INBOX_DOMAIN} {rt.MONITOR_DOMAIN}/monitor/\n"
+                        f"junk@{rt.INBOX_DOMAIN} {rt.MONITOR_DOMAIN}/monitor/.{rt.JUNK_FOLDER}/\n",
+    "monitor-header.regexp": f"/^Subject:/ PREPEND {MONITOR_AUTH_RESULTS}\n",
 }
 
 _MAIN_CF = """\
@@ -239,8 +303,13 @@ append_dot_mydomain = no
 alias_maps =
 alias_database =
 local_recipient_maps =
-virtual_mailbox_domains = posture.test
-virtual_mailbox_maps = texthash:{d}/vmailbox
+virtual_mailbox_domains = posture.test inbox.monitor.test
+virtual_mailbox_maps = texthash:{d}/vmailbox texthash:{d}/monitor-vmailbox
+virtual_alias_domains = loop.test lossy.test junky.test
+virtual_alias_maps = texthash:{d}/loop-alias
+relay_domains = !inbox.monitor.test monitor.test
+relay_recipient_maps = texthash:{d}/monitor-recipients
+transport_maps = texthash:{d}/transport
 virtual_mailbox_base = {d}/mail
 virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
@@ -248,8 +317,8 @@ default_transport = discard:lab never sends mail out
 relay_transport = discard:lab never sends mail out
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 smtpd_tls_security_level = may
-smtpd_tls_cert_file = {d}/tls/mx1.crt
-smtpd_tls_key_file = {d}/tls/mx1.key
+smtpd_tls_cert_file = {d}/tls/mx1.posture.test.crt
+smtpd_tls_key_file = {d}/tls/mx1.posture.test.key
 smtpd_tls_loglevel = 1
 smtpd_tls_received_header = yes
 smtpd_sasl_type = dovecot
@@ -265,6 +334,9 @@ delay_warning_time = 0
 maximal_queue_lifetime = 1h
 bounce_queue_lifetime = 1h
 smtp_dns_support_level = disabled
+smtp_tls_security_level = may
+smtp_tls_CAfile = {d}/tls/ca.pem
+smtp_tls_loglevel = 1
 disable_vrfy_command = yes
 """
 
@@ -299,6 +371,10 @@ percentcleanup unix n   -       n       -       0       cleanup
   -o virtual_alias_maps=regexp:$config_directory/percentrelay-alias.regexp
 routecleanup unix n     -       n       -       0       cleanup
   -o virtual_alias_maps=regexp:$config_directory/routerelay-alias.regexp
+# cleanup of monitormx: monitor addresses into the mailbox domain, the A-R stand-in
+monitorcleanup unix n   -       n       -       0       cleanup
+  -o virtual_alias_maps=texthash:$config_directory/monitor-alias
+  -o header_checks=regexp:$config_directory/monitor-header.regexp
 """
 
 _DOVECOT_CONF = """\
@@ -306,9 +382,12 @@ base_dir = {d}/dovecot/run
 state_dir = {d}/dovecot/state
 instance_name = lab-dovecot
 log_path = {d}/dovecot/dovecot.log
-protocols = imap
+protocols = imap pop3
 listen = {imap_address}
-ssl = no
+# STARTTLS/STLS offered on 143/110, implicit TLS on 993/995; plaintext login allowed
+ssl = yes
+ssl_cert = <{d}/tls/{mailbox_host}.crt
+ssl_key = <{d}/tls/{mailbox_host}.key
 disable_plaintext_auth = no
 auth_mechanisms = plain login cram-md5
 # failed logins answer at once: no delay, no per-IP penalty (anvil-auth-penalty off)
@@ -317,6 +396,17 @@ default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = 1
 mail_location = maildir:{d}/mail/%d/%n
+namespace inbox {{
+  inbox = yes
+  mailbox {junk} {{
+    special_use = \\Junk
+    auto = create
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+    auto = create
+  }}
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/dovecot/users
@@ -336,7 +426,20 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {imap_address}
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = {imap_address}
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    address = {imap_address}
+    port = {pop3s_port}
+    ssl = yes
   }}
 }}
 service anvil {{
@@ -406,6 +509,20 @@ class LabPostfix:
     def messages(self, user: str = "probe") -> list[Path]:
         """Delivered message files in `user`'s maildir (new/ and cur/)."""
         box = self.mailbox(user)
+        return sorted(p for sub in ("new", "cur") if (box / sub).is_dir()
+                      for p in (box / sub).iterdir())
+
+    def monitor_maildir(self) -> Path:
+        """The Maildir of the round-trip monitor (roundtriplab.MONITOR_USER)."""
+        local, _, domain = rt.MONITOR_USER.partition("@")
+        return self.workdir / "mail" / domain / local
+
+    def monitor_messages(self, folder: str | None = None) -> list[Path]:
+        """Message files (new/ and cur/) of the monitor's INBOX, or of `folder`
+        (e.g. roundtriplab.JUNK_FOLDER, the Maildir++ directory `.Junk`)."""
+        box = self.monitor_maildir()
+        if folder and folder.upper() != "INBOX":
+            box = box / f".{folder}"
         return sorted(p for sub in ("new", "cur") if (box / sub).is_dir()
                       for p in (box / sub).iterdir())
 
@@ -552,7 +669,8 @@ class LabPostfix:
 
         text = repr((_MAIN_CF, _MASTER_CF, _DOVECOT_CONF, sorted(self.endpoints.items()),
                      sorted(LAB_MAPS.items()), self.users, self.sasl_user,
-                     self.sasl_password))
+                     self.sasl_password, rt.MONITOR_USER, rt.MONITOR_PASSWORD,
+                     rt.MAILBOX_HOST))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _configure(self) -> None:
@@ -576,11 +694,19 @@ class LabPostfix:
         mail = d / "mail"
         mail.mkdir()
         os.chown(mail, MAIL_UID, MAIL_GID)
+        # The monitor's Maildir (and its Junk) exist from the start, as a real mailbox
+        # would: not only after the first delivery made them.
+        box = self.monitor_maildir()
+        for folder in (box, box / f".{rt.JUNK_FOLDER}"):
+            for sub in ("", "cur", "new", "tmp"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+        for path in (box.parent, *box.parent.rglob("*")):
+            os.chown(path, MAIL_UID, MAIL_GID)
 
         ca = LabCA()
         ca.write(d / "tls")
-        for host in sorted({e.hostname for e in self.endpoints.values()}):
-            ca.issue([host]).write(d / "tls", host.split(".")[0])
+        for host in sorted({e.hostname for e in self.endpoints.values()} | {rt.MAILBOX_HOST}):
+            ca.issue([host]).write(d / "tls", host)
         from tests.lab.danelab import write_chain_files
 
         dane_files = write_chain_files(d / "tls")
@@ -591,25 +717,26 @@ class LabPostfix:
             d=d, daemons=POSTFIX_DAEMONS, uid=MAIL_UID, gid=MAIL_GID))
         lines = [_MASTER_CF]
         for e in self.endpoints.values():
-            stem = e.hostname.split(".")[0]
             opts = [f"syslog_name=postfix/{e.name}", f"myhostname={e.hostname}",
-                    f"smtpd_tls_cert_file={d}/tls/{stem}.crt",
-                    f"smtpd_tls_key_file={d}/tls/{stem}.key", *e.options]
+                    f"smtpd_tls_cert_file={d}/tls/{e.hostname}.crt",
+                    f"smtpd_tls_key_file={d}/tls/{e.hostname}.key", *e.options]
             if e.dane_keys:  # key, certificate and CA in one file per key (RSA, ECDSA)
                 opts.append("smtpd_tls_chain_files="
                             + ",".join(str(dane_files[k]) for k in e.dane_keys))
             lines.append(f"{e.address}:{e.port} inet n - n - - smtpd\n"
-                         + "".join(f"  -o {o}\n" for o in opts))
+                         + "".join(f"  -o {_master_option(o)}\n" for o in opts))
         (d / "master.cf").write_text("".join(lines))
         for name, text in LAB_MAPS.items():
             (d / name).write_text(text)
         (d / "vmailbox").write_text("".join(f"{u}@{DOMAIN} {DOMAIN}/{u}/\n"
                                             for u in self.users))
         (d / "dovecot" / "dovecot.conf").write_text(_DOVECOT_CONF.format(
-            d=d, uid=MAIL_UID, gid=MAIL_GID,
-            imap_address=self.imap_address[0], imap_port=self.imap_address[1]))
+            d=d, uid=MAIL_UID, gid=MAIL_GID, mailbox_host=rt.MAILBOX_HOST, junk=rt.JUNK_FOLDER,
+            imap_address=self.imap_address[0], imap_port=self.imap_address[1],
+            imaps_port=rt.IMAPS_PORT, pop3_port=rt.POP3_PORT, pop3s_port=rt.POP3S_PORT))
         users = d / "dovecot" / "users"
-        users.write_text(f"{self.sasl_user}:{{PLAIN}}{self.sasl_password}::::::\n")
+        users.write_text("".join(f"{user}:{{PLAIN}}{password}::::::\n" for user, password in (
+            (self.sasl_user, self.sasl_password), (rt.MONITOR_USER, rt.MONITOR_PASSWORD))))
         shutil.chown(users, "root", "dovecot")
         os.chmod(users, 0o640)
         (d / "config.version").write_text(self._config_version())
@@ -686,6 +813,11 @@ class LabPostfix:
         while time.monotonic() < end and any(
                 _listening(e.address, e.port) for e in self.endpoints.values()):
             time.sleep(0.02)
+
+
+def _master_option(option: str) -> str:
+    """A master.cf `-o` value; one with spaces goes in braces (Postfix >= 3.0)."""
+    return f"{{ {option} }}" if " " in option else option
 
 
 def _run_daemon(argv: list[str], outfile: Path, wait: float, env=None) -> tuple[int, str]:

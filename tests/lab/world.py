@@ -20,6 +20,9 @@
 sts.test: the check_mta_sts domains (mtastslab.py), whose policy hosts are the lab
 nginx on 127.0.25.80:443 (nginx.py); nothing listens on 127.0.25.81:443.
 
+loop.test, lossy.test, junky.test, monitor.test: the round-trip lab (roundtriplab.py),
+its MX hosts the lab Postfix on 127.0.25.13-.16 and its mailbox the lab Dovecot (.3).
+
 dane.test (DNSSEC-signed) and its unsigned child unsigned.dane.test: danelab.py; the
 validating resolver that trusts dane.test listens on 127.0.25.54 (unbound.py).
 
@@ -42,6 +45,7 @@ from tests.lab.dnsbllab import DNSBL_ZONES
 from tests.lab.mtastslab import MTASTS_ZONES
 from tests.lab.mxlab import MX_ZONES
 from tests.lab.phaseslab import PHASES_ZONES
+from tests.lab.roundtriplab import ROUNDTRIP_ZONES
 from tests.lab.spflab import SPF_ZONES
 from tests.lab.verdictlab import VERDICT_ZONES
 
@@ -79,6 +83,11 @@ POSTURE_ZONES: dict[str, str] = {
         6   PTR openrelay.posture.test.
         7   PTR percentrelay.posture.test.
         8   PTR routerelay.posture.test.
+        ; the round-trip lab (roundtriplab.py)
+        13  PTR mx1.loop.test.
+        14  PTR mx2.loop.test.
+        15  PTR drop.loop.test.
+        16  PTR mx.monitor.test.
         """,
     # A test blocklist: lists 127.0.0.2 (the conventional test entry) only.
     "dnsbl.posture.test": """
@@ -112,7 +121,7 @@ def _union(*parts: dict[str, str]) -> dict[str, str]:
 
 #: every zone the lab DNS serves (the first one is its readiness probe)
 ZONES: dict[str, str] = _union(POSTURE_ZONES, MX_ZONES, DNSBL_ZONES, SPF_ZONES, PHASES_ZONES,
-                               VERDICT_ZONES, dane_zones(), MTASTS_ZONES)
+                               VERDICT_ZONES, dane_zones(), MTASTS_ZONES, ROUNDTRIP_ZONES)
 
 
 def lab_dns(workdir=None):

@@ -233,6 +233,29 @@ object Host "sts.lab" {
   }
 }
 
+/* The mail round trip, synchronous (an empty state file path): through both loop MX
+ * to the monitor mailbox over IMAPS. */
+object Host "roundtrip.lab" {
+  import "smtp-posture-host"
+  vars.mail_domains["loop.test"] = {
+    dns_server = "{dns}"
+    no_smtp_check = true
+    no_mx_check = true
+    no_dnsbl_check = true
+    no_spf_check = true
+    no_open_relay_check = true
+    no_dane_check = true
+    no_mta_sts_check = true
+    mail_roundtrip_to = "probe@loop.test"
+    mail_roundtrip_mailbox = "imaps://monitor%40monitor.test@mail.monitor.test/INBOX"
+    mail_roundtrip_mailbox_ca_file = "{ca}"
+    mail_roundtrip_mailbox_password_file = "{mbpwfile}"
+    mail_roundtrip_helo_name = "monitor.posture.test"
+    mail_roundtrip_state_file = ""
+    mail_roundtrip_timeout = 30
+  }
+}
+
 object Host "submit.lab" {
   import "smtp-posture-host"
   address = "127.0.25.3"
@@ -420,6 +443,12 @@ VARIANTS = [
             ("check_mx_sanity", "-D", "posture.test", D, "{dns}", "-t", "10",
              "--allow-private", "--min-mx", "3", "--expect-mx", "mx1.posture.test"),
             1, "2 MX, fewer than 3"),
+    Variant("roundtrip.lab", "mail-roundtrip-loop.test",
+            ("check_mail_roundtrip", "-D", "loop.test", D, "{dns}", "--to", "probe@loop.test",
+             "--mailbox", "imaps://monitor%40monitor.test@mail.monitor.test/INBOX",
+             "--mailbox-ca-file", "{ca}", "--mailbox-password-file", "{mbpwfile}",
+             "--helo-name", "monitor.posture.test", "-t", "30"),
+            0, "2 probes back via 2 MX endpoints of loop.test"),
     # host mode (check_address), and the password: the variable, none, a file
     Variant("submit.lab", "submission-password",
             ("check_smtp_phases", "-H", "127.0.25.3", "-p", "587",
@@ -509,7 +538,14 @@ def icinga(lab, lab_dns, lab_resolver, lab_nginx):
         pwfile.write_text(PASSWORD + "\n")
         shutil.chown(pwfile, "nagios", "nagios")
         pwfile.chmod(0o600)
+        from tests.lab.roundtriplab import MONITOR_PASSWORD
+
+        mbpwfile = files / "mailbox.pw"
+        mbpwfile.write_text(MONITOR_PASSWORD + "\n")
+        shutil.chown(mbpwfile, "nagios", "nagios")
+        mbpwfile.chmod(0o600)
         values = {"dns": lab_dns.server_arg, "resolver": lab_resolver.server_arg,
+                  "mbpwfile": str(mbpwfile),
                   "ca": str(files / "ca.pem"), "sts_ca": str(files / "sts-ca.pem"),
                   "pwfile": str(pwfile), "password": PASSWORD}
         pki = Pki(private_dir("icinga-pki-"))

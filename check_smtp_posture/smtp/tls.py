@@ -583,3 +583,15 @@ def _is_self_signed(cert) -> bool:
     if cert.subject != cert.issuer:
         return False
     return _signed_by(cert, cert)
+
+
+def verified_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A context that refuses an untrusted chain or a wrong name: for sending a password.
+
+    Where a password crosses the connection (a mailbox login, submission AUTH) the
+    certificate is checked before anything is sent, not reported afterwards.
+    `ca_file` replaces the system trust store.
+    """
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return ssl.create_default_context()

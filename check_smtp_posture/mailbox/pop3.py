@@ -1,0 +1,187 @@
+"""The POP3 mailbox, through poplib: one session per look, since POP3 shows a snapshot.
+
+POP3 has no folders, hence no junk folder and no arrival time (the newest
+Received: date stands in). pop3:// upgrades with STLS when the server offers it.
+Messages are told apart by UIDL, so a message that is no probe is read once
+per run, not once per look.
+"""
+
+from __future__ import annotations
+
+import poplib
+import socket
+import time
+
+from check_smtp_posture.mailbox import (
+    BODY_CAP,
+    LOGIN,
+    PROTOCOL,
+    MailboxError,
+    Seen,
+    connection_error,
+    header_block,
+    header_has,
+    tokens_in,
+)
+
+#: the newest messages looked at; a probe mailbox holds few
+SCAN_CAP = 500
+
+
+class _Pop3(poplib.POP3):
+    """poplib connected to an address, with TLS (implicit or STLS) checked for `host`."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float, context=None):
+        self._address = address
+        self._implicit_context = context
+        super().__init__(host, port, timeout)
+
+    def _create_socket(self, timeout):
+        sock = socket.create_connection((self._address, self.port), timeout)
+        if self._implicit_context is not None:
+            sock = self._implicit_context.wrap_socket(sock, server_hostname=self.host)
+        return sock
+
+
+class Pop3Box:
+    idles = False
+    folders = (("INBOX", False),)
+
+    def __init__(self, spec, address, password, ca_file, deadline, poll_interval, transcript):
+        self.spec = spec
+        self.address = address or spec.host
+        self.password = password
+        self.ca_file = ca_file
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.transcript = transcript if transcript is not None else []
+        self.tls = None
+        self._not_probes: set = set()  # UIDLs already read and found to be no probe
+
+    def open(self) -> None:
+        """Log in once to prove the credentials; every look opens its own session."""
+        self._session().quit()
+
+    def close(self) -> None:
+        pass
+
+    def _session(self) -> _Pop3:
+        from check_smtp_posture.smtp.tls import verified_context
+
+        spec = self.spec
+        context = verified_context(self.ca_file)
+        implicit = spec.scheme == "pop3s"
+        conn = None
+        try:
+            conn = _Pop3(spec.host, spec.port, self.address,
+                         self.deadline.timeout("mailbox connect"),
+                         context if implicit else None)
+            self.tls = "implicit TLS" if implicit else None
+            if not implicit:
+                try:
+                    offered = "STLS" in conn.capa()
+                except poplib.error_proto:  # no CAPA (RFC 2449): no STLS either
+                    offered = False
+                if offered:
+                    conn.stls(context)
+                    self.tls = "STLS"
+            self._log(f"connected to {self.address} port {spec.port}"
+                      + (f" ({self.tls})" if self.tls else " without TLS"))
+            try:
+                conn.user(spec.user)
+                conn.pass_(self.password or "")
+            except poplib.error_proto as exc:
+                raise MailboxError(LOGIN, f"login as {spec.user} refused: {_text(exc)}") \
+                    from None
+            self._log(f"USER {spec.user} / PASS ********: logged in")
+            return conn
+        except MailboxError:
+            _drop(conn)
+            raise
+        except poplib.error_proto as exc:
+            _drop(conn)
+            raise MailboxError(PROTOCOL, _text(exc)) from None
+        except OSError as exc:
+            _drop(conn)
+            raise connection_error(exc, f"{self.address} port {spec.port}") from None
+
+    def scan(self, header: tuple, texts) -> list:
+        conn = self._session()
+        found = []
+        try:
+            conn.sock.settimeout(self.deadline.timeout("mailbox"))
+            listing = _uidl(conn)
+            sizes = {int(n): int(s) for n, s in
+                     (line.split()[:2] for line in conn.list()[1])}
+            for number, uid in listing[-SCAN_CAP:]:
+                if uid in self._not_probes:
+                    continue
+                conn.sock.settimeout(self.deadline.timeout("mailbox"))
+                head = header_block(b"\r\n".join(conn.top(number, 0)[1]) + b"\r\n\r\n")
+                matched = "header" if header_has(head, *header) else tokens_in(head, texts)
+                if matched is None and sizes.get(number, 0) <= BODY_CAP and texts:
+                    whole = b"\r\n".join(conn.retr(number)[1])
+                    matched = tokens_in(whole, texts)
+                if matched is None:
+                    self._not_probes.add(uid)
+                    continue
+                found.append(Seen("INBOX", False, head, None, time.time(), matched, uid))
+            conn.quit()
+        except MailboxError:
+            _drop(conn)
+            raise
+        except poplib.error_proto as exc:
+            _drop(conn)
+            raise MailboxError(PROTOCOL, _text(exc)) from None
+        except OSError as exc:
+            _drop(conn)
+            raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
+        return found
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(max(0.0, min(seconds, self.poll_interval)))
+
+    def delete(self, seen: list) -> int:
+        """DELE exactly these messages (by UIDL), committed by QUIT."""
+        wanted = {item.ref for item in seen}
+        conn = self._session()
+        try:
+            conn.sock.settimeout(self.deadline.timeout("mailbox"))
+            numbers = [n for n, uid in _uidl(conn) if uid in wanted]
+            for number in numbers:
+                conn.dele(number)
+            conn.quit()
+        except (poplib.error_proto, OSError) as exc:
+            _drop(conn)
+            raise MailboxError(PROTOCOL, f"deleting probes: {_text(exc)}") from None
+        return len(numbers)
+
+    def _log(self, line: str) -> None:
+        self.transcript.append(line)
+
+
+def _uidl(conn) -> list:
+    """[(message number, unique id)] in mailbox order."""
+    pairs = []
+    for line in conn.uidl()[1]:
+        number, _, uid = line.partition(b" ")
+        pairs.append((int(number), uid.strip().decode("ascii", "replace")))
+    return pairs
+
+
+def _drop(conn) -> None:
+    """Close without QUIT: nothing is committed (DELE only takes effect at QUIT)."""
+    if conn is not None:
+        try:
+            conn.close()
+        except OSError:
+            pass
+
+
+def _text(exc: BaseException) -> str:
+    from check_smtp_posture.sanitize import one_line
+
+    text = str(exc)
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return one_line(text, 100)

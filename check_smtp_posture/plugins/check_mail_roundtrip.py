@@ -1,0 +1,760 @@
+"""check_mail_roundtrip: does a message sent through every MX come back through the
+forwarding loop, and how long does each hop take?
+
+One probe per MX endpoint (every address of every MX), delivered directly on
+port 25 through the family's SMTP library, or all through --submit. The
+receiving side forwards the probe address to a mailbox (--mailbox: IMAP with
+IDLE, POP3, Maildir), where the probe is found by its token, timed end to end
+and hop by hop (Received:), and deleted.
+
+Synchronous: send, wait until every probe is back or the deadline, report.
+Asynchronous (--state-file): each run sends new probes and collects those of
+earlier runs, since a mail loop of minutes does not fit a check's timeout.
+
+RoundTrip.probe() gathers facts (one ProbeOutcome per MX endpoint, the mailbox
+failure if any); the Contexts judge; RoundTripSummary phrases.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import nagiosplugin
+
+from check_smtp_posture import cli, probemail, runner, states, targets
+from check_smtp_posture.contexts import (
+    MxContext,
+    StateFileContext,
+    TimeContext,
+    seconds,
+    smtp_failure_state,
+)
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.sanitize import one_line, printable
+from check_smtp_posture.summary import FamilySummary
+
+MAILBOX_PASSWORD_ENV = "CHECK_MAILBOX_PASSWORD"
+SASL_PASSWORD_ENV = "CHECK_SMTP_PASSWORD"  # as check_smtp_phases
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_WARNING, DEFAULT_CRITICAL = "60", "300"
+SUBMISSION_PORT, SMTPS_PORT = 587, 465
+#: seconds kept back from the wait for cleanup and the report
+CLEANUP_RESERVE = 2.0
+
+# what became of a probe
+BACK, JUNK, LOST, IN_FLIGHT, SENT, NOT_SENT, SEND_FAILED = (
+    "back", "junk", "lost", "in flight", "sent", "not sent", "send failed")
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    domain: str
+    to: str
+    sender: str
+    mailbox: object  # mailbox.MailboxSpec
+    mailbox_password: str | None
+    mailbox_ca_file: str | None
+    junk_folders: tuple
+    idle: bool
+    poll_interval: float
+    submit: tuple | None  # (host, port)
+    submit_implicit_tls: bool
+    sasl: object  # smtp.session.SaslCredentials or None
+    ca_file: str | None
+    state_file: str | None
+    port: int
+    family: int | None
+    dns_server: tuple | None
+    query_timeout: float | None
+    concurrency: int
+    helo_name: str
+    helo_note: str | None
+    unreachable_state: str
+    warning: str | None
+    critical: str | None
+    verbose: int
+    timeout: float
+
+    @property
+    def lost_after(self) -> float:
+        """A probe not back after this many seconds is lost (the -c range's end)."""
+        return _range_end(self.critical) or float(DEFAULT_CRITICAL)
+
+    @property
+    def late_after(self) -> float | None:
+        return _range_end(self.warning)
+
+
+def _range_end(text: str | None) -> float | None:
+    if not text:
+        return None
+    end = nagiosplugin.Range(text).end
+    return end if end != float("inf") else None
+
+
+def build_parser() -> cli.PluginArgumentParser:
+    parser = cli.PluginArgumentParser(
+        prog="check_mail_roundtrip",
+        description="Send a probe message through every MX endpoint of a mail domain to an "
+                    "address that forwards it to a mailbox; find it there (IMAP IDLE, POP3, "
+                    "Maildir), time the loop end to end and hop by hop, read the receiving "
+                    "side's Authentication-Results, delete it.")
+    target = parser.add_argument_group("the loop")
+    target.add_argument("-D", "--domain", type=cli.domain_name,
+                        help="mail domain: one probe through every address of every MX "
+                             "(required)")
+    target.add_argument("--to", type=cli.recipient_address, metavar="ADDR",
+                        help="the probe address on the domain, forwarded to the mailbox "
+                             "(required)")
+    target.add_argument("--from", dest="sender", type=cli.sender_address, metavar="ADDR",
+                        help="envelope sender and From of the probes (default: the mailbox "
+                             "user when it is an address)")
+    target.add_argument("-p", "--port", type=cli.port_number, default=25,
+                        help="MX port (default: 25)")
+    cli.add_concurrency_option(target, "endpoints sent to (and DNS queries asked)")
+    cli.add_family_options(target)
+    cli.add_dns_options(target)
+    target.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
+                        help="name to announce in EHLO (default: this host's fully qualified "
+                             "name)")
+
+    box = parser.add_argument_group("the mailbox where the loop ends")
+    box.add_argument("--mailbox", metavar="URL",
+                     help="imap://USER@HOST[:PORT]/FOLDER, imaps://..., pop3://USER@HOST[:PORT],"
+                          " pop3s://... or maildir:/PATH (required)")
+    box.add_argument("--mailbox-password-file", metavar="FILE",
+                     help=f"read the mailbox password from FILE (else from "
+                          f"${MAILBOX_PASSWORD_ENV})")
+    box.add_argument("--mailbox-ca-file", metavar="FILE",
+                     help="PEM bundle of CAs for the mailbox's TLS (default: the system "
+                          "trust store)")
+    box.add_argument("--junk-folder", action="append", default=[], metavar="NAME",
+                     help="a folder that counts as junk besides the special-use \\Junk folder"
+                          " (repeatable; Maildir default: Junk)")
+    box.add_argument("--no-idle", action="store_true",
+                     help="poll even when the IMAP server offers IDLE")
+    box.add_argument("--poll-interval", type=cli.positive_float, default=2.0,
+                     metavar="SECONDS",
+                     help="between looks at a mailbox without IDLE (default: 2)")
+
+    submit = parser.add_argument_group("sending through a submission server")
+    submit.add_argument("--submit", metavar="HOST[:PORT]",
+                        help="send every probe through this server (port 587: STARTTLS, "
+                             "465: implicit TLS) instead of each MX: no per-MX split")
+    submit.add_argument("--sasl-user", metavar="USER", help="authentication identity")
+    submit.add_argument("--sasl-mechanism", type=str.upper,
+                        choices=("PLAIN", "LOGIN", "CRAM-MD5"),
+                        help="SASL mechanism (default with --sasl-user: PLAIN)")
+    submit.add_argument("--sasl-password-file", metavar="FILE",
+                        help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
+    submit.add_argument("--ca-file", metavar="FILE",
+                        help="PEM bundle of CAs for the submission server's certificate")
+
+    limits = parser.add_argument_group("thresholds, states and modes")
+    limits.add_argument("--state-file", metavar="FILE",
+                        help="asynchronous mode: each run sends new probes and collects "
+                             "those of earlier runs")
+    cli.add_threshold_options(limits, what="the roundtrip of each probe, in seconds (a probe"
+                              " older than the critical end is lost)",
+                              warning=DEFAULT_WARNING, critical=DEFAULT_CRITICAL)
+    cli.add_unreachable_option(limits)
+    cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
+    return parser
+
+
+def options_from(args) -> Options | str:
+    """Options from parsed arguments, or a usage error message."""
+    from check_smtp_posture.mailbox import parse_url
+    from check_smtp_posture.secrets import SecretError, read_secret
+
+    for needed, name in ((args.domain, "-D/--domain"), (args.to, "--to"),
+                         (args.mailbox, "--mailbox")):
+        if not needed:
+            return f"{name} is required"
+    try:
+        spec = parse_url(args.mailbox)
+    except ValueError as exc:
+        return f"--mailbox {exc}"
+    sender = args.sender
+    if sender is None:
+        if spec.user and "@" in spec.user:
+            sender = spec.user
+        else:
+            return "--from is required when the mailbox user is no address"
+    password = None
+    if spec.scheme != "maildir":
+        try:
+            password = read_secret(args.mailbox_password_file, MAILBOX_PASSWORD_ENV)
+        except SecretError as exc:
+            return f"--mailbox-password-file: {exc}"
+        if password is None:
+            return (f"the mailbox needs a password: --mailbox-password-file FILE or "
+                    f"${MAILBOX_PASSWORD_ENV}")
+    submit, sasl = None, None
+    if args.submit:
+        try:
+            submit = _host_port(args.submit)
+        except ValueError as exc:
+            return f"--submit {exc}"
+    if args.sasl_user:
+        if not submit:
+            return "--sasl-user needs --submit (an MX takes no AUTH from a stranger)"
+        from check_smtp_posture.smtp.session import SaslCredentials
+
+        try:
+            secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
+        except SecretError as exc:
+            return f"--sasl-password-file: {exc}"
+        if secret is None:
+            return f"SASL needs a password: --sasl-password-file FILE or ${SASL_PASSWORD_ENV}"
+        sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
+    elif args.sasl_mechanism or args.sasl_password_file:
+        return "--sasl-mechanism and --sasl-password-file need --sasl-user"
+    if args.ca_file and not submit:
+        return "--ca-file is for --submit (probes to an MX use STARTTLS unverified, as MTAs do)"
+    if args.no_idle and not spec.scheme.startswith("imap"):
+        return "--no-idle is for IMAP mailboxes"
+    for name, text in (("-w", args.warning), ("-c", args.critical)):
+        if text and _range_end(text) is None:
+            return f"{name} {text}: a roundtrip range needs an upper end (e.g. 60 or 10:60)"
+    helo, helo_note = args.helo_name, None
+    if helo is None:
+        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
+    return Options(
+        domain=args.domain, to=args.to, sender=sender, mailbox=spec,
+        mailbox_password=password, mailbox_ca_file=args.mailbox_ca_file,
+        junk_folders=tuple(args.junk_folder), idle=not args.no_idle,
+        poll_interval=args.poll_interval, submit=submit,
+        submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl,
+        ca_file=args.ca_file, state_file=args.state_file, port=args.port,
+        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
+        query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
+        helo_note=helo_note, unreachable_state=args.unreachable_state,
+        warning=args.warning, critical=args.critical, verbose=args.verbose,
+        timeout=args.timeout)
+
+
+def _host_port(text: str) -> tuple:
+    host, port = text, SUBMISSION_PORT
+    if text.startswith("["):  # [2001:db8::1]:587
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            port = cli.port_number(rest.removeprefix(":"))
+    elif text.count(":") == 1:
+        host, _, number = text.partition(":")
+        try:
+            port = cli.port_number(number)
+        except Exception:
+            raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
+    try:
+        host = cli.host_or_address(host)
+    except Exception:
+        raise ValueError(f"{text!r}: not HOST[:PORT]") from None
+    return host, port
+
+
+# -- facts -------------------------------------------------------------------------
+
+
+class ProbeOutcome:
+    """What became of the probe through one endpoint (or of an earlier run's probe)."""
+
+    __slots__ = ("label", "prefix", "status", "token", "sent", "roundtrip", "folder",
+                 "hops", "auth", "session", "matched", "age")
+
+    def __init__(self, label: str, prefix: str, status: str, token: str | None = None,
+                 sent: float | None = None):
+        self.label = label
+        self.prefix = prefix
+        self.status = status
+        self.token = token
+        self.sent = sent
+        self.roundtrip: float | None = None
+        self.folder: str | None = None
+        self.hops: list = []  # received.HopDelay, oldest first
+        self.auth: list = []  # authresults.Verdict
+        self.session = None  # the SessionResult of the sending
+        self.matched: str | None = None
+        self.age: float | None = None  # async: seconds since an unanswered probe was sent
+
+
+class RoundTrip(nagiosplugin.Resource):
+    def __init__(self, options: Options, deadline: Deadline):
+        self.options = options
+        self.deadline = deadline
+        self.resolution: targets.Resolution | None = None
+        self.outcomes: list[ProbeOutcome] = []
+        self.mailbox_error = None
+        self.mailbox_box = None
+        self.transcript: list = []  # the mailbox dialogue, for -vvv
+        self.deleted = 0
+        self.stale_deleted = 0
+        self.first_run = False
+        self.state_problem = None
+
+    @property
+    def name(self):
+        return "MAIL_ROUNDTRIP"
+
+    def probe(self):
+        opts = self.options
+        endpoints = self._endpoints()
+        if self.resolution is not None:
+            yield nagiosplugin.Metric("mx", self.resolution, context="mx")
+        if not endpoints:
+            return
+        box = self._open_mailbox()
+        if box is None:  # nothing is sent that could not be collected
+            yield nagiosplugin.Metric("mailbox", self.mailbox_error, context="mailbox")
+            return
+        try:
+            if opts.state_file:
+                yield from self._asynchronous(box, endpoints)
+            else:
+                yield from self._synchronous(box, endpoints)
+        finally:
+            box.close()
+        yield nagiosplugin.Metric("mailbox", self.mailbox_error, context="mailbox")
+
+    # -- the two modes -------------------------------------------------------------
+    def _synchronous(self, box, endpoints):
+        sent = self._send(endpoints)
+        pending = {o.token: o for o in sent if o.status == SENT}
+        self._collect(box, pending, wait=True)
+        for outcome in pending.values():
+            if outcome.status == SENT:
+                outcome.status = LOST
+                outcome.age = time.time() - outcome.sent
+        self.outcomes = sent
+        yield from self._metrics()
+
+    def _asynchronous(self, box, endpoints):
+        from check_smtp_posture.statefile import StateFile
+
+        opts = self.options
+        with StateFile(opts.state_file, self.deadline) as state:
+            self.state_problem = state.problem
+            earlier = self._load(state)
+            self.first_run = not earlier and state.problem is None and not state.data.get(
+                "seen")
+            pending = {token: outcome for token, outcome in earlier.items()}
+            self._collect(box, pending, wait=False)
+            now = time.time()
+            for outcome in pending.values():
+                if outcome.status == SENT:
+                    outcome.age = now - outcome.sent
+                    outcome.status = LOST if outcome.age > opts.lost_after else IN_FLIGHT
+            # probes whose tokens cannot be kept could never be collected: none are sent
+            sent = self._send(endpoints) if state.usable else []
+            if state.usable:
+                state.data["seen"] = True
+                state.data[opts.domain] = {
+                    o.token: {"label": o.label, "prefix": o.prefix, "sent": o.sent}
+                    for o in list(pending.values()) + sent
+                    if o.status in (SENT, IN_FLIGHT)}
+        self.state_problem = state.problem
+        self.outcomes = _latest_per_endpoint(list(pending.values()), sent)
+        yield nagiosplugin.Metric("state_file", self.state_problem, context="state_file")
+        yield from self._metrics()
+
+    def _load(self, state) -> dict:
+        entries = state.data.get(self.options.domain, {})
+        if not isinstance(entries, dict):
+            state.discard(self.options.domain, "not a table of probes")
+            return {}
+        earlier = {}
+        for token, entry in entries.items():
+            try:
+                outcome = ProbeOutcome(str(entry["label"]), str(entry["prefix"]), SENT, token,
+                                       float(entry["sent"]))
+            except (KeyError, TypeError, ValueError):
+                state.discard(self.options.domain, f"probe {token!r} is malformed")
+                return {}
+            earlier[token] = outcome
+        return earlier
+
+    # -- sending -----------------------------------------------------------------------
+    def _endpoints(self) -> tuple:
+        opts = self.options
+        factory = lambda: cli.dns_client(opts, self.deadline)  # noqa: E731
+        if opts.submit:
+            host, port = opts.submit
+            self.resolution = targets.resolve_target(host, None, factory, family=opts.family)
+            return self.resolution.endpoints(port, host if not _is_literal(host) else None)
+        self.resolution = targets.resolve_target(None, opts.domain, factory,
+                                                 family=opts.family,
+                                                 concurrency=opts.concurrency)
+        return self.resolution.endpoints(opts.port, None)
+
+    def _send(self, endpoints) -> list:
+        from check_smtp_posture.fanout import each_endpoint
+
+        opts = self.options
+        prefixed = len(endpoints) > 1 or not opts.submit
+        reserve = min(self.deadline.remaining() / 2, 15.0)  # the rest is for the wait
+
+        def send(endpoint, deadline):
+            from check_smtp_posture.smtp.session import run_session
+
+            label = endpoint.label
+            sent = time.time()
+            token = probemail.new_token(sent)
+            outcome = ProbeOutcome(label, endpoint.perf_prefix(prefixed), SENT, token, sent)
+            message = probemail.build(token=token, domain=opts.domain, mx_label=label,
+                                      sender=opts.sender, recipient=opts.to,
+                                      helo_name=opts.helo_name, sent=sent)
+            outcome.session = run_session(endpoint, self._plan(message), deadline)
+            result = outcome.session
+            if result.failure is not None or result.stopped is not None or \
+                    result.withheld is not None or "body" not in result.replies:
+                outcome.status = SEND_FAILED
+            return outcome
+
+        sending = self.deadline.share(reserve)
+        return each_endpoint(endpoints, send, sending, opts.concurrency)
+
+    def _plan(self, message: bytes):
+        from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan
+
+        opts = self.options
+        context = None
+        if opts.submit:
+            from check_smtp_posture.smtp.tls import verified_context
+
+            context = lambda: verified_context(opts.ca_file)  # noqa: E731
+        return SessionPlan(helo_name=opts.helo_name, starttls=STARTTLS_AUTO,
+                           implicit_tls=opts.submit_implicit_tls,
+                           require_tls=opts.sasl is not None, tls_context=context,
+                           sasl=opts.sasl, mail_from=opts.sender, rcpt_to=(opts.to,),
+                           send_data=True, message=message)
+
+    # -- the mailbox -------------------------------------------------------------------
+    def _open_mailbox(self):
+        from check_smtp_posture import mailbox
+
+        opts = self.options
+        spec = opts.mailbox
+        try:
+            address = None
+            if spec.host is not None and not _is_literal(spec.host):
+                address = self._mailbox_address(spec.host)
+            self.mailbox_box = mailbox.open_mailbox(
+                spec, address=address, password=opts.mailbox_password,
+                ca_file=opts.mailbox_ca_file, deadline=self.deadline,
+                junk_folders=opts.junk_folders, idle=opts.idle,
+                poll_interval=opts.poll_interval, transcript=self.transcript)
+            return self.mailbox_box
+        except mailbox.MailboxError as exc:
+            self.mailbox_error = exc
+            return None
+
+    def _mailbox_address(self, host: str) -> str:
+        from check_smtp_posture.mailbox import CONNECT, MailboxError
+
+        opts = self.options
+        found = targets.resolve_hosts(cli.dns_client(opts, self.deadline), [host],
+                                      family=opts.family)[0]
+        addresses = found.addresses
+        if not addresses:
+            problem = found.targets[0].describe_problem() if found.targets else "no address"
+            raise MailboxError(CONNECT, f"{host}: {problem}")
+        return addresses[0]
+
+    def _collect(self, box, pending: dict, *, wait: bool) -> None:
+        """Find pending probes (and stale ones of ours); record, then delete them."""
+        from check_smtp_posture.mailbox import MailboxError
+
+        opts = self.options
+        needle = probemail.header_needle(opts.domain)
+        stale: dict = {}
+        found: list = []
+        try:
+            while True:
+                waiting = {t for t, o in pending.items() if o.status == SENT}
+                for seen in box.scan(needle, waiting):
+                    facts = probemail.facts(seen.header, seen.matched)
+                    outcome = pending.get(facts.token)
+                    if outcome is not None and outcome.status == SENT:
+                        self._record(outcome, seen, facts)
+                        found.append(seen)
+                    elif outcome is None and self._stale(facts):
+                        stale[seen.ref] = seen
+                left = self.deadline.remaining() - CLEANUP_RESERVE
+                if not wait or left <= 0 or not any(o.status == SENT for o in pending.values()):
+                    break
+                box.wait(left)
+            self.deleted = box.delete(found) if found else 0
+            self.stale_deleted = box.delete(list(stale.values())) if stale else 0
+        except MailboxError as exc:
+            self.mailbox_error = exc
+
+    def _stale(self, facts) -> bool:
+        """Our own probe of an earlier run: our domain and sender, older than lost."""
+        opts = self.options
+        sent = facts.sent
+        return (facts.domain == opts.domain and facts.sender == opts.sender.lower()
+                and sent is not None and time.time() - sent > opts.lost_after)
+
+    def _record(self, outcome: ProbeOutcome, seen, facts) -> None:
+        from check_smtp_posture import received
+
+        outcome.status = JUNK if seen.junk else BACK
+        outcome.folder = seen.folder
+        outcome.matched = seen.matched
+        chain = received.hops(probemail.received_values(seen.header))
+        sent_at = _utc(outcome.sent)
+        outcome.hops = received.hop_delays(chain, sent_at)
+        if self.options.state_file and seen.arrived is not None:
+            outcome.roundtrip = seen.arrived - outcome.sent  # the store's arrival time
+        elif self.options.state_file and chain and chain[-1].timestamp is not None:
+            outcome.roundtrip = chain[-1].timestamp.timestamp() - outcome.sent
+        else:
+            outcome.roundtrip = seen.noticed - outcome.sent
+        values = probemail.auth_results_values(seen.header)
+        if values:
+            from check_smtp_posture import authresults
+
+            outcome.auth = authresults.verdicts(values)
+
+    # -- metrics -------------------------------------------------------------------------
+    def _metrics(self):
+        from check_smtp_posture import received
+
+        for outcome in self.outcomes:
+            # one endpoint may have a lost probe and one that came back: two names
+            kind = {LOST: "lost", SEND_FAILED: "send"}.get(outcome.status, "probe")
+            yield nagiosplugin.Metric(outcome.prefix + kind, outcome, context="probe")
+            if outcome.status in (BACK, JUNK) and outcome.roundtrip is not None:
+                yield seconds(outcome.prefix + "roundtrip_time", max(0.0, outcome.roundtrip),
+                              context="roundtrip")
+                yield nagiosplugin.Metric(outcome.prefix + "hops", len(outcome.hops), min=0,
+                                          context="default")
+                slowest = received.slowest(outcome.hops)
+                if slowest is not None and slowest.delay is not None:
+                    yield seconds(outcome.prefix + "slowest_hop_time", max(0.0, slowest.delay),
+                                  context="default")
+
+
+def _latest_per_endpoint(earlier: list, sent: list) -> list:
+    """What an asynchronous run reports: per endpoint, the newest probe that came back
+    and the newest lost one; a probe in flight where none came back; this run's sending
+    failures; and this run's probes where nothing else is known (the first run)."""
+
+    def newest(outcomes, statuses):
+        chosen: dict = {}
+        for outcome in sorted(outcomes, key=lambda o: o.sent):
+            if outcome.status in statuses:
+                chosen[outcome.label] = outcome
+        return chosen
+
+    back = newest(earlier, (BACK, JUNK))
+    lost = newest(earlier, (LOST,))
+    flying = {label: o for label, o in newest(earlier, (IN_FLIGHT,)).items()
+              if label not in back}
+    known = set(back) | set(lost) | set(flying)
+    return (list(back.values()) + list(lost.values()) + list(flying.values())
+            + [o for o in sent if o.status == SEND_FAILED or o.label not in known])
+
+
+def _is_literal(host: str) -> bool:
+    from check_smtp_posture.names import is_ip_literal
+
+    return is_ip_literal(host)
+
+
+def _utc(epoch: float):
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+
+
+# -- contexts ------------------------------------------------------------------------
+
+
+class ProbeContext(nagiosplugin.Context):
+    """A probe that did not come back, landed in junk, or could not be sent."""
+
+    def __init__(self, options: Options):
+        super().__init__("probe")
+        self.options = options
+
+    def evaluate(self, metric, resource):
+        outcome: ProbeOutcome = metric.value
+        opts = self.options
+        where = outcome.label
+        if outcome.status == SEND_FAILED:
+            return self._send_failure(outcome, metric)
+        if outcome.status == JUNK:
+            return self.result_cls(nagiosplugin.Warn, f"probe via {where} landed in junk "
+                                   f"folder {printable(outcome.folder, 40)}", metric)
+        if outcome.status == LOST:
+            if opts.state_file:
+                return self.result_cls(nagiosplugin.Critical, f"probe via {where} lost: not "
+                                       f"back after {outcome.age:.0f}s", metric)
+            return self.result_cls(nagiosplugin.Critical, f"probe via {where} not back "
+                                   f"within {outcome.age:.1f}s", metric)
+        if outcome.status == IN_FLIGHT and opts.late_after is not None \
+                and outcome.age > opts.late_after:
+            return self.result_cls(nagiosplugin.Warn, f"probe via {where} not back after "
+                                   f"{outcome.age:.0f}s", metric)
+        return self.result_cls(nagiosplugin.Ok, "", metric)
+
+    def _send_failure(self, outcome, metric):
+        result = outcome.session
+        where = outcome.label
+        if result.failure is not None:
+            exc = result.failure
+            return self.result_cls(smtp_failure_state(exc, self.options.unreachable_state),
+                                   f"sending via {where} {exc.phase}: {one_line(exc.detail)}",
+                                   metric)
+        if result.withheld is not None:
+            return self.result_cls(nagiosplugin.Critical, f"sending via {where}: no TLS, so "
+                                   "the password was not sent", metric)
+        phase = result.stopped or "data"
+        reply = result.replies.get(phase)
+        if phase == "rcpt" and result.rcpt_replies:
+            reply = result.rcpt_replies[-1][1]
+        said = one_line(str(reply), 80) if reply is not None else "not offered"
+        return self.result_cls(nagiosplugin.Critical, f"sending via {where} refused at "
+                               f"{phase}: {said}", metric)
+
+
+class MailboxContext(nagiosplugin.Context):
+    """The mailbox could not be used: unreachable (--unreachable-state), else CRITICAL."""
+
+    def __init__(self, options: Options):
+        super().__init__("mailbox")
+        self.options = options
+
+    def evaluate(self, metric, resource):
+        from check_smtp_posture.mailbox import CONNECT, TIMEOUT
+
+        error = metric.value
+        if error is None:
+            return self.result_cls(nagiosplugin.Ok, "", metric)
+        label = self.options.mailbox.label
+        state = states.state(self.options.unreachable_state) \
+            if error.kind in (CONNECT, TIMEOUT) else nagiosplugin.Critical
+        return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
+
+
+# -- summary ---------------------------------------------------------------------------
+
+
+class RoundTripSummary(FamilySummary):
+    def __init__(self, resource: RoundTrip):
+        super().__init__(resource.options.verbose)
+        self.resource = resource
+
+    def headline(self, results):
+        res = self.resource
+        outcomes = res.outcomes
+        if not outcomes:
+            return ""
+        opts = res.options
+        back = [o for o in outcomes if o.status == BACK]
+        labels = {o.label for o in outcomes}
+        through = f"through {opts.submit[0]} (submission: no per-MX split)" \
+            if opts.submit else f"via {len(labels)} MX endpoints of {opts.domain}" \
+            if len(labels) > 1 else f"via {outcomes[0].label}"
+        if opts.state_file and not back:
+            flying = sum(o.status in (SENT, IN_FLIGHT) for o in outcomes)
+            if res.first_run:
+                return f"first run: {flying} probes sent {through}, results on the next run"
+            return f"{flying} probes in flight {through}"
+        slowest = max(back, key=lambda o: o.roundtrip) if back else None
+        if len(outcomes) == 1 and slowest is not None:
+            return f"probe back {through} in {slowest.roundtrip:.3f}s, " \
+                   f"{len(slowest.hops)} hops"
+        count = f"{len(back)} probes" if len(back) == len(outcomes) else \
+            f"{len(back)} of {len(outcomes)} probes"
+        if slowest is None:
+            return f"no probe back {through}"
+        return f"{count} back {through}, slowest {slowest.label} {slowest.roundtrip:.3f}s"
+
+    def details(self, results):
+        res = self.resource
+        lines = []
+        if res.options.helo_note:
+            lines.append(f"note: {res.options.helo_note}")
+        if res.options.submit:
+            lines.append("note: sent through submission, so the probe's MX is the domain's "
+                         "choice: no per-MX result")
+        for outcome in res.outcomes:
+            lines.extend(describe_outcome(outcome, self.verbosity))
+        if res.deleted or res.stale_deleted:
+            lines.append(f"mailbox {res.options.mailbox.label}: deleted {res.deleted} "
+                         f"probe(s) found" + (f" and {res.stale_deleted} stale probe(s) of "
+                                              "earlier runs" if res.stale_deleted else ""))
+        if self.verbosity >= 3 and res.transcript:
+            lines.append("mailbox dialogue:")
+            lines.extend("  " + printable(line, 200) for line in res.transcript)
+        return lines
+
+
+def describe_outcome(outcome: ProbeOutcome, verbosity: int) -> list:
+    from check_smtp_posture import received
+
+    head = f"{outcome.label}: {outcome.status}"
+    if outcome.status in (BACK, JUNK) and outcome.roundtrip is not None:
+        head += f" in {outcome.roundtrip:.3f}s ({printable(outcome.folder or '', 40)}"
+        head += ", found by the token in the text)" if outcome.matched != "header" else ")"
+        head += f", {len(outcome.hops)} hops"
+        skewed = [d for d in outcome.hops if d.skewed]
+        if skewed:
+            head += f", clock skew at {len(skewed)} hop(s)"
+    elif outcome.age is not None:
+        head += f" ({outcome.age:.0f}s since sent)"
+    lines = [head]
+    if outcome.auth:
+        from check_smtp_posture import authresults
+
+        lines.append("  Authentication-Results: " + printable(authresults.describe(outcome.auth),
+                                                              200))
+    if verbosity >= 2:
+        for delay in outcome.hops:
+            lines.append("  hop " + received.describe_hop(delay))
+    if verbosity >= 3 and outcome.session is not None:
+        lines.append("  SMTP transcript:")
+        lines.extend("    " + line for line in outcome.session.transcript.lines())
+    return lines
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
+    resource = RoundTrip(options, deadline)
+    return nagiosplugin.Check(
+        resource,
+        MxContext(unreachable=options.unreachable_state),
+        ProbeContext(options),
+        MailboxContext(options),
+        StateFileContext(),
+        TimeContext("roundtrip", warning=options.warning, critical=options.critical),
+        RoundTripSummary(resource),
+        name="MAIL_ROUNDTRIP")
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    options = options_from(args)
+    if isinstance(options, str):
+        return parser.usage_error(options)
+    deadline = Deadline(options.timeout)
+    return runner.run(build_check(options, deadline), options)
+
+
+def console_main() -> None:
+    runner.console(main)
+
+
+if __name__ == "__main__":
+    console_main()

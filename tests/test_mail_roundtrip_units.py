@@ -1,0 +1,92 @@
+"""check_mail_roundtrip's pieces without servers: the --mailbox URL, the probe message,
+and which outcomes an asynchronous run reports."""
+
+from __future__ import annotations
+
+import email
+
+import pytest
+
+from check_smtp_posture import probemail
+from check_smtp_posture.mailbox import parse_url
+from check_smtp_posture.plugins import check_mail_roundtrip as plugin
+
+
+@pytest.mark.parametrize("url, scheme, user, host, port, folder", [
+    ("imap://monitor%40example.org@mail.example.org/INBOX", "imap", "monitor@example.org",
+     "mail.example.org", 143, "INBOX"),
+    ("imaps://monitor@mail.example.org:1993/Probes/In", "imaps", "monitor",
+     "mail.example.org", 1993, "Probes/In"),
+    ("IMAPS://monitor@mail.example.org", "imaps", "monitor", "mail.example.org", 993, "INBOX"),
+    ("pop3://u@[2001:db8::1]", "pop3", "u", "2001:db8::1", 110, "INBOX"),
+    ("pop3s://u@pop.example.org:1995", "pop3s", "u", "pop.example.org", 1995, "INBOX"),
+])
+def test_mailbox_urls(url, scheme, user, host, port, folder):
+    spec = parse_url(url)
+    assert (spec.scheme, spec.user, spec.host, spec.port, spec.folder) == \
+        (scheme, user, host, port, folder)
+
+
+def test_maildir_url_and_label():
+    assert parse_url("maildir:/var/mail/probe").path == "/var/mail/probe"
+    assert parse_url("maildir:///var/mail/probe").path == "/var/mail/probe"
+    assert parse_url("imaps://m%40x.org@h.x.org/INBOX").label == "imaps://m@x.org@h.x.org:993/INBOX"
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://u@h/INBOX", "the scheme must be one of"),
+    ("imap://u:secret@h/INBOX", "no password in the URL"),
+    ("imap://h/INBOX", "names no user"),
+    ("imap://u@h:99999/", "the port is not a number"),
+    ("pop3://u@h/INBOX", "POP3 has no folders"),
+    ("maildir:relative/path", "absolute path"),
+])
+def test_bad_mailbox_urls(url, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_url(url)
+
+
+def test_probe_message_carries_its_token_three_times_and_parses_back():
+    token = probemail.new_token(1_800_000_000)
+    raw = probemail.build(token=token, domain="example.org", mx_label="mx1.example.org[192.0.2.1]",
+                          sender="monitor@example.net", recipient="probe@example.org",
+                          helo_name="monitor.example.net", sent=1_800_000_000.5)
+    message = email.message_from_bytes(raw)
+    assert message["X-Smtp-Posture-Probe"] == \
+        f"token={token}; domain=example.org; mx=mx1.example.org[192.0.2.1]"
+    assert token in message["Subject"] and token in message.get_payload()
+    assert message["Message-ID"] == f"<{token}@monitor.example.net>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["Date"] == "Fri, 15 Jan 2027 08:00:00 +0000"
+    assert len(raw) < 2048
+    header = raw.split(b"\n\n")[0] + b"\n\n"
+    facts = probemail.facts(header, "header")
+    assert facts == (token, "example.org", "mx1.example.org[192.0.2.1]", "monitor@example.net")
+    assert facts.sent == 1_800_000_000
+
+
+def test_facts_of_a_message_whose_probe_header_was_stripped():
+    """A forwarder dropped the X- field: the Subject (or the matched token) still names it."""
+    token = probemail.new_token(1_800_000_000)
+    header = (f"From: Monitor <MONITOR@example.net>\r\nSubject: Fwd: check_smtp_posture "
+              f"round-trip probe {token}\r\n\r\n").encode()
+    facts = probemail.facts(header, token)
+    assert facts.token == token and facts.domain is None and facts.sender == "monitor@example.net"
+    assert probemail.facts(b"Subject: hello\r\n\r\n", token).token == token
+    assert probemail.facts(b"Subject: hello\r\n\r\n", "header").token is None
+
+
+def _outcome(label, status, sent):
+    return plugin.ProbeOutcome(label, label + "_", status, f"t{sent}", float(sent))
+
+
+def test_async_run_reports_the_newest_per_endpoint():
+    earlier = [_outcome("a", plugin.BACK, 1), _outcome("a", plugin.BACK, 2),
+               _outcome("a", plugin.LOST, 0), _outcome("b", plugin.IN_FLIGHT, 1),
+               _outcome("b", plugin.IN_FLIGHT, 2)]
+    sent = [_outcome("a", plugin.SENT, 3), _outcome("b", plugin.SENT, 3),
+            _outcome("c", plugin.SENT, 3), _outcome("d", plugin.SEND_FAILED, 3)]
+    chosen = plugin._latest_per_endpoint(earlier, sent)
+    assert [(o.label, o.status, o.sent) for o in chosen] == [
+        ("a", plugin.BACK, 2.0), ("a", plugin.LOST, 0.0), ("b", plugin.IN_FLIGHT, 2.0),
+        ("c", plugin.SENT, 3.0), ("d", plugin.SEND_FAILED, 3.0)]

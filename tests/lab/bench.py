@@ -17,6 +17,7 @@ BENCHES = [
     "tests.lab.bench_cpu",  # CPU, wall, peak RSS per run beside the peers; phase-time accuracy
     "tests.lab.bench_dnsbl",  # check_dnsbl: 30 zones x 4 addresses, 100 ms per answer, check_rbl
     "tests.lab.bench_domain",  # check_smtp_phases -D: 1..16 MX endpoints, 100 ms DNS, 200 ms banner
+    "tests.lab.bench_roundtrip",  # check_mail_roundtrip: lab round trip; notice delay, IDLE vs poll
 ]
 
 

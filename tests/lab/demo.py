@@ -5,7 +5,8 @@
 
 DEMO_RUNS is the list to extend: one argument list per run, the plugin's name
 first. Placeholders filled in from the running lab: {domain} {dns} {ca}
-{sasl_user} {sasl_password_file} {sts_ca} (the Postfix and the nginx lab CAs). A
+{sasl_user} {sasl_password_file} {mailbox_password_file} {sts_ca} (the Postfix and
+the nginx lab CAs). A
 plugin whose module is not importable yet is skipped with a note; one whose console
 script is not on PATH (the package not reinstalled since the entry point was added)
 runs from its module.
@@ -26,6 +27,11 @@ from pathlib import Path
 #: the validator proof in the lab: a signed name, and one whose signature is broken
 #: (tests/lab/danelab.py SECURE_PROBE, BOGUS_PROBE)
 DANE_PROOF = ["--secure-name", "dane.test", "--bogus-name", "badsig.dane.test"]
+
+#: the round-trip lab's monitor mailbox (tests/lab/roundtriplab.py), and how to reach it
+MAILBOX = ["--mailbox", "imaps://monitor%40monitor.test@mail.monitor.test/INBOX",
+           "--mailbox-ca-file", "{ca}", "--mailbox-password-file", "{mailbox_password_file}",
+           "--dns-server", "{dns}", "--helo-name", "monitor.posture.test"]
 
 DEMO_RUNS: list[list[str]] = [
     # every MX of the lab domain, phase by phase, STARTTLS verified with the lab CA
@@ -53,7 +59,10 @@ DEMO_RUNS: list[list[str]] = [
     # a lab MX that relays only the percent hack: CRITICAL, naming that probe
     ["check_open_relay", "-D", "{domain}", "-H", "percentrelay.posture.test",
      "--dns-server", "{dns}"],
-    ["check_mail_roundtrip", "-D", "{domain}", "--dns-server", "{dns}", "-v"],
+    # the mail loop: a probe through both loop.test MX, forwarded to the monitor mailbox
+    # (IMAPS, IDLE); then a domain whose probe address is filed into Junk (WARNING)
+    ["check_mail_roundtrip", "-D", "loop.test", "--to", "probe@loop.test", *MAILBOX, "-vv"],
+    ["check_mail_roundtrip", "-D", "junky.test", "--to", "probe@junky.test", *MAILBOX],
     # check_host() for every MX address of the lab domain: each must pass
     ["check_spf", "-D", "{domain}", "--dns-server", "{dns}", "--check-mx", "-vvv"],
     # the MTA-STS policy of a lab domain from the lab nginx, covering both lab MX
@@ -117,7 +126,13 @@ def run_demo(selection: list[str] | None = None, out=None) -> int:
         secret = Path(postfix.workdir) / "demo-sasl-password"
         secret.write_text(postfix.sasl_password + "\n")
         os.chmod(secret, 0o600)
+        from tests.lab.roundtriplab import MONITOR_PASSWORD
+
+        mailbox_secret = Path(postfix.workdir) / "demo-mailbox-password"
+        mailbox_secret.write_text(MONITOR_PASSWORD + "\n")
+        os.chmod(mailbox_secret, 0o600)
         values = {"domain": LAB_DOMAIN, "dns": dns.server_arg, "ca": str(postfix.ca_file),
+                  "mailbox_password_file": str(mailbox_secret),
                   "sasl_user": postfix.sasl_user, "sasl_password_file": str(secret),
                   "sts_ca": str(sts_ca), "resolver": resolver.server_arg}
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(

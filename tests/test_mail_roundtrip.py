@@ -63,16 +63,37 @@ def _plant(lab, message, folder=None) -> str:
     return key
 
 
-def _probes_left(lab, domain) -> list:
-    """Probe messages of `domain` still in the mailbox (INBOX and Junk)."""
-    left = []
+def _probe_keys(lab, domain) -> set:
+    """The Maildir keys of probe messages of `domain` (INBOX and Junk)."""
+    keys = set()
     for folder in (None, rt.JUNK_FOLDER):
         box = _maildir(lab, folder)
         for key in box.iterkeys():
-            head = box.get_bytes(key).split(b"\n\n")[0]
+            try:
+                head = box.get_bytes(key).split(b"\n\n")[0]
+            except KeyError:  # taken meanwhile
+                continue
             if f"domain={domain};".encode() in head and b"From: check_smtp_posture" in head:
-                left.append(key)
-    return left
+                keys.add(key)
+    return keys
+
+
+_EARLIER: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def earlier_probes(request):
+    """Probes already in the mailbox before the test (other tests' or sessions' strays)."""
+    _EARLIER.clear()
+    if "lab" in request.fixturenames:
+        lab = request.getfixturevalue("lab")
+        for domain in (rt.LOOP_DOMAIN, rt.LOSSY_DOMAIN, rt.JUNK_DOMAIN):
+            _EARLIER[domain] = _probe_keys(lab, domain)
+
+
+def _probes_left(lab, domain) -> list:
+    """Probes of `domain` this test left in the mailbox."""
+    return sorted(_probe_keys(lab, domain) - _EARLIER.get(domain, set()))
 
 
 def run(lab, lab_dns, *args, mailbox=IMAPS, timeout=20):

@@ -30,6 +30,6 @@ def test_rows_are_unique_and_cover_every_area_and_plugin():
     assert {r.state for r in rows} <= {"OK", "WARNING", "CRITICAL", "UNKNOWN"}
     plugins = " ".join(r.plugins for r in rows)
     for script in ("check_smtp_phases", "check_mx_sanity", "check_dnsbl", "check_spf",
-                   "check_open_relay", "check_dane", "check_mta_sts"):
+                   "check_open_relay", "check_dane", "check_mta_sts", "check_mail_roundtrip"):
         assert script in plugins
     assert f"generated from them, {len(rows)} rows" in " ".join(matrix_section().split())

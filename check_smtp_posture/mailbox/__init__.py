@@ -12,7 +12,8 @@
 - `delete(seen)` removes exactly the messages given, never anything else.
 
 Failures are `MailboxError`s whose `kind` says what the plugin reports:
-connect/timeout (the mailbox cannot be reached), tls, login, folder, protocol.
+connect/timeout (the mailbox cannot be reached), tls, login, folder, protocol
+(garbage, or a reset or hang-up once connected).
 """
 
 from __future__ import annotations
@@ -157,5 +158,9 @@ def connection_error(exc: BaseException, where: str) -> MailboxError:
     if is_tls_error(exc):
         reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or exc
         return MailboxError(TLS, f"{where}: TLS failed: {reason}")
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        # reached, then dropped: the server's doing, CRITICAL as an SMTP server's
+        # reset is (smtp/reply.py), not --unreachable-state
+        return MailboxError(PROTOCOL, f"{where}: connection reset by server")
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return MailboxError(CONNECT, f"{where}: {reason}")

@@ -111,10 +111,19 @@ class ImapBox:
             raise
         except imap_errors.LoginError as exc:
             self.close()
+            # imapclient makes every failure of LOGIN a LoginError: only a tagged NO or
+            # BAD is a refusal; garbage or a hang-up (imaplib's abort) is the server's fault
+            if isinstance(exc.__context__, imaplib.IMAP4.abort):
+                raise MailboxError(PROTOCOL, _text(exc.__context__)) from None
             raise MailboxError(LOGIN, f"login as {spec.user} refused: {_text(exc)}") from None
 
     def _folders(self) -> list:
-        listed = self._call(self.client.list_folders)
+        try:
+            listed = self._call(self.client.list_folders)
+        except MailboxError as exc:
+            if exc.kind == PROTOCOL:
+                raise MailboxError(PROTOCOL, f"listing folders: {exc.detail}") from None
+            raise
         names = {name.lower(): name for _flags, _sep, name in listed}
         main = names.get(self.spec.folder.lower()) if self.spec.folder.upper() != "INBOX" \
             else "INBOX"
@@ -258,4 +267,9 @@ def _text(exc: BaseException) -> str:
     text = str(exc)
     if text.startswith("b'") or text.startswith('b"'):
         text = text[2:-1]
+    # imaplib's words for a failed command: "command: LOGIN => socket error: EOF"
+    command, arrow, what = text.partition(" => ")
+    if arrow and command.startswith("command: "):
+        text = f"{command.removeprefix('command: ')}: {what}"
+    text = text.replace("socket error: EOF", "the server closed the connection")
     return one_line(text, 100)

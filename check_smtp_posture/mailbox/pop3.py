@@ -73,9 +73,12 @@ class Pop3Box:
         implicit = spec.scheme == "pop3s"
         conn = None
         try:
-            conn = _Pop3(spec.host, spec.port, self.address,
-                         self.deadline.timeout("mailbox connect"),
-                         context if implicit else None)
+            try:
+                conn = _Pop3(spec.host, spec.port, self.address,
+                             self.deadline.timeout("mailbox connect"),
+                             context if implicit else None)
+            except poplib.error_proto as exc:  # -ERR, or no POP3 at all
+                raise MailboxError(PROTOCOL, f"greeting: {_text(exc)}") from None
             self.tls = "implicit TLS" if implicit else None
             if not implicit:
                 try:
@@ -91,8 +94,12 @@ class Pop3Box:
                 conn.user(spec.user)
                 conn.pass_(self.password or "")
             except poplib.error_proto as exc:
-                raise MailboxError(LOGIN, f"login as {spec.user} refused: {_text(exc)}") \
-                    from None
+                # only the server's -ERR refuses (a hang-up or garbage does not)
+                text = _text(exc)
+                if text.startswith("-ERR"):
+                    raise MailboxError(LOGIN, f"login as {spec.user} refused: {text}") \
+                        from None
+                raise MailboxError(PROTOCOL, f"login as {spec.user}: {text}") from None
             self._log(f"USER {spec.user} / PASS ********: logged in")
             return conn
         except MailboxError:
@@ -182,6 +189,8 @@ def _text(exc: BaseException) -> str:
     from check_smtp_posture.sanitize import one_line
 
     text = str(exc)
+    if text == "-ERR EOF":  # poplib's own words (a str, not the server's bytes)
+        return "the server closed the connection"
     if text.startswith("b'") or text.startswith('b"'):
         text = text[2:-1]
     return one_line(text, 100)

@@ -42,9 +42,9 @@ SUBMISSION_PORT, SMTPS_PORT = 587, 465
 #: seconds kept back from the wait for cleanup and the report
 CLEANUP_RESERVE = 2.0
 
-# what became of a probe
-BACK, JUNK, LOST, IN_FLIGHT, SENT, NOT_SENT, SEND_FAILED = (
-    "back", "junk", "lost", "in flight", "sent", "not sent", "send failed")
+# what became of a probe (UNCHECKED: sent, but the mailbox failed before it was found)
+BACK, JUNK, LOST, IN_FLIGHT, SENT, SEND_FAILED, UNCHECKED = (
+    "back", "junk", "lost", "in flight", "sent", "send failed", "not looked for")
 
 
 # -- configuration ---------------------------------------------------------------
@@ -214,6 +214,17 @@ def options_from(args) -> Options | str:
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
     elif args.sasl_mechanism or args.sasl_password_file:
         return "--sasl-mechanism and --sasl-password-file need --sasl-user"
+    from check_smtp_posture.userfiles import UserFileError, check_user_file
+
+    for option, path in (("--mailbox-ca-file", args.mailbox_ca_file),
+                         ("--ca-file", args.ca_file)):
+        if path is not None:
+            try:
+                check_user_file(path, "CA file")
+            except UserFileError as exc:
+                return f"{option}: {exc}"
+    if args.state_file is not None and not args.state_file:
+        return "--state-file: empty path"
     if args.ca_file and not submit:
         return "--ca-file is for --submit (probes to an MX use STARTTLS unverified, as MTAs do)"
     if args.no_idle and not spec.scheme.startswith("imap"):
@@ -327,8 +338,9 @@ class RoundTrip(nagiosplugin.Resource):
         self._collect(box, pending, wait=True)
         for outcome in pending.values():
             if outcome.status == SENT:
-                outcome.status = LOST
                 outcome.age = time.time() - outcome.sent
+                # a mailbox that failed was not looked in: the probe is not known lost
+                outcome.status = UNCHECKED if self.mailbox_error else LOST
         self.outcomes = sent
         yield from self._metrics()
 
@@ -347,7 +359,8 @@ class RoundTrip(nagiosplugin.Resource):
             for outcome in pending.values():
                 if outcome.status == SENT:
                     outcome.age = now - outcome.sent
-                    outcome.status = LOST if outcome.age > opts.lost_after else IN_FLIGHT
+                    lost = outcome.age > opts.lost_after and self.mailbox_error is None
+                    outcome.status = LOST if lost else IN_FLIGHT
             # probes whose tokens cannot be kept could never be collected: none are sent
             sent = self._send(endpoints) if state.usable else []
             if state.usable:

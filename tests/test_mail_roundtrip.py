@@ -376,6 +376,10 @@ def test_state_file_faults(lab, lab_dns, tmp_path):
      "no password in the URL"),
     (("-D", "loop.test", "--to", "probe@loop.test", "--mailbox", IMAPS, "--submit",
       "smtp.example.org:0"), "--submit 'smtp.example.org:0': the port is not a number"),
+    (("-D", "loop.test", "--to", "probe@loop.test", "--mailbox", IMAPS, "--submit",
+      "[2001:db8::1]:0"), "--submit '[2001:db8::1]:0': the port is not a number"),
+    (("-D", "loop.test", "--to", "probe@loop.test", "--mailbox", IMAPS, "--submit",
+      "bad_host!:587"), "--submit 'bad_host!:587': not HOST[:PORT]"),
 ])
 def test_usage_errors_say_what_is_wrong(args, message):
     result = run_main(main, list(args))

@@ -250,22 +250,23 @@ def options_from(args) -> Options | str:
 
 
 def _host_port(text: str) -> tuple:
-    host, port = text, SUBMISSION_PORT
+    """--submit's HOST[:PORT] ([ADDR]:PORT for IPv6); ValueError with the reason."""
+    import argparse
+
+    host, number = text, None
     if text.startswith("["):  # [2001:db8::1]:587
         host, _, rest = text[1:].partition("]")
-        if rest:
-            port = cli.port_number(rest.removeprefix(":"))
+        number = rest.removeprefix(":") if rest else None
     elif text.count(":") == 1:
         host, _, number = text.partition(":")
-        try:
-            port = cli.port_number(number)
-        except Exception:
-            raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
     try:
-        host = cli.host_or_address(host)
-    except Exception:
+        port = cli.port_number(number) if number is not None else SUBMISSION_PORT
+    except argparse.ArgumentTypeError:
+        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
+    try:
+        return cli.host_or_address(host), port
+    except argparse.ArgumentTypeError:
         raise ValueError(f"{text!r}: not HOST[:PORT]") from None
-    return host, port
 
 
 # -- facts -------------------------------------------------------------------------

@@ -91,18 +91,11 @@ def facts(header: bytes, matched: str) -> ProbeFacts:
     return ProbeFacts(token, fields.get("domain"), fields.get("mx"), sender)
 
 
-def received_values(header: bytes) -> list:
-    """The Received: field values of a header block, top (newest) first, unfolded."""
+def field_values(header: bytes, name: str) -> list:
+    """The values of the header fields called `name` in a header block, in order, unfolded
+    (for Received: the newest first)."""
     from email.parser import BytesHeaderParser
     from email.policy import compat32
 
     parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
-    return [" ".join(str(v).split()) for v in parsed.get_all("Received", ())]
-
-
-def auth_results_values(header: bytes) -> list:
-    from email.parser import BytesHeaderParser
-    from email.policy import compat32
-
-    parsed = BytesHeaderParser(policy=compat32).parsebytes(header)
-    return [" ".join(str(v).split()) for v in parsed.get_all("Authentication-Results", ())]
+    return [" ".join(str(v).split()) for v in parsed.get_all(name, ())]

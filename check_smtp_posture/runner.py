@@ -85,6 +85,22 @@ def run(check: nagiosplugin.Check, options) -> int:
                    timeout_state=states.exit_code(options.unreachable_state))
 
 
+def plugin_main(argv, build_parser, options_from, build_check) -> int:
+    """A plugin's main(): parse, turn the arguments into Options (a str is a usage
+    error), build the Check against one deadline of -t, run it."""
+    from check_smtp_posture import cli
+    from check_smtp_posture.deadline import Deadline
+
+    parser = build_parser()
+    args = cli.parse(parser, argv)
+    if isinstance(args, int):
+        return args
+    options = options_from(args)
+    if isinstance(options, str):
+        return parser.usage_error(options)
+    return run(build_check(options, Deadline(options.timeout)), options)
+
+
 def _arm_alarm(seconds: float):
     if not hasattr(signal, "setitimer"):
         return None

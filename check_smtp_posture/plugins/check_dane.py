@@ -593,15 +593,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    options = options_from(args)
-    if isinstance(options, str):
-        return parser.usage_error(options)
-    deadline = Deadline(options.timeout)
-    return runner.run(build_check(options, deadline), options)
+    return runner.plugin_main(argv, build_parser, options_from, build_check)
 
 
 def console_main() -> None:

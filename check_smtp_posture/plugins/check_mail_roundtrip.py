@@ -301,7 +301,6 @@ class RoundTrip(nagiosplugin.Resource):
         self.resolution: targets.Resolution | None = None
         self.outcomes: list[ProbeOutcome] = []
         self.mailbox_error = None
-        self.mailbox_box = None
         self.transcript: list = []  # the mailbox dialogue, for -vvv
         self.deleted = 0
         self.stale_deleted = 0
@@ -350,7 +349,6 @@ class RoundTrip(nagiosplugin.Resource):
 
         opts = self.options
         with StateFile(opts.state_file, self.deadline) as state:
-            self.state_problem = state.problem
             earlier = self._load(state)
             self.first_run = not earlier and state.problem is None and not state.data.get(
                 "seen")
@@ -456,12 +454,11 @@ class RoundTrip(nagiosplugin.Resource):
             address = None
             if spec.host is not None and not _is_literal(spec.host):
                 address = self._mailbox_address(spec.host)
-            self.mailbox_box = mailbox.open_mailbox(
+            return mailbox.open_mailbox(
                 spec, address=address, password=opts.mailbox_password,
                 ca_file=opts.mailbox_ca_file, deadline=self.deadline,
                 junk_folders=opts.junk_folders, idle=opts.idle,
                 poll_interval=opts.poll_interval, transcript=self.transcript)
-            return self.mailbox_box
         except mailbox.MailboxError as exc:
             self.mailbox_error = exc
             return None
@@ -519,7 +516,7 @@ class RoundTrip(nagiosplugin.Resource):
         outcome.status = JUNK if seen.junk else BACK
         outcome.folder = seen.folder
         outcome.matched = seen.matched
-        chain = received.hops(probemail.received_values(seen.header))
+        chain = received.hops(probemail.field_values(seen.header, "Received"))
         sent_at = _utc(outcome.sent)
         outcome.hops = received.hop_delays(chain, sent_at)
         if self.options.state_file and seen.arrived is not None:
@@ -528,7 +525,7 @@ class RoundTrip(nagiosplugin.Resource):
             outcome.roundtrip = chain[-1].timestamp.timestamp() - outcome.sent
         else:
             outcome.roundtrip = seen.noticed - outcome.sent
-        values = probemail.auth_results_values(seen.header)
+        values = probemail.field_values(seen.header, "Authentication-Results")
         if values:
             from check_smtp_posture import authresults
 
@@ -755,15 +752,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    options = options_from(args)
-    if isinstance(options, str):
-        return parser.usage_error(options)
-    deadline = Deadline(options.timeout)
-    return runner.run(build_check(options, deadline), options)
+    return runner.plugin_main(argv, build_parser, options_from, build_check)
 
 
 def console_main() -> None:

@@ -182,7 +182,7 @@ def build_parser() -> cli.PluginArgumentParser:
     return parser
 
 
-def options_from(args, parser) -> Options | str:
+def options_from(args) -> Options | str:
     """Options from parsed arguments, or a usage error message."""
     if not args.hostname and not args.domain:
         return "one of -H/--hostname or -D/--domain is required"
@@ -721,16 +721,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if isinstance(args, int):
-        return args
-    options = options_from(args, parser)
-    if isinstance(options, str):
-        return parser.usage_error(options)
-    deadline = Deadline(options.timeout)
-    check = build_check(options, deadline)
-    return runner.run(check, options)
+    return runner.plugin_main(argv, build_parser, options_from, build_check)
 
 
 def console_main() -> None:

@@ -141,15 +141,14 @@ def association(cert_der: bytes, cert, selector: int, mtype: int) -> bytes:
 
 
 def key_type(cert) -> str:
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+    """The key's kind as DANE operators name it (ECDSA, not EC), "unknown" if unreadable."""
+    from check_smtp_posture.smtp.tls import key_kind
 
-    key = cert.public_key()
-    for kind, name in ((rsa.RSAPublicKey, "RSA"), (ec.EllipticCurvePublicKey, "ECDSA"),
-                       (ed25519.Ed25519PublicKey, "Ed25519"), (ed448.Ed448PublicKey, "Ed448"),
-                       (dsa.DSAPublicKey, "DSA")):
-        if isinstance(key, kind):
-            return name
-    return "unknown"
+    try:
+        kind = key_kind(cert.public_key())
+    except Exception:
+        return "unknown"
+    return {"EC": "ECDSA"}.get(kind, kind)
 
 
 def check_chain(records, chain_der, reference_names, now: datetime.datetime | None = None

@@ -34,6 +34,16 @@ class _LastResortTimeout(BaseException):
 Outcome = namedtuple("Outcome", ("exitcode", "text"))
 
 
+def new_check(*objects, name: str) -> nagiosplugin.Check:
+    """A Check of `objects` whose status line starts with `name`.
+
+    nagiosplugin takes `name=` only from 1.4; Debian (bookworm and trixie) ships 1.3.2.
+    """
+    made = nagiosplugin.Check(*objects)
+    made.name = name
+    return made
+
+
 def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
     """Status line with perfdata first, long output after it."""
     state = check.state

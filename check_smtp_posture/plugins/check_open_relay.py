@@ -461,7 +461,7 @@ def describe_endpoint(result: EndpointProbes, options: Options, verbosity: int) 
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = OpenRelay(options, deadline)
-    return nagiosplugin.Check(
+    return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
         SessionContext(options),

@@ -716,7 +716,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     for phase in TIMED_PHASES:
         warn, crit = options.phase_thresholds.get(phase, (None, None))
         contexts.append(TimeContext(f"phase_{phase}", warning=warn, critical=crit))
-    return nagiosplugin.Check(resource, *contexts, PhasesSummary(resource),
+    return runner.new_check(resource, *contexts, PhasesSummary(resource),
                               name="SMTP_PHASES")
 
 

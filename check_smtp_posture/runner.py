@@ -15,7 +15,7 @@ from collections import namedtuple
 
 import nagiosplugin
 
-from check_smtp_posture import states
+from check_smtp_posture import states, warningpolicy
 from check_smtp_posture.deadline import DeadlineExceeded
 from check_smtp_posture.sanitize import one_line, printable
 
@@ -81,6 +81,10 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
                              f"{one_line(type(exc).__name__ + ': ' + str(exc))}\n")
     finally:
         _disarm_alarm(previous)
+    noise = warningpolicy.take()
+    if verbose >= 3 and noise:
+        kept = "".join(printable(line, 300) + "\n" for line in noise)
+        outcome = outcome._replace(text=outcome.text + kept)
     stream.write(outcome.text)
     stream.flush()
     return outcome.exitcode

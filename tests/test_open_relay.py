@@ -12,7 +12,7 @@ import pytest
 
 from check_smtp_posture.plugins.check_open_relay import main
 from tests.conftest import run_main
-from tests.lab import world
+from tests.lab import roundtriplab, world
 from tests.lab.fakesmtp import FakeSmtpServer
 
 RELAY_PROBES = 16
@@ -32,12 +32,16 @@ def lab_run(lab, *argv):
     return result, mark
 
 
-def assert_probe_only_in_maillog(lab, mark, connections: int):
-    """smtpd's disconnect lines: no DATA or BDAT, QUIT at the end of each connection."""
+def assert_probe_only_in_maillog(lab, mark, connections: int, endpoints=("mx1",)):
+    """smtpd's disconnect lines of `endpoints` (names of tests/lab/postfix.ENDPOINTS: other
+    sessions use the others meanwhile): no DATA or BDAT, QUIT at the end of each connection."""
+    def ours():
+        return [c for c in lab.disconnects(since=mark) if c["endpoint"] in endpoints]
+
     deadline = time.monotonic() + 5
-    while len(lab.disconnects(since=mark)) < connections and time.monotonic() < deadline:
+    while len(ours()) < connections and time.monotonic() < deadline:
         time.sleep(0.05)
-    counts = lab.disconnects(since=mark)
+    counts = ours()
     assert len(counts) == connections, counts
     for count in counts:
         assert lab.probe_only(count), count
@@ -67,7 +71,7 @@ def test_closed_mx_set_is_ok_over_every_endpoint(lab):
         assert result.perfdata[prefix + "relay_refused"] == "16"
         assert result.perfdata[prefix + "relay_accepted"] == "0"
         assert result.perfdata[prefix + "probes"] == "17"
-    assert_probe_only_in_maillog(lab, mark, connections=2)
+    assert_probe_only_in_maillog(lab, mark, connections=2, endpoints=("mx1", "mx2"))
 
 
 @pytest.mark.lab
@@ -82,7 +86,7 @@ def test_open_relay_is_critical_naming_probe_and_endpoint(lab):
     assert re.search(r"^  accepted +percent-hack", result.output, re.M) is None
     assert re.search(r"^  accepted +plain/null +MAIL FROM:<> RCPT TO:<relay-probe@example"
                      r"\.net>: 250 2\.1\.5 Ok$", result.output, re.M)
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("openrelay",))
 
 
 @pytest.mark.lab
@@ -95,7 +99,7 @@ def test_percent_hack_relay_is_critical_naming_that_probe(lab):
         "RCPT TO:<relay-probe%example.net@posture.test>: 250 2.1.5 Ok")
     assert re.search(r"^  refused +plain +MAIL FROM:<relay-probe@example\.org> "
                      r"RCPT TO:<relay-probe@example\.net>: 554 5\.7\.1 ", result.output, re.M)
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("percentrelay",))
 
 
 @pytest.mark.lab
@@ -105,7 +109,7 @@ def test_source_route_and_bang_path_relay_each_named(lab):
     assert result.exitcode == 2, result.output
     assert "2 of 3 relay probes accepted: source-route, bang-path;" in result.first_line
     assert result.perfdata["probes"] == "4"  # and postmaster
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("routerelay",))
 
 
 @pytest.mark.lab
@@ -116,7 +120,24 @@ def test_allow_open_relay_is_ok_with_a_note(lab):
         "OPEN_RELAY OK - 127.0.25.7: 16 relay probes refused, <> to postmaster accepted, ")
     assert ("127.0.25.7 relays (percent-hack, percent-hack/null): allowed by "
             "--allow-open-relay |") in result.first_line
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("percentrelay",))
+
+
+@pytest.mark.lab
+def test_no_postmaster_without_rcpt_asks_the_null_sender_alone(lab):
+    # loop.test, a virtual alias domain of the lab Postfix, has no postmaster (550 5.1.1
+    # at RCPT). With --no-postmaster and no --rcpt the null sender is tried alone: MAIL
+    # FROM:<> and its reply, no recipient that would speak for another question.
+    mx = roundtriplab.MX1[1]
+    mark = lab.mark()
+    result = run("-D", roundtriplab.LOOP_DOMAIN, "-H", mx, "--no-postmaster", "-v")
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY OK - {mx}: 16 relay probes refused, <> accepted, "), result.output
+    assert re.search(r"^  accepted +null-sender +MAIL FROM:<>: 250 2\.1\.0 Ok$",
+                     result.output, re.M), result.output
+    assert "postmaster" not in result.output
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("loopmx1",))
 
 
 @pytest.mark.lab

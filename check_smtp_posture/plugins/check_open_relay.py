@@ -159,9 +159,9 @@ def acceptance_probes(args) -> list[Probe]:
     if not args.no_postmaster:
         probes.append(Probe("postmaster", null_sender, f"postmaster@{args.domain}"))
     elif not args.no_null_sender:
-        # the null sender alone: to a --rcpt mailbox if there is one
-        probes.append(Probe("null-sender", "", args.rcpt[0] if args.rcpt else
-                            f"postmaster@{args.domain}"))
+        # the null sender alone: to a --rcpt mailbox if there is one, else no recipient
+        # at all (MAIL FROM:<> and its reply): no mailbox is known to take mail
+        probes.append(Probe("null-sender", "", args.rcpt[0] if args.rcpt else None))
     for mailbox in args.rcpt:
         probes.append(Probe(f"rcpt {mailbox}", args.external_from, mailbox))
     return probes
@@ -288,7 +288,8 @@ class OpenRelay(nagiosplugin.Resource):
 
 def _path_line(outcome: ProbeResult) -> str:
     probe = outcome.probe
-    return f"MAIL FROM:{path(probe.sender)} RCPT TO:{path(probe.recipient)}"
+    mail = f"MAIL FROM:{path(probe.sender)}"
+    return mail if probe.recipient is None else f"{mail} RCPT TO:{path(probe.recipient)}"
 
 
 class SessionContext(nagiosplugin.Context):

@@ -13,7 +13,7 @@ import pytest
 from check_smtp_posture.plugins.check_open_relay import main
 from tests.conftest import run_main
 from tests.lab import roundtriplab, world
-from tests.lab.fakesmtp import FakeSmtpServer
+from tests.lab.fakesmtp import FakeSmtpServer, close_after
 
 RELAY_PROBES = 16
 
@@ -117,7 +117,8 @@ def test_allow_open_relay_is_ok_with_a_note(lab):
     result, mark = lab_run(lab, "-H", "127.0.25.7", "--allow-open-relay")
     assert result.exitcode == 0, result.output
     assert result.first_line.startswith(
-        "OPEN_RELAY OK - 127.0.25.7: 16 relay probes refused, <> to postmaster accepted, ")
+        "OPEN_RELAY OK - 127.0.25.7: 14 of 16 relay probes refused, <> to postmaster "
+        "accepted, ")
     assert ("127.0.25.7 relays (percent-hack, percent-hack/null): allowed by "
             "--allow-open-relay |") in result.first_line
     assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("percentrelay",))
@@ -206,6 +207,50 @@ def test_dropped_connection_is_reconnected_and_said(fake_smtp):
     assert "6 connection(s)" in result.output
     assert "the server closed connection 1 (421 4.7.0 " in result.output
     assert_probe_only_in_record(server, dropped=5)
+
+
+#: a closed MX: postmaster accepted, every relay probe refused
+CLOSED_MX = {"RCPT TO:<postmaster@posture.test>": "250 2.1.5 Ok",
+             "RCPT": "554 5.7.1 Relay access denied"}
+
+
+@pytest.mark.parametrize("script", [
+    # after every third RSET's reply an unsolicited 421: read as the next probe's MAIL reply
+    {"RSET": close_after(3, "250 2.0.0 Ok")},
+    # after every fourth MAIL's reply an unsolicited 421: read as that probe's RCPT reply
+    {"MAIL": close_after(4, "250 2.1.0 Ok")},
+], ids=["before-mail", "before-rcpt"])
+def test_a_421_where_a_probe_reply_was_due_is_asked_again(fake_smtp, script):
+    # the 421 is the server closing the channel, not its verdict on that probe: the probe
+    # goes first on the next connection, as for any probe the server left unanswered
+    server = fake_smtp({**CLOSED_MX, **script})
+    result = fake_run(server, "-v")
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY OK - {server.host}: 16 relay probes refused, <> to postmaster "
+        "accepted, "), result.output
+    assert result.perfdata["relay_inconclusive"] == "0"
+    assert "the server closed connection 1 (421 4.7.0 " in result.output
+    assert_probe_only_in_record(server, dropped=len(server.sessions) - 1)
+
+
+def test_allow_open_relay_still_warns_of_a_4xx_and_counts_what_was_refused(fake_smtp):
+    server = fake_smtp({**CLOSED_MX, "RCPT TO:<relay-probe@example.net>": "250 2.1.5 Ok",
+                        "RCPT TO:<relay-probe%": "450 4.7.1 Greylisted, try again later"})
+    result = fake_run(server, "--allow-open-relay")
+    assert result.exitcode == 1, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY WARNING - {server.host} 2 relay probes inconclusive (percent-hack: "
+        "450 4.7.1 Greylisted"), result.output
+    # a 4xx judged OK is not counted as refused either
+    ok = fake_run(server, "--allow-open-relay", "--transient-state", "ok")
+    assert ok.exitcode == 0, ok.output
+    assert ok.first_line.startswith(
+        f"OPEN_RELAY OK - {server.host}: 12 of 16 relay probes refused, <> to postmaster "
+        "accepted, "), ok.output
+    assert f"{server.host} relays (plain, plain/null): allowed by --allow-open-relay" \
+        in ok.first_line
+    assert_probe_only_in_record(server)
 
 
 def test_tarpit_endpoint_does_not_starve_the_others(lab_dns):

@@ -74,9 +74,10 @@ class ProbeResult:
     @property
     def answered(self) -> bool:
         """The server gave its verdict: RCPT answered, or MAIL refused (MAIL answered, for
-        a probe without recipient)."""
+        a probe without recipient). A 421 is none, whatever command it came after: the
+        server is closing the channel (RFC 5321 §3.8), the probe is still to be asked."""
         reply = self.verdict
-        if reply is None:
+        if reply is None or reply.code == 421:
             return False
         return self.rcpt is not None or not reply.positive or self.probe.recipient is None
 
@@ -198,9 +199,10 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
     """`plan.probes` against `endpoint`, reconnecting when the server hangs up on them.
 
     Servers drop a client after a number of refusals (Postfix's
-    smtpd_hard_error_limit); the probes left, the unanswered one first, go to a
-    new connection. One session per connection, in order. Reconnecting stops
-    when a connection answered no probe, or the deadline is reached.
+    smtpd_hard_error_limit), or say 421 where a probe's reply was due; the probes
+    left, the unanswered one first, go to a new connection. One session per
+    connection, in order. Reconnecting stops when a connection answered no probe,
+    or the deadline is reached.
     """
     sessions: list[SessionResult] = []
     left = plan.probes

@@ -449,8 +449,10 @@ class DialogueContext(nagiosplugin.Context):
                 detail = f"EHLO and HELO refused: {reply}"
             state = reply_state(reply, opts.transient_state)
             if phase == "ehlo" and opts.plan.proxy is not None:
-                # even a 4xx here most likely answers the header, not the EHLO
-                detail += " (after the PROXY header)"
+                # the first reply after the header, even a 4xx, most likely answers the
+                # header, not the EHLO (Haraka: 421 after its banner): said as when the
+                # dialogue knows it (SmtpDialogue: a reply before EHLO, or two to it)
+                phase, detail = "connect", f"PROXY header not accepted: {reply}"
                 state = nagiosplugin.Critical
             return self.result_cls(state, f"{where} {phase}: {one_line(detail)}", metric)
         if opts.expect is not None:

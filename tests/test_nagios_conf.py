@@ -238,6 +238,19 @@ def test_every_option_a_service_passes_is_in_its_plugins_help(resolved):
         assert not_in_help(plugin, given) == [], (obj.attrs, given)
 
 
+def test_no_custom_variable_needs_a_character_nagios_strips():
+    """Nagios removes illegal_macro_output_chars (Debian's nagios.cfg) from every macro
+    value: a shipped value with one would reach the plugin mangled."""
+    debian = Path("/etc/nagios4/nagios.cfg").read_text()
+    illegal = re.search(r"^illegal_macro_output_chars=(.*)$", debian, re.M).group(1)
+    assert set("<>'\"") <= set(illegal)
+    for path in FILES:
+        for obj in parse_objects(path.read_text()):
+            for key, value in obj.attrs.items():
+                if key.startswith("_"):
+                    assert not set(value) & set(illegal), (path.name, key, value)
+
+
 def test_each_nrpe_example_service_asks_a_command_of_the_nrpe_snippet(resolved):
     from tests.lab.nrpe import snippet_commands
 

@@ -63,6 +63,23 @@ install-nagios: install-nagios-plugins
 	  sed 's|/opt/check_smtp_posture/bin|$(NAGIOS_PREFIX)/bin|' icinga2-conf/nrpe.d-check_smtp_posture.cfg \
 	    > $(NRPE_CONF_DIR)/check_smtp_posture.cfg.example; fi
 
+# For Nagios Core (README, "Nagios Core"): the same plugins, linked into the plugin
+# directory that resource.cfg's $USER1$ names, the commands and templates into a
+# directory nagios.cfg loads (Debian's cfg_dir=/etc/nagios-plugins/config), and the
+# examples beside them as FILE.example to copy and edit.
+NAGIOS_CFG_DIR ?= /etc/nagios-plugins/config
+NAGIOS_PLUGIN_DIR ?= /usr/lib/nagios/plugins
+
+.PHONY: install-nagios-core
+
+install-nagios-core: install-nagios-plugins
+	install -d $(NAGIOS_CFG_DIR) $(NAGIOS_PLUGIN_DIR)
+	for plugin in $(NAGIOS_PREFIX)/bin/check_*; do ln -sf $$plugin $(NAGIOS_PLUGIN_DIR)/; done
+	install -m 0644 nagios-conf/check_smtp_posture.cfg nagios-conf/check_smtp_posture-templates.cfg \
+	  $(NAGIOS_CFG_DIR)/
+	for example in nagios-conf/*-example.cfg; do \
+	  install -m 0644 $$example $(NAGIOS_CFG_DIR)/$$(basename $$example).example; done
+
 # Coverage-guided fuzzing (atheris) of the reply reader and the SPF parser, a fixed
 # budget per target (FUZZ_SECONDS, default 60); not part of `make test`, whose
 # tests/test_fuzz_corpus.py replays the kept corpus.

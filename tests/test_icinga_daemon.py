@@ -15,8 +15,6 @@ results reach the master.
 
 from __future__ import annotations
 
-import configparser
-import importlib
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +28,10 @@ from tests.lab.icinga import (
     PLUGIN_BIN,
     IcingaNode,
     Pki,
+    console_scripts,
     free_port,
     install_for_nagios,
+    parsed,
     perf_labels,
     private_dir,
     run_plugin_as_nagios,
@@ -44,7 +44,6 @@ pytestmark = [pytest.mark.lab,
               pytest.mark.skipif(not Path(ICINGA2).exists(),
                                  reason="icinga2 is not installed (run `make install`)")]
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "lab-probe-secret"  # tests/lab/postfix.py SASL_PASSWORD
 AGENT = "lab-agent"
 MASTER = "lab-master"
@@ -480,22 +479,6 @@ VARIANTS = [
             1, "127.0.0.2 listed on dnsbl.posture.test", endpoint=AGENT),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
-
-
-def console_scripts() -> dict[str, str]:
-    config = configparser.ConfigParser()
-    config.read(ROOT / "setup.cfg")
-    scripts = {}
-    for line in config["options.entry_points"]["console_scripts"].strip().splitlines():
-        name, _, target = (part.strip() for part in line.partition("="))
-        scripts[name] = target.split(":")[0]
-    return scripts
-
-
-def parsed(script: str, args) -> dict:
-    """The plugin's own reading of its arguments: order and spelling do not matter."""
-    module = importlib.import_module(console_scripts()[script])
-    return vars(module.build_parser().parse_args(list(args)))
 
 
 @dataclass

@@ -210,28 +210,6 @@ def _state(path) -> dict:
     return json.loads(path.read_text())
 
 
-def _wait_arrived(lab, tokens, timeout=10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        box = _maildir(lab)
-        texts = [box.get_bytes(k) for k in box.iterkeys()]
-        if all(any(t.encode() in text for text in texts) for t in tokens):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"probes {tokens} did not arrive")
-
-
-def _sweep(lab, state, domain):
-    """Wait for the probes an asynchronous run left pending, then remove them."""
-    tokens = list(_state(state).get(domain, {}))
-    _wait_arrived(lab, tokens)
-    for folder in (None, rt.JUNK_FOLDER):
-        box = _maildir(lab, folder)
-        for key in list(box.iterkeys()):
-            if any(t.encode() in box.get_bytes(key) for t in tokens):
-                box.remove(key)
-
-
 def test_asynchronous_runs_send_then_collect(lab, lab_dns, bystander, tmp_path):
     state = tmp_path / "roundtrip.json"
     first = run(lab, lab_dns, *loop(), "--state-file", state)
@@ -240,7 +218,7 @@ def test_asynchronous_runs_send_then_collect(lab, lab_dns, bystander, tmp_path):
                                 "endpoints of loop.test, results on the next run")
     tokens = list(_state(state)[rt.LOOP_DOMAIN])
     assert len(tokens) == 2
-    _wait_arrived(lab, tokens)
+    rt.wait_for_probes(lab, tokens)
     second = run(lab, lab_dns, *loop(), "--state-file", state, "-v")
     assert second.exitcode == 0, second.output
     assert second.first_line.startswith("MAIL_ROUNDTRIP OK - 2 probes back via 2 MX endpoints "
@@ -249,16 +227,16 @@ def test_asynchronous_runs_send_then_collect(lab, lab_dns, bystander, tmp_path):
         set(perf(second.first_line))
     pending = _state(state)[rt.LOOP_DOMAIN]
     assert len(pending) == 2 and not set(pending) & set(tokens)  # the second run's own
-    _wait_arrived(lab, list(pending))
+    rt.wait_for_probes(lab, list(pending))
     run(lab, lab_dns, *loop(), "--state-file", state)  # collects those (and sends more)
-    _wait_arrived(lab, list(_state(state)[rt.LOOP_DOMAIN]))
+    rt.wait_for_probes(lab, list(_state(state)[rt.LOOP_DOMAIN]))
     last = run(lab, lab_dns, *loop(), "-t", 20)  # sync: its cleanup leaves async's alone
     assert last.exitcode == 0
     for token in _state(state)[rt.LOOP_DOMAIN]:
         assert any(token.encode() in _maildir(lab).get_bytes(k) for k in _maildir(lab).iterkeys())
     # and the next asynchronous run takes them
     assert run(lab, lab_dns, *loop(), "--state-file", state).exitcode == 0
-    _sweep(lab, state, rt.LOOP_DOMAIN)
+    rt.sweep_probes(lab, state, rt.LOOP_DOMAIN)
     assert _probes_left(lab, rt.LOOP_DOMAIN) == []
 
 
@@ -268,7 +246,7 @@ def test_a_third_asynchronous_run_finds_the_lost_probe(lab, lab_dns, bystander, 
     assert first.exitcode == 0, first.output
     sent = _state(state)[rt.LOSSY_DOMAIN]
     via_mx1 = [t for t, e in sent.items() if e["label"].startswith("mx1.loop.test")]
-    _wait_arrived(lab, via_mx1)
+    rt.wait_for_probes(lab, via_mx1)
     second = run(lab, lab_dns, *loop(rt.LOSSY_DOMAIN), "--state-file", state)
     assert second.exitcode == 0, second.output
     assert second.first_line.startswith(
@@ -284,7 +262,7 @@ def test_a_third_asynchronous_run_finds_the_lost_probe(lab, lab_dns, bystander, 
         if entry["label"].startswith("drop."):
             del pending[token]
     state.write_text(json.dumps({rt.LOSSY_DOMAIN: pending}))
-    _sweep(lab, state, rt.LOSSY_DOMAIN)
+    rt.sweep_probes(lab, state, rt.LOSSY_DOMAIN)
     assert _probes_left(lab, rt.LOSSY_DOMAIN) == []
 
 
@@ -358,7 +336,7 @@ def test_state_file_faults(lab, lab_dns, tmp_path):
     assert result.exitcode == 3
     assert result.first_line.startswith(f"MAIL_ROUNDTRIP UNKNOWN - state file {unwritable}: ")
     assert not unwritable.parent.exists()
-    _sweep(lab, corrupt, rt.LOOP_DOMAIN)  # the unwritable run sent nothing
+    rt.sweep_probes(lab, corrupt, rt.LOOP_DOMAIN)  # the unwritable run sent nothing
     assert _probes_left(lab, rt.LOOP_DOMAIN) == []
 
 

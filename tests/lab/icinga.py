@@ -97,13 +97,18 @@ def install_for_nagios(root: Path) -> Installed:
     """
     installed = Installed(root / "conf.d" / "check_smtp_posture", root / "nrpe.d")
     installed.nrpe_dir.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO),
-                           "install-nagios", f"ICINGA2_CONF_DIR={installed.conf_dir}",
-                           f"NRPE_CONF_DIR={installed.nrpe_dir}"],
+    make_install("install-nagios", ICINGA2_CONF_DIR=installed.conf_dir,
+                 NRPE_CONF_DIR=installed.nrpe_dir)
+    return installed
+
+
+def make_install(target: str, **directories: Path) -> None:
+    """`make TARGET NAME=DIRECTORY...` in the working tree: an install of the README's."""
+    proc = subprocess.run(["make", "-s", "--no-print-directory", "-C", str(REPO), target,
+                           *(f"{name}={path}" for name, path in directories.items())],
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise RuntimeError("make install-nagios failed:\n" + proc.stdout + proc.stderr)
-    return installed
+        raise RuntimeError(f"make {target} failed:\n" + proc.stdout + proc.stderr)
 
 
 def run_as_user() -> pwd.struct_passwd:
@@ -131,6 +136,27 @@ def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((address, 0))
         return sock.getsockname()[1]
+
+
+def console_scripts() -> dict[str, str]:
+    """console script -> the module of its main(), from setup.cfg."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    scripts = {}
+    for line in config["options.entry_points"]["console_scripts"].strip().splitlines():
+        name, _, target = (part.strip() for part in line.partition("="))
+        scripts[name] = target.split(":")[0]
+    return scripts
+
+
+def parsed(script: str, args) -> dict:
+    """The plugin's own reading of its arguments: order and spelling do not matter."""
+    import importlib
+
+    module = importlib.import_module(console_scripts()[script])
+    return vars(module.build_parser().parse_args(list(args)))
 
 
 def run_plugin_as_nagios(argv: list[str], env: dict[str, str] | None = None,

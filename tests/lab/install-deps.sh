@@ -5,6 +5,9 @@ set -euo pipefail
 
 DEBS=(postfix nsd unbound nginx dovecot-imapd dovecot-pop3d icinga2 nagios-nrpe-server nagios-nrpe-plugin
       monitoring-plugins-standard python3-venv mandoc make iproute2 openssl procps
+      # the Nagios Core daemon of tests/test_nagios_daemon.py (nagios4 would add its CGIs,
+      # Apache and PHP)
+      nagios4-core
       # the peers `make bench` compares with: check_rbl and check_ssl_cert, and what
       # they need that --no-install-recommends leaves out
       monitoring-plugins-contrib libmonitoring-plugin-perl libnet-dns-perl libnet-ip-perl

@@ -20,6 +20,11 @@ Junk folder flagged \\Junk. Every domain's SPF record passes the lab's addresses
 
 from __future__ import annotations
 
+import json
+import mailbox
+import time
+from pathlib import Path
+
 LOOP_DOMAIN = "loop.test"
 LOSSY_DOMAIN = "lossy.test"
 JUNK_DOMAIN = "junky.test"
@@ -70,3 +75,27 @@ ROUNDTRIP_ZONES: dict[str, str] = {
         mail     A  {MAILBOX_ADDRESS}
         """,
 }
+
+
+def wait_for_probes(lab_postfix, tokens, timeout: float = 10.0) -> None:
+    """Wait until a message with each probe token is in the monitor's INBOX."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        box = mailbox.Maildir(str(lab_postfix.monitor_maildir()), factory=None, create=False)
+        texts = [box.get_bytes(k) for k in box.iterkeys()]
+        if all(any(t.encode() in text for text in texts) for t in tokens):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"probes {tokens} did not arrive")
+
+
+def sweep_probes(lab_postfix, state_file: Path, domain: str) -> None:
+    """Wait for the probes an asynchronous run left pending (its state file says
+    which), then remove them from the monitor's INBOX and Junk."""
+    tokens = list(json.loads(Path(state_file).read_text()).get(domain, {}))
+    wait_for_probes(lab_postfix, tokens)
+    inbox = mailbox.Maildir(str(lab_postfix.monitor_maildir()), factory=None, create=False)
+    for box in (inbox, inbox.get_folder(JUNK_FOLDER)):
+        for key in list(box.iterkeys()):
+            if any(t.encode() in box.get_bytes(key) for t in tokens):
+                box.remove(key)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
-import io
 import json
 import os
 import stat
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import secretguard
 from tests.conftest import PluginRun, run_main
 from tests.faultmatrix import Fault
 
@@ -390,18 +390,18 @@ def execute(script: str, argv, *, env=None, timeout: float = 10.0) -> Outcome:
     done = subprocess.run([str(BIN / script), *argv], capture_output=True, env=environ,
                           timeout=timeout)
     elapsed = time.monotonic() - started
-    return Outcome(PluginRun(done.returncode, done.stdout.decode("utf-8", "replace")),
-                   done.stderr.decode("utf-8", "replace"), elapsed)
+    stdout = done.stdout.decode("utf-8", "replace")
+    stderr = done.stderr.decode("utf-8", "replace")
+    secretguard.check(argv, environ, stdout, stderr)
+    return Outcome(PluginRun(done.returncode, stdout), stderr, elapsed)
 
 
 def execute_inprocess(script: str, argv) -> Outcome:
     """main(argv) in this process (conftest's run_main); a traceback would fail the test."""
     main = importlib.import_module(f"check_smtp_posture.plugins.{script}").main
-    stderr = io.StringIO()
     started = time.monotonic()
-    with contextlib.redirect_stderr(stderr):
-        result = run_main(main, argv)
-    return Outcome(result, stderr.getvalue(), time.monotonic() - started)
+    result = run_main(main, argv)
+    return Outcome(result, result.errors, time.monotonic() - started)
 
 
 @pytest.fixture(scope="module")

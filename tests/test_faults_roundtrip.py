@@ -40,6 +40,8 @@ TIMEOUT = 3.0
 MARGIN = 0.5
 USER = rt.MONITOR_USER  # the fakes take any user; this one is an address, as in real use
 PASSWORD = "faults-secret"  # never printed
+#: a password that IMAP quotes and Python's bytes repr escapes: echoed back in those forms
+TRICKY_PASSWORD = "faults-\"se\\cret'"
 #: the probes' sender: the sweep takes exactly this module's probes, and no other test's
 #: cleanup takes them for its own
 FAULTS_SENDER = "faults@monitor.test"
@@ -103,8 +105,10 @@ class FakeMailbox(ThreadedServer):
 
     A script maps "greeting" or a command word (IMAP: after the tag, the word after UID
     for UID commands; DONE ends an IDLE) to a step: bytes ("{tag}" is the command's
-    tag), STALL, RESET, CLOSE, or a tuple of steps in turn. Unscripted commands get the
-    protocol's defaults above: an empty mailbox that works.
+    tag), STALL, RESET, CLOSE, a tuple of steps in turn, or a callable `(line) -> step`
+    for an answer that depends on the command line. Unscripted commands get the
+    protocol's defaults above: an empty mailbox that works. Every command line
+    received is kept in `lines`.
     """
 
     thread_name = "fake-mailbox"
@@ -116,6 +120,7 @@ class FakeMailbox(ThreadedServer):
         self.port = port
         defaults = IMAP_DEFAULTS if protocol == "imap" else POP3_DEFAULTS
         self.script = {**defaults, **script}
+        self.lines: list[bytes] = []
 
     def start(self) -> FakeMailbox:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -134,12 +139,14 @@ class FakeMailbox(ThreadedServer):
             self._perform(conn, self.script["greeting"], b"*")
             while True:
                 line = self._readline(conn, buffer)
+                self.lines.append(line)
                 tag, word = self._command(line)
                 if word == "IDLE":
                     idle_tag = tag
                 elif word == "DONE":
                     tag = idle_tag
-                self._perform(conn, self.script.get(word, self.script["*"]), tag)
+                step = self.script.get(word, self.script["*"])
+                self._perform(conn, step(line) if callable(step) else step, tag)
                 if word in ("LOGOUT", "QUIT"):
                     return
         except (_End, OSError):
@@ -250,6 +257,9 @@ MAILBOXES = {
         "*": b"* BAD this is no TLS\r\n"}),
     "imaps-plain": Fake("imap", "127.0.27.151", 993, {}),
     "imap-good": Fake("imap", "127.0.27.152", 143, {}),
+    "imap-login-echo": Fake("imap", "127.0.27.153", 143, {
+        "LOGIN": lambda line: b"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials: "
+                              + line.split(b" ", 2)[2] + b"\r\n"}),
     "pop3-err-greeting": Fake("pop3", "127.0.27.160", 110, {
         "greeting": (b"-ERR [SYS/TEMP] Too many connections\r\n", CLOSE)}),
     "pop3-garbage-greeting": Fake("pop3", "127.0.27.161", 110, {
@@ -258,6 +268,8 @@ MAILBOXES = {
     "pop3-pass-refused": Fake("pop3", "127.0.27.163", 110, {
         "PASS": b"-ERR [AUTH] Authentication failed.\r\n"}),
     "pop3-pass-hangup": Fake("pop3", "127.0.27.164", 110, {"PASS": CLOSE}),
+    "pop3-pass-echo": Fake("pop3", "127.0.27.165", 110, {
+        "PASS": lambda line: b"-ERR [AUTH] Invalid credentials: " + line[5:] + b"\r\n"}),
 }
 
 
@@ -321,10 +333,11 @@ class Case:
     sends: bool = False  # the fault comes once the mailbox is open: the probes go out
 
 
-def mailbox_row(id_, name, fault, detail, state="CRITICAL", *extra, sends=False) -> Case:
+def mailbox_row(id_, name, fault, detail, state="CRITICAL", *extra, sends=False,
+                password=PASSWORD) -> Case:
     """A row of a fake mailbox: the first line names it, then says `detail`."""
     return Case(Fault(id_, "mailbox", PLUGIN, fault, state, f"mailbox {label(name)}: {detail}"),
-                ("--mailbox", url(name), *extra), sends=sends)
+                ("--mailbox", url(name), *extra), sends=sends, password=password)
 
 
 def usage_row(id_, fault, message, *args, password=PASSWORD) -> Case:
@@ -365,6 +378,10 @@ CASES = [
                 "LOGIN: the server closed the connection"),
     mailbox_row("rt-imap-login-refused", "imap-login-no", "the IMAP server refuses LOGIN (NO)",
                 f"login as {USER} refused: [AUTHENTICATIONFAILED] Authentication failed."),
+    mailbox_row("rt-imap-login-echo", "imap-login-echo",
+                "the IMAP server refuses LOGIN quoting the user and password back",
+                f'login as {USER} refused: [AUTHENTICATIONFAILED] Invalid credentials: '
+                f'{USER} "********"', password=TRICKY_PASSWORD),
     mailbox_row("rt-imap-list-garbage", "imap-list-garbage",
                 "LOGIN accepted, LIST answered with garbage",
                 'listing folders: Tuple incomplete before "("'),
@@ -388,6 +405,10 @@ CASES = [
                 "the POP3 server never answers USER (-t 3)", "127.0.27.162 port 110: timed out"),
     mailbox_row("rt-pop3-pass-refused", "pop3-pass-refused", "the POP3 server refuses PASS",
                 f"login as {USER} refused: -ERR [AUTH] Authentication failed."),
+    mailbox_row("rt-pop3-pass-echo", "pop3-pass-echo",
+                "the POP3 server refuses PASS quoting the password back",
+                f"login as {USER} refused: -ERR [AUTH] Invalid credentials: ********",
+                password=TRICKY_PASSWORD),
     mailbox_row("rt-pop3-pass-hangup", "pop3-pass-hangup",
                 "the POP3 server closes the connection at PASS",
                 f"login as {USER}: the server closed the connection"),
@@ -450,8 +471,16 @@ def _state_path(case: Case, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.row.id) for c in CASES])
-def test_roundtrip_fault(case, request, tmp_path, monkeypatch):
+def verbosities(case: Case) -> tuple:
+    """A run that holds the mailbox password runs at every verbosity: none may show it
+    (conftest.run_main checks every output for it, tests/secretguard.py)."""
+    return (0, 1, 2, 3) if case.password and case.row.area != "arguments" else (0,)
+
+
+@pytest.mark.parametrize("case, verbosity", [
+    pytest.param(c, v, id=c.row.id + (f"-{'v' * v}" if v else ""))
+    for c in CASES for v in verbosities(c)])
+def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
     if case.password is None:
         monkeypatch.delenv(MAILBOX_PASSWORD_ENV, raising=False)
     else:
@@ -467,7 +496,7 @@ def test_roundtrip_fault(case, request, tmp_path, monkeypatch):
     args = [str(path) if a == "{state}" else a for a in case.args]
     argv = ["-D", rt.LOOP_DOMAIN, "--to", f"{rt.PROBE_LOCAL}@{rt.LOOP_DOMAIN}", "--from",
             FAULTS_SENDER, *args, "--dns-server", dns, "--helo-name", "monitor.posture.test",
-            "-t", f"{TIMEOUT:g}"]
+            "-t", f"{TIMEOUT:g}", *(["-" + "v" * verbosity] if verbosity else [])]
     mark = lab.mark() if lab else 0
     with contextlib.ExitStack() as stack:
         if case.state_setup == "lock":  # another run holds it all the time

@@ -25,6 +25,7 @@ from check_smtp_posture.mailbox import (
     connection_error,
     header_has,
 )
+from check_smtp_posture.secrets import Redactor
 
 
 class _Imap4(imaplib.IMAP4):
@@ -60,6 +61,9 @@ class ImapBox:
         self.spec = spec
         self.address = address or spec.host
         self.password = password
+        # the server may quote the password back (in a refusal, in garbage): never shown
+        self.redact = Redactor()
+        self.redact.add(password, spec.user)
         self.ca_file = ca_file
         self.deadline = deadline
         self.junk_names = tuple(junk_folders)
@@ -90,7 +94,7 @@ class ImapBox:
             except OSError as exc:
                 raise connection_error(exc, f"{self.address} port {spec.port}") from None
             except imaplib.IMAP4.error as exc:  # a greeting that is no IMAP
-                raise MailboxError(PROTOCOL, f"greeting: {_text(exc)}") from None
+                raise MailboxError(PROTOCOL, f"greeting: {self._text(exc)}") from None
             self.client.normalise_times = False  # INTERNALDATE with its zone
             self.tls = "implicit TLS" if implicit else None
             self._log(f"connected to {self.address} port {spec.port}"
@@ -114,8 +118,8 @@ class ImapBox:
             # imapclient makes every failure of LOGIN a LoginError: only a tagged NO or
             # BAD is a refusal; garbage or a hang-up (imaplib's abort) is the server's fault
             if isinstance(exc.__context__, imaplib.IMAP4.abort):
-                raise MailboxError(PROTOCOL, _text(exc.__context__)) from None
-            raise MailboxError(LOGIN, f"login as {spec.user} refused: {_text(exc)}") from None
+                raise MailboxError(PROTOCOL, self._text(exc.__context__)) from None
+            raise MailboxError(LOGIN, f"login as {spec.user} refused: {self._text(exc)}") from None
 
     def _folders(self) -> list:
         try:
@@ -247,7 +251,7 @@ class ImapBox:
         except imap_errors.LoginError:
             raise
         except (imaplib.IMAP4.error, imap_errors.IMAPClientError) as exc:
-            raise MailboxError(PROTOCOL, _text(exc)) from None
+            raise MailboxError(PROTOCOL, self._text(exc)) from None
         except OSError as exc:
             raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
         except Exception as exc:  # a deadline, or garbage the parser could not take
@@ -255,21 +259,21 @@ class ImapBox:
 
             if isinstance(exc, DeadlineExceeded):
                 raise MailboxError("timeout", f"{self.spec.label}: no time left") from None
-            raise MailboxError(PROTOCOL, f"{type(exc).__name__}: {_text(exc)}") from None
+            raise MailboxError(PROTOCOL, f"{type(exc).__name__}: {self._text(exc)}") from None
 
     def _log(self, line: str) -> None:
-        self.transcript.append(line)
+        self.transcript.append(self.redact(line))
 
+    def _text(self, exc: BaseException) -> str:
+        """An imaplib or imapclient error as one line, the password masked in it."""
+        from check_smtp_posture.sanitize import one_line
 
-def _text(exc: BaseException) -> str:
-    from check_smtp_posture.sanitize import one_line
-
-    text = str(exc)
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    # imaplib's words for a failed command: "command: LOGIN => socket error: EOF"
-    command, arrow, what = text.partition(" => ")
-    if arrow and command.startswith("command: "):
-        text = f"{command.removeprefix('command: ')}: {what}"
-    text = text.replace("socket error: EOF", "the server closed the connection")
-    return one_line(text, 100)
+        text = self.redact(str(exc))
+        if text.startswith("b'") or text.startswith('b"'):
+            text = text[2:-1]
+        # imaplib's words for a failed command: "command: LOGIN => socket error: EOF"
+        command, arrow, what = text.partition(" => ")
+        if arrow and command.startswith("command: "):
+            text = f"{command.removeprefix('command: ')}: {what}"
+        text = text.replace("socket error: EOF", "the server closed the connection")
+        return one_line(text, 100)

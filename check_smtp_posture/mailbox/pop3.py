@@ -23,6 +23,7 @@ from check_smtp_posture.mailbox import (
     header_has,
     tokens_in,
 )
+from check_smtp_posture.secrets import Redactor
 
 #: the newest messages looked at; a probe mailbox holds few
 SCAN_CAP = 500
@@ -51,6 +52,9 @@ class Pop3Box:
         self.spec = spec
         self.address = address or spec.host
         self.password = password
+        # the server may quote the password back (in a refusal, in garbage): never shown
+        self.redact = Redactor()
+        self.redact.add(password, spec.user)
         self.ca_file = ca_file
         self.deadline = deadline
         self.poll_interval = poll_interval
@@ -78,7 +82,7 @@ class Pop3Box:
                              self.deadline.timeout("mailbox connect"),
                              context if implicit else None)
             except poplib.error_proto as exc:  # -ERR, or no POP3 at all
-                raise MailboxError(PROTOCOL, f"greeting: {_text(exc)}") from None
+                raise MailboxError(PROTOCOL, f"greeting: {self._text(exc)}") from None
             self.tls = "implicit TLS" if implicit else None
             if not implicit:
                 try:
@@ -95,7 +99,7 @@ class Pop3Box:
                 conn.pass_(self.password or "")
             except poplib.error_proto as exc:
                 # only the server's -ERR refuses (a hang-up or garbage does not)
-                text = _text(exc)
+                text = self._text(exc)
                 if text.startswith("-ERR"):
                     raise MailboxError(LOGIN, f"login as {spec.user} refused: {text}") \
                         from None
@@ -107,7 +111,7 @@ class Pop3Box:
             raise
         except poplib.error_proto as exc:
             _drop(conn)
-            raise MailboxError(PROTOCOL, _text(exc)) from None
+            raise MailboxError(PROTOCOL, self._text(exc)) from None
         except OSError as exc:
             _drop(conn)
             raise connection_error(exc, f"{self.address} port {spec.port}") from None
@@ -139,7 +143,7 @@ class Pop3Box:
             raise
         except poplib.error_proto as exc:
             _drop(conn)
-            raise MailboxError(PROTOCOL, _text(exc)) from None
+            raise MailboxError(PROTOCOL, self._text(exc)) from None
         except OSError as exc:
             _drop(conn)
             raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
@@ -160,11 +164,22 @@ class Pop3Box:
             conn.quit()
         except (poplib.error_proto, OSError) as exc:
             _drop(conn)
-            raise MailboxError(PROTOCOL, f"deleting probes: {_text(exc)}") from None
+            raise MailboxError(PROTOCOL, f"deleting probes: {self._text(exc)}") from None
         return len(numbers)
 
     def _log(self, line: str) -> None:
-        self.transcript.append(line)
+        self.transcript.append(self.redact(line))
+
+    def _text(self, exc: BaseException) -> str:
+        """A poplib error as one line, the password masked in it."""
+        from check_smtp_posture.sanitize import one_line
+
+        text = self.redact(str(exc))
+        if text == "-ERR EOF":  # poplib's own words (a str, not the server's bytes)
+            return "the server closed the connection"
+        if text.startswith("b'") or text.startswith('b"'):
+            text = text[2:-1]
+        return one_line(text, 100)
 
 
 def _uidl(conn) -> list:
@@ -184,13 +199,3 @@ def _drop(conn) -> None:
         except OSError:
             pass
 
-
-def _text(exc: BaseException) -> str:
-    from check_smtp_posture.sanitize import one_line
-
-    text = str(exc)
-    if text == "-ERR EOF":  # poplib's own words (a str, not the server's bytes)
-        return "the server closed the connection"
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    return one_line(text, 100)

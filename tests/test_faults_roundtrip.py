@@ -234,6 +234,31 @@ class Fake:
     script: dict
 
 
+def fetched(uid: int, item: str, data: bytes, date: str = "14-Nov-2023 22:13:20 +0000") \
+        -> bytes:
+    """An untagged FETCH response of message `uid` carrying `item` (BODY[HEADER]...)."""
+    return (f'* 1 FETCH (UID {uid} INTERNALDATE "{date}" {item} {{{len(data)}}}\r\n'.encode()
+            + data + b")\r\n{tag} OK FETCH done\r\n")
+
+
+#: a person's message in the probe mailbox: the words of a probe token, never the token
+STRANGER_HEADER = (b"From: colleague@example.org\r\nTo: monitor@monitor.test\r\n"
+                   b"Subject: posture of the mail loop\r\n\r\n")
+STRANGER_BODY = b"Our mail posture is fine; see ticket 1700000000 and 0123456789ab.\r\n"
+
+
+def _loose_search(line: bytes) -> bytes:
+    """A word-based full-text index: every SEARCH TEXT finds the stranger's message 7."""
+    hit = b" 7" if b" TEXT " in line.upper() else b""
+    return b"* SEARCH" + hit + b"\r\n{tag} OK SEARCH done\r\n"
+
+
+def _stranger(line: bytes) -> bytes:
+    if b"HEADER" in line.upper():
+        return fetched(7, "BODY[HEADER]", STRANGER_HEADER)
+    return fetched(7, "BODY[TEXT]<0>", STRANGER_BODY)
+
+
 #: the fakes, by name; their addresses are 127.0.27.140-.169, used nowhere else
 MAILBOXES = {
     "imap-smtp-banner": Fake("imap", "127.0.27.140", 143, {
@@ -257,6 +282,9 @@ MAILBOXES = {
         "*": b"* BAD this is no TLS\r\n"}),
     "imaps-plain": Fake("imap", "127.0.27.151", 993, {}),
     "imap-good": Fake("imap", "127.0.27.152", 143, {}),
+    "imap-search-loose": Fake("imap", "127.0.27.154", 143, {
+        "SEARCH": _loose_search, "FETCH": _stranger, "STORE": b"{tag} OK STORE done\r\n",
+        "EXPUNGE": b"{tag} OK EXPUNGE done\r\n"}),
     "imap-login-echo": Fake("imap", "127.0.27.153", 143, {
         "LOGIN": lambda line: b"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials: "
                               + line.split(b" ", 2)[2] + b"\r\n"}),
@@ -291,10 +319,11 @@ def label(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def fake_mailboxes():
-    servers = [FakeMailbox(box.protocol, box.address, box.port, box.script).start()
-               for box in MAILBOXES.values()]
-    yield
-    for server in servers:
+    """Every fake of MAILBOXES, started: name -> FakeMailbox."""
+    servers = {name: FakeMailbox(box.protocol, box.address, box.port, box.script).start()
+               for name, box in MAILBOXES.items()}
+    yield servers
+    for server in servers.values():
         server.stop()
 
 
@@ -576,3 +605,23 @@ def test_probes_the_mailbox_could_not_look_for_are_not_called_lost(swept, lab_dn
     assert run.first_line.startswith(f"{NAME} CRITICAL - mailbox {label('imap-idle-stall')}"), \
         run.first_line
     assert "not back" not in run.first_line, run.first_line
+
+
+def test_a_search_hit_without_the_token_is_neither_a_probe_nor_deleted(swept, lab_dns,
+                                                                       fake_mailboxes,
+                                                                       monkeypatch):
+    # A word-based full-text search (Dovecot with fts, Exchange, Gmail) answers SEARCH
+    # TEXT with a message that only shares the token's words: it counts, and is
+    # touched, only once its own headers or body show the exact token.
+    monkeypatch.setenv(MAILBOX_PASSWORD_ENV, PASSWORD)
+    fake = fake_mailboxes["imap-search-loose"]
+    try:
+        run = _run_lab(lab_dns, "--mailbox", url("imap-search-loose"))
+    finally:
+        _sweep(swept, expected=2)
+    commands = [line.split()[1:3] for line in fake.lines]
+    assert [b"UID", b"FETCH"] in commands, fake.lines  # it did look at the hit
+    assert not [c for c in commands if c[-1:] in ([b"STORE"], [b"EXPUNGE"])], fake.lines
+    assert run.exitcode == 2, run.output
+    assert run.first_line.startswith(f"{NAME} CRITICAL - probe via mx"), run.first_line
+    assert "not back within" in run.first_line, run.first_line

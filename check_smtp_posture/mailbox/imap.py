@@ -17,6 +17,7 @@ import imapclient
 from imapclient import exceptions as imap_errors
 
 from check_smtp_posture.mailbox import (
+    BODY_CAP,
     FOLDER,
     LOGIN,
     PROTOCOL,
@@ -24,6 +25,7 @@ from check_smtp_posture.mailbox import (
     Seen,
     connection_error,
     header_has,
+    tokens_in,
 )
 from check_smtp_posture.secrets import Redactor
 
@@ -173,15 +175,30 @@ class ImapBox:
             data = self._call(self.client.fetch, sorted(uids),
                               ["BODY.PEEK[HEADER]", "INTERNALDATE"])
             noticed = time.time()
-            for uid, item in data.items():
-                raw = item.get(b"BODY[HEADER]") or b""
-                matched = "header" if header_has(raw, *header) else by_token.get(uid)
-                if matched is None:
-                    continue  # the server's substring match was looser than ours
-                when = item.get(b"INTERNALDATE")
+            heads = {uid: item.get(b"BODY[HEADER]") or b"" for uid, item in data.items()}
+            matched = {uid: "header" if header_has(raw, *header) else tokens_in(raw, texts)
+                       for uid, raw in heads.items()}
+            # A hit counts, and may be deleted, only once its own text shows the token:
+            # a full-text index (Dovecot fts, Exchange, Gmail) matches words, not strings.
+            matched.update(self._tokens_in_bodies(
+                [uid for uid, how in matched.items() if how is None and uid in by_token],
+                texts))
+            for uid, how in matched.items():
+                if how is None:
+                    continue  # the server's match was looser than ours
+                when = data[uid].get(b"INTERNALDATE")
                 arrived = when.timestamp() if when is not None and when.tzinfo else None
-                found.append(Seen(folder, junk, raw, arrived, noticed, matched, (folder, uid)))
+                found.append(Seen(folder, junk, heads[uid], arrived, noticed, how,
+                                  (folder, uid)))
         return found
+
+    def _tokens_in_bodies(self, uids: list, texts) -> dict:
+        """uid -> the token found in the first BODY_CAP bytes of its body, or None."""
+        if not uids:
+            return {}
+        data = self._call(self.client.fetch, sorted(uids), [f"BODY.PEEK[TEXT]<0.{BODY_CAP}>"])
+        return {uid: tokens_in(data.get(uid, {}).get(b"BODY[TEXT]<0>") or b"", texts)
+                for uid in uids}
 
     def wait(self, seconds: float) -> None:
         """Until the main folder changes (IDLE) or the poll interval is over, at most `seconds`.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import mailbox
 import re
 import socket
@@ -259,6 +260,37 @@ def _stranger(line: bytes) -> bytes:
     return fetched(7, "BODY[TEXT]<0>", STRANGER_BODY)
 
 
+#: a probe of an earlier run waiting in a fake mailbox (an asynchronous run collects it):
+#: sent at 22:13:20.75, dated 22:13:20 by the mailbox (INTERNALDATE, Received), which
+#: counts arrivals to the second
+ARRIVED_TOKEN = "posture-1700000000-0123456789ab"
+ARRIVED_SENT = 1700000000.75
+ARRIVED_DATE = "14-Nov-2023 22:13:20 +0000"
+ARRIVED_HEADER = (
+    b"Received: from mx1.loop.test by mail.monitor.test with ESMTP id 1;\r\n"
+    b" Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+    b"From: check_smtp_posture <" + FAULTS_SENDER.encode() + b">\r\n"
+    b"Subject: check_smtp_posture round-trip probe " + ARRIVED_TOKEN.encode() + b"\r\n"
+    b"X-Smtp-Posture-Probe: token=" + ARRIVED_TOKEN.encode()
+    + b"; domain=loop.test; mx=mx1.loop.test[127.0.25.13]\r\n\r\n")
+ARRIVED_MESSAGE = ARRIVED_HEADER + b"probe token: " + ARRIVED_TOKEN.encode() + b"\r\n"
+#: the state file of an asynchronous run that sent it
+ARRIVED_STATE = json.dumps({"loop.test": {ARRIVED_TOKEN: {
+    "label": "mx1.loop.test[127.0.25.13]", "prefix": "mx1.loop.test_127.0.25.13_",
+    "sent": ARRIVED_SENT}}}).encode()
+#: an IMAP mailbox holding it as message 1
+IMAP_ARRIVED = {
+    "SEARCH": b"* SEARCH 1\r\n{tag} OK SEARCH done\r\n",
+    "FETCH": fetched(1, "BODY[HEADER]", ARRIVED_HEADER, ARRIVED_DATE),
+    "STORE": b"{tag} OK STORE done\r\n", "EXPUNGE": b"{tag} OK EXPUNGE done\r\n"}
+#: a POP3 maildrop holding it as message 1
+POP3_ARRIVED = {
+    "UIDL": b"+OK\r\n1 arrived-1\r\n.\r\n",
+    "LIST": f"+OK\r\n1 {len(ARRIVED_MESSAGE)}\r\n.\r\n".encode(),
+    "TOP": b"+OK\r\n" + ARRIVED_HEADER + b".\r\n",
+    "RETR": b"+OK\r\n" + ARRIVED_MESSAGE + b".\r\n",
+    "DELE": b"+OK deleted\r\n"}
+
 #: the fakes, by name; their addresses are 127.0.27.140-.169, used nowhere else
 MAILBOXES = {
     "imap-smtp-banner": Fake("imap", "127.0.27.140", 143, {
@@ -285,6 +317,8 @@ MAILBOXES = {
     "imap-search-loose": Fake("imap", "127.0.27.154", 143, {
         "SEARCH": _loose_search, "FETCH": _stranger, "STORE": b"{tag} OK STORE done\r\n",
         "EXPUNGE": b"{tag} OK EXPUNGE done\r\n"}),
+    "imap-arrived": Fake("imap", "127.0.27.156", 143, IMAP_ARRIVED),
+    "pop3-arrived": Fake("pop3", "127.0.27.157", 110, POP3_ARRIVED),
     "imap-login-echo": Fake("imap", "127.0.27.153", 143, {
         "LOGIN": lambda line: b"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials: "
                               + line.split(b" ", 2)[2] + b"\r\n"}),
@@ -625,3 +659,27 @@ def test_a_search_hit_without_the_token_is_neither_a_probe_nor_deleted(swept, la
     assert run.exitcode == 2, run.output
     assert run.first_line.startswith(f"{NAME} CRITICAL - probe via mx"), run.first_line
     assert "not back within" in run.first_line, run.first_line
+
+
+@pytest.mark.parametrize("name", ["imap-arrived", "pop3-arrived"])
+def test_an_arrival_dated_to_the_second_is_never_a_negative_roundtrip(name, swept, lab_dns,
+                                                                      fake_mailboxes,
+                                                                      monkeypatch, tmp_path):
+    # Sent at 22:13:20.75, dated 22:13:20 by the mailbox (IMAP INTERNALDATE; POP3: the
+    # newest Received date): it came back within the second it was sent in.
+    monkeypatch.setenv(MAILBOX_PASSWORD_ENV, PASSWORD)
+    state = tmp_path / "roundtrip.json"
+    state.write_bytes(ARRIVED_STATE)
+    try:
+        run = _run_lab(lab_dns, "--mailbox", url(name), "--state-file", state, "-v")
+    finally:
+        _sweep(swept, expected=2)
+    assert run.exitcode == 0, run.output
+    assert run.first_line.startswith(
+        f"{NAME} OK - 1 of 2 probes back via 2 MX endpoints of loop.test, slowest "
+        "mx1.loop.test[127.0.25.13] within 1s (the mailbox dates arrivals to the second) | "), \
+        run.first_line
+    assert run.perfdata["mx1.loop.test_127.0.25.13_roundtrip_time"] == "0.000000s", run.output
+    assert ("mx1.loop.test[127.0.25.13]: back within 1s (INBOX; the mailbox dates arrivals "
+            "to the second), 1 hops") in run.output, run.output
+    assert "-0." not in run.output, run.output

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import mailbox
+import os
 import re
 import socket
 import struct
@@ -390,10 +391,11 @@ def _sweep(lab, expected: int, timeout: float = 10.0) -> int:
 @dataclass(frozen=True)
 class Case:
     row: Fault
-    args: tuple  # after -D/--to/--from; "{state}" is the state file's path
+    args: tuple  # after -D/--to/--from; "{state}": the state file, "{maildir}": a Maildir
     password: str | None = PASSWORD  # $CHECK_MAILBOX_PASSWORD (None: unset)
     state_setup: object = None  # bytes written to the state file first, "directory" or "lock"
     sends: bool = False  # the fault comes once the mailbox is open: the probes go out
+    maildir: dict | None = None  # the "{maildir}": entry under it -> "fifo" or "loop"
 
 
 def mailbox_row(id_, name, fault, detail, state="CRITICAL", *extra, sends=False,
@@ -406,6 +408,15 @@ def mailbox_row(id_, name, fault, detail, state="CRITICAL", *extra, sends=False,
 def usage_row(id_, fault, message, *args, password=PASSWORD) -> Case:
     return Case(Fault(id_, "arguments", PLUGIN, fault, "UNKNOWN", message), args,
                 password=password)
+
+
+def maildir_row(id_, fault, message, entries) -> Case:
+    """An asynchronous first run with a Maildir holding `entries` (path -> "fifo" or "loop"):
+    it looks once, sends its probes (they go to the lab's mailbox), and says `message`."""
+    return Case(Fault(id_, "mailbox", PLUGIN, fault, "WARNING", f"mailbox maildir:MAILDIR: "
+                                                                f"{message}"),
+                ("--mailbox", "{maildir}", "--state-file", "{state}"), password=None,
+                sends=True, maildir=entries)
 
 
 def state_row(id_, fault, state, message, setup, sends=False) -> Case:
@@ -475,6 +486,14 @@ CASES = [
     mailbox_row("rt-pop3-pass-hangup", "pop3-pass-hangup",
                 "the POP3 server closes the connection at PASS",
                 f"login as {USER}: the server closed the connection"),
+    # -- Maildir -----------------------------------------------------------------------------
+    maildir_row("rt-maildir-fifo", "a named pipe in the Maildir's new/ and cur/: skipped, "
+                "never opened", "cur/1700000001.fifo.host:2,S is not a regular file, skipped "
+                "(+1 more)", {"new/1700000000.fifo.host": "fifo",
+                              "cur/1700000001.fifo.host:2,S": "fifo"}),
+    maildir_row("rt-maildir-symlink-loop", "a symbolic link loop in the Maildir's cur/: "
+                "skipped", "cur/1700000000.loop.host:2,S: Too many levels of symbolic "
+                "links, skipped", {"cur/1700000000.loop.host:2,S": "loop"}),
     # -- arguments -------------------------------------------------------------------------
     usage_row("rt-args-mailbox-scheme", "--mailbox with a scheme that is no mailbox (https://)",
               "the scheme must be one of imap://, imaps://, pop3://, pop3s:// or maildir:",
@@ -534,6 +553,21 @@ def _state_path(case: Case, tmp_path):
     return path
 
 
+def _maildir(case: Case, tmp_path):
+    """A Maildir of the row's entries, if it has any."""
+    path = tmp_path / "Maildir"
+    if case.maildir is None:
+        return path
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True)
+    for name, kind in case.maildir.items():
+        if kind == "fifo":
+            os.mkfifo(path / name)  # nobody ever writes to it: an open would wait for ever
+        else:
+            os.symlink(path / name, path / name)
+    return path
+
+
 def verbosities(case: Case) -> tuple:
     """A run that holds the mailbox password runs at every verbosity: none may show it
     (conftest.run_main checks every output for it, tests/secretguard.py)."""
@@ -556,7 +590,9 @@ def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
         dns = request.getfixturevalue("lab_dns").server_arg
         request.getfixturevalue("fake_mailboxes")
     path = _state_path(case, tmp_path)
-    args = [str(path) if a == "{state}" else a for a in case.args]
+    maildir = _maildir(case, tmp_path)
+    args = [{"{state}": str(path), "{maildir}": f"maildir:{maildir}"}.get(a, a)
+            for a in case.args]
     argv = ["-D", rt.LOOP_DOMAIN, "--to", f"{rt.PROBE_LOCAL}@{rt.LOOP_DOMAIN}", "--from",
             FAULTS_SENDER, *args, "--dns-server", dns, "--helo-name", "monitor.posture.test",
             "-t", f"{TIMEOUT:g}", *(["-" + "v" * verbosity] if verbosity else [])]
@@ -567,7 +603,7 @@ def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
         started = time.monotonic()
         run = run_main(main, argv)
         elapsed = time.monotonic() - started
-    message = case.row.message
+    message = case.row.message.replace("MAILDIR", str(maildir))
     if case.row.area == "state files":
         message = message.replace("PATH", str(path))
     where = f"{' '.join(argv)}:\n{run.output}"

@@ -10,6 +10,8 @@
 - `wait(seconds)` blocks until the store may have changed: IMAP IDLE returns on
   the server's EXISTS, everything else sleeps the poll interval.
 - `delete(seen)` removes exactly the messages given, never anything else.
+- `skipped` says, one line each, what the looks found in the store that is no
+  message they could read (a named pipe or a symbolic link loop in a Maildir).
 
 Failures are `MailboxError`s whose `kind` says what the plugin reports:
 connect/timeout (the mailbox cannot be reached), tls, login, folder, protocol

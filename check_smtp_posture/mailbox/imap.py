@@ -58,6 +58,7 @@ class _Client(imapclient.IMAPClient):
 
 
 class ImapBox:
+    skipped = ()  # a server's store has no entries to skip
     def __init__(self, spec, address, password, ca_file, deadline, junk_folders, idle,
                  poll_interval, transcript):
         self.spec = spec

@@ -45,6 +45,7 @@ class _Pop3(poplib.POP3):
 
 
 class Pop3Box:
+    skipped = ()  # a server's store has no entries to skip
     idles = False
     folders = (("INBOX", False),)
 

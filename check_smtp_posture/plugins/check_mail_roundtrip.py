@@ -331,6 +331,8 @@ class RoundTrip(nagiosplugin.Resource):
         finally:
             box.close()
         yield nagiosplugin.Metric("mailbox", self.mailbox_error, context="mailbox")
+        yield nagiosplugin.Metric("mailbox_skipped", list(box.skipped),
+                                  context="mailbox_skipped")
 
     # -- the two modes -------------------------------------------------------------
     def _synchronous(self, box, endpoints):
@@ -659,6 +661,25 @@ class MailboxContext(nagiosplugin.Context):
         return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
 
 
+class SkippedContext(nagiosplugin.Context):
+    """Entries of the mailbox that are no message it can read (a named pipe, a symbolic
+    link loop in a Maildir): skipped, never opened; WARNING, since a probe could hide
+    behind such a store."""
+
+    def __init__(self, options: Options):
+        super().__init__("mailbox_skipped")
+        self.options = options
+
+    def evaluate(self, metric, resource):
+        skipped = metric.value
+        if not skipped:
+            return self.result_cls(nagiosplugin.Ok, "", metric)
+        more = f" (+{len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        return self.result_cls(nagiosplugin.Warn, f"mailbox {self.options.mailbox.label}: "
+                                                  f"{one_line(skipped[0], 120)}, skipped{more}",
+                               metric)
+
+
 # -- summary ---------------------------------------------------------------------------
 
 
@@ -775,6 +796,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         MxContext(unreachable=options.unreachable_state),
         ProbeContext(options),
         MailboxContext(options),
+        SkippedContext(options),
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),
         RoundTripSummary(resource),

@@ -212,6 +212,9 @@ row("command-nul", "arguments",
     [Run(PHASES, (*TARGET[PHASES], "--command", "NOOP\0x"), inprocess=True)])
 usage("command-empty", "--command ''", "argument --command: an empty command line",
       each([PHASES], "--command", " "))
+usage("command-non-utf8", "--command with bytes that are not UTF-8",
+      "argument --command: not UTF-8 text: '\\udcff\\udcfe'",
+      each([PHASES], "--command", NON_UTF8))
 usage("payload-file-empty-name", "--payload-file ''", "--payload-file: empty payload file name",
       each([PHASES], *SEND, "--payload-file", ""))
 usage("payload-without-send-data", "--payload without --send-data",
@@ -253,7 +256,8 @@ usage("file-name-not-utf8", "a named file whose name is not UTF-8, output strict
 # --------------------------------------------------------------------------- TLS, SASL
 
 for _id, _value in [("cert-days-nan", "nan,nan"), ("cert-days-overflow", "1e400,1"),
-                    ("cert-days-one-number", "5"), ("cert-days-not-numbers", "x,y")]:
+                    ("cert-days-one-number", "5"), ("cert-days-not-numbers", "x,y"),
+                    ("cert-days-exponent", "1e-7,0")]:
     usage(_id, f"--cert-days {_value}", "--cert-days takes WARN,CRIT in days (0 to 36500), "
           f"not '{_value}'", each([PHASES], "--cert-days", _value))
 usage("cert-days-crit-above-warn", "--cert-days 10,20 (critical above warning)",
@@ -450,7 +454,7 @@ def in_a_process(row_id: str, run: Run) -> bool:
 
 
 #: rows run as real processes for every plugin whatever their argv
-PROCESS_ROWS = {"timeout-zero", "domain-empty-label", "host-line-break"}
+PROCESS_ROWS = {"timeout-zero", "domain-empty-label", "host-line-break", "cert-days-exponent"}
 
 
 @pytest.mark.parametrize("row", params(USAGE_ROWS))

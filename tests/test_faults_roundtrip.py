@@ -504,6 +504,17 @@ CASES = [
     usage_row("rt-args-mailbox-port", "--mailbox URL with port 99999",
               "the port is not a number from 1 to 65535",
               "--mailbox", "imaps://monitor%40monitor.test@mail.monitor.test:99999/INBOX"),
+    usage_row("rt-args-mailbox-port-zero", "--mailbox URL with port 0",
+              "--mailbox 'pop3://monitor%40monitor.test@mail.monitor.test:0': the port is "
+              "not a number from 1 to 65535",
+              "--mailbox", "pop3://monitor%40monitor.test@mail.monitor.test:0"),
+    usage_row("rt-args-mailbox-host-space", "--mailbox URL whose host has a space in it",
+              "--mailbox 'imap://monitor%40monitor.test@mail monitor.test/': bad host name "
+              "'mail monitor.test'",
+              "--mailbox", "imap://monitor%40monitor.test@mail monitor.test/"),
+    usage_row("rt-args-submit-unclosed-bracket", "--submit '[::1' (no closing bracket)",
+              "--submit '[::1': not HOST[:PORT]", "--mailbox", url("imap-good"),
+              "--submit", "[::1"),
     usage_row("rt-args-pop3-folder", "--mailbox pop3:// URL naming a folder",
               "POP3 has no folders", "--mailbox", "pop3://monitor%40monitor.test@"
                                                    "mail.monitor.test/INBOX"),

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections import namedtuple
 from urllib.parse import unquote, urlsplit
 
+from check_smtp_posture import names
+
 SCHEMES = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995, "maildir": None}
 CONNECT, TIMEOUT, TLS, LOGIN, FOLDER, PROTOCOL = (
     "connect", "timeout", "tls", "login", "folder", "protocol")
@@ -71,7 +73,9 @@ def parse_url(text: str) -> MailboxSpec:
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
+        port = 0
+    if port == 0:
+        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535")
     if parts.password is not None:
         raise ValueError(f"{text!r}: no password in the URL (anyone can read it in ps): "
                          "--mailbox-password-file or $CHECK_MAILBOX_PASSWORD")
@@ -79,6 +83,8 @@ def parse_url(text: str) -> MailboxSpec:
         raise ValueError(f"{text!r}: the URL names no user: {scheme}://USER@HOST")
     if not parts.hostname:
         raise ValueError(f"{text!r}: the URL names no host")
+    if not (names.is_hostname(parts.hostname) or names.is_ip_literal(parts.hostname)):
+        raise ValueError(f"{text!r}: bad host name {parts.hostname!r}")
     folder = unquote(parts.path.lstrip("/")) or "INBOX"
     if scheme.startswith("pop3") and parts.path.strip("/"):
         raise ValueError(f"{text!r}: POP3 has no folders")

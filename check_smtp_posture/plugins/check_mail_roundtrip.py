@@ -255,8 +255,10 @@ def _host_port(text: str) -> tuple:
 
     host, number = text, None
     if text.startswith("["):  # [2001:db8::1]:587
-        host, _, rest = text[1:].partition("]")
-        number = rest.removeprefix(":") if rest else None
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: not HOST[:PORT]")
+        number = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, number = text.partition(":")
     try:

@@ -331,6 +331,11 @@ MAILBOXES = {
     "pop3-pass-refused": Fake("pop3", "127.0.27.163", 110, {
         "PASS": b"-ERR [AUTH] Authentication failed.\r\n"}),
     "pop3-pass-hangup": Fake("pop3", "127.0.27.164", 110, {"PASS": CLOSE}),
+    "pop3-quit-err": Fake("pop3", "127.0.27.166", 110, {
+        **POP3_ARRIVED, "QUIT": b"-ERR [SYS/TEMP] cannot commit, try again\r\n"}),
+    "pop3-quit-hangup": Fake("pop3", "127.0.27.167", 110, {**POP3_ARRIVED, "QUIT": CLOSE}),
+    "pop3-quit-garbage": Fake("pop3", "127.0.27.168", 110, {
+        **POP3_ARRIVED, "QUIT": b"\x00\xff\x1b[2J| bye?\r\n"}),
     "pop3-pass-echo": Fake("pop3", "127.0.27.165", 110, {
         "PASS": lambda line: b"-ERR [AUTH] Invalid credentials: " + line[5:] + b"\r\n"}),
 }
@@ -419,6 +424,14 @@ def maildir_row(id_, fault, message, entries) -> Case:
                 sends=True, maildir=entries)
 
 
+def collecting_row(id_, name, fault) -> Case:
+    """An asynchronous run collecting the probe a fake mailbox holds (ARRIVED_STATE)."""
+    return Case(Fault(id_, "mailbox", PLUGIN, fault, "OK", "1 of 2 probes back via 2 MX "
+                                                            "endpoints of loop.test"),
+                ("--mailbox", url(name), "--state-file", "{state}"), state_setup=ARRIVED_STATE,
+                sends=True)
+
+
 def state_row(id_, fault, state, message, setup, sends=False) -> Case:
     return Case(Fault(id_, "state files", PLUGIN, fault, state, message),
                 ("--mailbox", url("imap-good"), "--state-file", "{state}"),
@@ -479,6 +492,13 @@ CASES = [
                 "the POP3 server never answers USER (-t 3)", "127.0.27.162 port 110: timed out"),
     mailbox_row("rt-pop3-pass-refused", "pop3-pass-refused", "the POP3 server refuses PASS",
                 f"login as {USER} refused: -ERR [AUTH] Authentication failed."),
+    collecting_row("rt-pop3-quit-err", "pop3-quit-err",
+                   "the POP3 server answers QUIT with -ERR once the probe was read and deleted "
+                   "(the deletion is left to a later run's cleanup)"),
+    collecting_row("rt-pop3-quit-hangup", "pop3-quit-hangup",
+                   "the POP3 server closes the connection at QUIT once the work is done"),
+    collecting_row("rt-pop3-quit-garbage", "pop3-quit-garbage",
+                   "the POP3 server answers QUIT with binary garbage once the work is done"),
     mailbox_row("rt-pop3-pass-echo", "pop3-pass-echo",
                 "the POP3 server refuses PASS quoting the password back",
                 f"login as {USER} refused: -ERR [AUTH] Invalid credentials: ********",
@@ -730,3 +750,24 @@ def test_an_arrival_dated_to_the_second_is_never_a_negative_roundtrip(name, swep
     assert ("mx1.loop.test[127.0.25.13]: back within 1s (INBOX; the mailbox dates arrivals "
             "to the second), 1 hops") in run.output, run.output
     assert "-0." not in run.output, run.output
+
+
+def test_a_quit_that_fails_after_dele_claims_no_deletion(swept, lab_dns, fake_mailboxes,
+                                                         monkeypatch, tmp_path):
+    # POP3 commits DELE at QUIT (RFC 1939): a refused QUIT leaves the probe in the
+    # maildrop, for a later run's cleanup; the result stands, the long output says so.
+    monkeypatch.setenv(MAILBOX_PASSWORD_ENV, PASSWORD)
+    state = tmp_path / "roundtrip.json"
+    state.write_bytes(ARRIVED_STATE)
+    fake = fake_mailboxes["pop3-quit-err"]
+    before = len(fake.lines)
+    try:
+        run = _run_lab(lab_dns, "--mailbox", url("pop3-quit-err"), "--state-file", state,
+                       "-vvv")
+    finally:
+        _sweep(swept, expected=2)
+    assert run.exitcode == 0, run.output
+    assert [line for line in fake.lines[before:] if line.startswith(b"DELE")] == [b"DELE 1"]
+    assert "QUIT: -ERR [SYS/TEMP] cannot commit, try again: the deletions are not committed " \
+           "(a later run's cleanup takes the probes)" in run.output, run.output
+    assert "deleted 1 probe(s)" not in run.output, run.output

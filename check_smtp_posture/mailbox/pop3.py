@@ -65,7 +65,7 @@ class Pop3Box:
 
     def open(self) -> None:
         """Log in once to prove the credentials; every look opens its own session."""
-        self._session().quit()
+        self._quit(self._session())
 
     def close(self) -> None:
         pass
@@ -138,7 +138,7 @@ class Pop3Box:
                     self._not_probes.add(uid)
                     continue
                 found.append(Seen("INBOX", False, head, None, time.time(), matched, uid))
-            conn.quit()
+            self._quit(conn)
         except MailboxError:
             _drop(conn)
             raise
@@ -162,11 +162,28 @@ class Pop3Box:
             numbers = [n for n, uid in _uidl(conn) if uid in wanted]
             for number in numbers:
                 conn.dele(number)
-            conn.quit()
         except (poplib.error_proto, OSError) as exc:
             _drop(conn)
             raise MailboxError(PROTOCOL, f"deleting probes: {self._text(exc)}") from None
+        if not self._quit(conn, "the deletions are not committed (a later run's cleanup "
+                                "takes the probes)"):
+            return 0
         return len(numbers)
+
+    def _quit(self, conn, undone: str = "") -> bool:
+        """QUIT; whether the server took it.
+
+        It comes after the work is done: a -ERR, garbage or a hang-up there
+        spoils nothing the session found. It only leaves undone what QUIT would
+        have committed (`undone` says what, in the transcript).
+        """
+        try:
+            conn.quit()
+            return True
+        except (poplib.error_proto, OSError) as exc:
+            _drop(conn)
+            self._log(f"QUIT: {self._text(exc)}" + (f": {undone}" if undone else ""))
+            return False
 
     def _log(self, line: str) -> None:
         self.transcript.append(self.redact(line))

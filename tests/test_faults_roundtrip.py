@@ -319,6 +319,9 @@ MAILBOXES = {
         "SEARCH": _loose_search, "FETCH": _stranger, "STORE": b"{tag} OK STORE done\r\n",
         "EXPUNGE": b"{tag} OK EXPUNGE done\r\n"}),
     "imap-arrived": Fake("imap", "127.0.27.156", 143, IMAP_ARRIVED),
+    "imap-internaldate-bogus": Fake("imap", "127.0.27.155", 143, {
+        **IMAP_ARRIVED,
+        "FETCH": fetched(1, "BODY[HEADER]", ARRIVED_HEADER, "31-Dec-9999 23:59:59 -2400")}),
     "pop3-arrived": Fake("pop3", "127.0.27.157", 110, POP3_ARRIVED),
     "imap-login-echo": Fake("imap", "127.0.27.153", 143, {
         "LOGIN": lambda line: b"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials: "
@@ -469,6 +472,9 @@ CASES = [
                 "the IMAP server refuses LOGIN quoting the user and password back",
                 f'login as {USER} refused: [AUTHENTICATIONFAILED] Invalid credentials: '
                 f'{USER} "********"', password=TRICKY_PASSWORD),
+    collecting_row("rt-imap-internaldate-bogus", "imap-internaldate-bogus",
+                   "the IMAP server dates the probe 31-Dec-9999 23:59:59 -2400 (INTERNALDATE "
+                   "with an impossible zone): the Received date stands in"),
     mailbox_row("rt-imap-list-garbage", "imap-list-garbage",
                 "LOGIN accepted, LIST answered with garbage",
                 'listing folders: Tuple incomplete before "("'),

@@ -187,11 +187,26 @@ class ImapBox:
             for uid, how in matched.items():
                 if how is None:
                     continue  # the server's match was looser than ours
-                when = data[uid].get(b"INTERNALDATE")
-                arrived = when.timestamp() if when is not None and when.tzinfo else None
+                arrived = self._arrival(uid, data[uid].get(b"INTERNALDATE"))
                 found.append(Seen(folder, junk, heads[uid], arrived, noticed, how,
                                   (folder, uid)))
         return found
+
+    def _arrival(self, uid: int, when) -> float | None:
+        """The INTERNALDATE as epoch seconds; None when there is none to use.
+
+        imapclient gives None for a date it cannot read, and a datetime that
+        cannot be placed in time for one it reads but no clock has (a zone of
+        -2400, a year past 9999): the Received date stands in for both.
+        """
+        if when is None or when.tzinfo is None:
+            return None
+        try:
+            return when.timestamp()
+        except (ValueError, OverflowError) as exc:
+            self._log(f"UID {uid}: INTERNALDATE {when:%d-%b-%Y %H:%M:%S} with no place in "
+                      f"time ({type(exc).__name__}): not used")
+            return None
 
     def _tokens_in_bodies(self, uids: list, texts) -> dict:
         """uid -> the token found in the first BODY_CAP bytes of its body, or None."""

@@ -399,7 +399,8 @@ def _sweep(lab, expected: int, timeout: float = 10.0) -> int:
 @dataclass(frozen=True)
 class Case:
     row: Fault
-    args: tuple  # after -D/--to/--from; "{state}": the state file, "{maildir}": a Maildir
+    args: tuple  # after -D/--to/--from; "{state}": the state file, "{maildir}": a Maildir,
+    #              "{not-pem}": a file that holds no PEM certificate
     password: str | None = PASSWORD  # $CHECK_MAILBOX_PASSWORD (None: unset)
     state_setup: object = None  # bytes written to the state file first, "directory" or "lock"
     sends: bool = False  # the fault comes once the mailbox is open: the probes go out
@@ -484,6 +485,10 @@ CASES = [
     mailbox_row("rt-imap-starttls-plain", "imap-starttls-plain",
                 "the IMAP server answers STARTTLS with OK, then speaks no TLS",
                 "127.0.27.150 port 143: TLS failed: WRONG_VERSION_NUMBER"),
+    mailbox_row("rt-imaps-ca-file-not-pem", "imaps-plain",
+                "--mailbox-ca-file is a text file without a PEM certificate",
+                "certificate untrusted (no trust anchors in CA file /", "CRITICAL",
+                "--mailbox-ca-file", "{not-pem}"),
     mailbox_row("rt-imaps-plain", "imaps-plain",
                 "imaps:// to a server that speaks plain IMAP on port 993",
                 "127.0.27.151 port 993: TLS failed: WRONG_VERSION_NUMBER"),
@@ -560,6 +565,12 @@ CASES = [
     usage_row("rt-args-poll-interval-zero", "--poll-interval 0",
               "argument --poll-interval: must be greater than zero: '0'",
               "--mailbox", url("imap-good"), "--poll-interval", "0"),
+    Case(Fault("rt-submit-ca-file-not-pem", "TLS", PLUGIN, "--ca-file (of --submit) is a text "
+               "file without a PEM certificate", "CRITICAL",
+               "sending via submit.posture.test[127.0.25.3] tls_handshake: certificate "
+               "untrusted (no trust anchors in CA file /"),
+         ("--mailbox", url("imap-good"), "--submit", "submit.posture.test", "--ca-file",
+          "{not-pem}")),
     # -- state files -----------------------------------------------------------------------
     state_row("rt-state-directory", "--state-file is a directory", "UNKNOWN",
               "state file PATH: not a regular file", "directory"),
@@ -628,8 +639,10 @@ def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
         request.getfixturevalue("fake_mailboxes")
     path = _state_path(case, tmp_path)
     maildir = _maildir(case, tmp_path)
-    args = [{"{state}": str(path), "{maildir}": f"maildir:{maildir}"}.get(a, a)
-            for a in case.args]
+    not_pem = tmp_path / "not-pem.crt"
+    not_pem.write_text("This is no certificate.\n")
+    args = [{"{state}": str(path), "{maildir}": f"maildir:{maildir}",
+             "{not-pem}": str(not_pem)}.get(a, a) for a in case.args]
     argv = ["-D", rt.LOOP_DOMAIN, "--to", f"{rt.PROBE_LOCAL}@{rt.LOOP_DOMAIN}", "--from",
             FAULTS_SENDER, *args, "--dns-server", dns, "--helo-name", "monitor.posture.test",
             "-t", f"{TIMEOUT:g}", *(["-" + "v" * verbosity] if verbosity else [])]

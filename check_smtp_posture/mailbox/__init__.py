@@ -155,6 +155,17 @@ def tokens_in(data: bytes, texts) -> str | None:
     return None
 
 
+def tls_context(ca_file: str | None):
+    """The verifying TLS context of a mailbox connection (smtp.tls.verified_context); a
+    CA file that trusts nothing is a TLS failure before anything is sent."""
+    from check_smtp_posture.smtp.tls import NoTrustAnchors, verified_context
+
+    try:
+        return verified_context(ca_file)
+    except NoTrustAnchors as exc:
+        raise MailboxError(TLS, f"certificate untrusted ({exc})") from None
+
+
 def connection_error(exc: BaseException, where: str) -> MailboxError:
     """An OSError (or ssl error) of a mailbox connection as a MailboxError."""
     import socket

@@ -25,6 +25,7 @@ from check_smtp_posture.mailbox import (
     Seen,
     connection_error,
     header_has,
+    tls_context,
     tokens_in,
 )
 from check_smtp_posture.secrets import Redactor
@@ -85,10 +86,8 @@ class ImapBox:
 
     # -- connection ------------------------------------------------------------
     def open(self) -> None:
-        from check_smtp_posture.smtp.tls import verified_context
-
         spec = self.spec
-        context = verified_context(self.ca_file)
+        context = tls_context(self.ca_file)
         implicit = spec.scheme == "imaps"
         try:
             try:

@@ -21,6 +21,7 @@ from check_smtp_posture.mailbox import (
     connection_error,
     header_block,
     header_has,
+    tls_context,
     tokens_in,
 )
 from check_smtp_posture.secrets import Redactor
@@ -71,10 +72,8 @@ class Pop3Box:
         pass
 
     def _session(self) -> _Pop3:
-        from check_smtp_posture.smtp.tls import verified_context
-
         spec = self.spec
-        context = verified_context(self.ca_file)
+        context = tls_context(self.ca_file)
         implicit = spec.scheme == "pop3s"
         conn = None
         try:

@@ -201,7 +201,12 @@ class SmtpDialogue:
             raise SmtpProtocolError(phase, "server sent data before the TLS handshake")
         with self.timed(phase):
             if callable(context):
-                context = context()
+                from check_smtp_posture.smtp.tls import NoTrustAnchors
+
+                try:
+                    context = context()
+                except NoTrustAnchors as exc:  # a CA file that trusts nothing
+                    raise SmtpTlsError(phase, f"certificate untrusted ({exc})") from None
             try:
                 tls_sock = context.wrap_socket(self._sock, server_hostname=server_name,
                                                do_handshake_on_connect=False)

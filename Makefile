@@ -1,11 +1,13 @@
 # The two commands of the README. Both install what is missing first
 # (Debian packages with apt-get, the package itself with pip), as root.
 PYTHON ?= python3
+# The known-good set of every Python dependency (see `deps-latest` below).
+CONSTRAINTS ?= constraints.txt
 
-.PHONY: install demo test lint bench fuzz
+.PHONY: install demo test test-floors deps-latest lint bench fuzz
 
 install:
-	PYTHON=$(PYTHON) bash tests/lab/install-deps.sh
+	PYTHON=$(PYTHON) CONSTRAINTS=$(CONSTRAINTS) bash tests/lab/install-deps.sh
 
 demo: install
 	$(PYTHON) -m tests.lab.demo
@@ -13,6 +15,17 @@ demo: install
 test: install
 	$(PYTHON) -m ruff check check_smtp_posture tests
 	$(PYTHON) -m pytest -q
+	$(MAKE) --no-print-directory test-floors
+
+# The lowest versions setup.cfg accepts, installed exactly, run the plugins' tests
+# (README, "Dependencies").
+test-floors: install
+	PYTHON=$(PYTHON) CONSTRAINTS=$(CONSTRAINTS) bash tests/lab/floors.sh
+
+# Move the known-good set: the newest versions in .venv-latest, the whole suite there,
+# and constraints.txt rewritten only if it passed.
+deps-latest:
+	PYTHON=$(PYTHON) NAGIOS_PREFIX=$(NAGIOS_PREFIX) bash tests/lab/deps-latest.sh
 
 lint:
 	$(PYTHON) -m ruff check check_smtp_posture tests
@@ -34,11 +47,11 @@ PLUGIN_SOURCES := setup.cfg pyproject.toml $(shell find check_smtp_posture -name
 
 install-nagios-plugins: $(NAGIOS_PREFIX)/.installed
 
-$(NAGIOS_PREFIX)/.installed: $(PLUGIN_SOURCES)
+$(NAGIOS_PREFIX)/.installed: $(PLUGIN_SOURCES) $(CONSTRAINTS)
 	mkdir -p $(NAGIOS_PREFIX)
 	flock $(NAGIOS_PREFIX)/.install.lock sh -ec '\
 	  [ -x $(NAGIOS_PREFIX)/bin/python3 ] || $(NAGIOS_PYTHON) -m venv $(NAGIOS_PREFIX); \
-	  $(NAGIOS_PREFIX)/bin/pip install -q --disable-pip-version-check .; \
+	  $(NAGIOS_PREFIX)/bin/pip install -q --disable-pip-version-check -c $(abspath $(CONSTRAINTS)) .; \
 	  touch $@'
 
 install-nagios: install-nagios-plugins
@@ -54,5 +67,5 @@ install-nagios: install-nagios-plugins
 # budget per target (FUZZ_SECONDS, default 60); not part of `make test`, whose
 # tests/test_fuzz_corpus.py replays the kept corpus.
 fuzz: install
-	$(PYTHON) -m pip install -q -e '.[fuzz]'
+	$(PYTHON) -m pip install -q -c $(CONSTRAINTS) -e '.[fuzz]'
 	PYTHON=$(PYTHON) bash fuzz/run.sh

@@ -46,12 +46,20 @@ class TlsaRecord:
 
     @classmethod
     def from_text(cls, text: str) -> TlsaRecord:
-        """A record from presentation format ("3 1 1 ab12..."); never raises."""
+        """A record from presentation format ("3 1 1 ab12...") or RFC 3597 generic text
+        ("\\# 35 030101ab12...", the DNS layer's form of a record dnspython refused);
+        never raises."""
         fields = text.split()
         try:
-            usage, selector, mtype = (int(f) for f in fields[:3])
-            data = bytes.fromhex("".join(fields[3:]))
-        except ValueError:
+            if fields[:1] == ["\\#"]:
+                wire = bytes.fromhex("".join(fields[2:]))
+                if len(wire) < 3 or len(wire) != int(fields[1]):
+                    raise ValueError(text)
+                usage, selector, mtype, data = wire[0], wire[1], wire[2], wire[3:]
+            else:
+                usage, selector, mtype = (int(f) for f in fields[:3])
+                data = bytes.fromhex("".join(fields[3:]))
+        except (ValueError, IndexError):
             return cls(-1, -1, -1, b"", f"{MALFORMED}: not a TLSA record")
         record = cls(usage, selector, mtype, data)
         return cls(usage, selector, mtype, data, record._problem())
@@ -141,15 +149,14 @@ def association(cert_der: bytes, cert, selector: int, mtype: int) -> bytes:
 
 
 def key_type(cert) -> str:
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+    """The key's kind as DANE operators name it (ECDSA, not EC), "unknown" if unreadable."""
+    from check_smtp_posture.smtp.tls import key_kind
 
-    key = cert.public_key()
-    for kind, name in ((rsa.RSAPublicKey, "RSA"), (ec.EllipticCurvePublicKey, "ECDSA"),
-                       (ed25519.Ed25519PublicKey, "Ed25519"), (ed448.Ed448PublicKey, "Ed448"),
-                       (dsa.DSAPublicKey, "DSA")):
-        if isinstance(key, kind):
-            return name
-    return "unknown"
+    try:
+        kind = key_kind(cert.public_key())
+    except Exception:
+        return "unknown"
+    return {"EC": "ECDSA"}.get(kind, kind)
 
 
 def check_chain(records, chain_der, reference_names, now: datetime.datetime | None = None

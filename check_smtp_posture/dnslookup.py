@@ -42,6 +42,11 @@ DNSSEC_FAILURE_CODES = frozenset(range(6, 13))
 #: statuses that say nothing about the domain, only that no answer was had
 FAILURES = frozenset({TIMEOUT, SERVFAIL, ERROR})
 
+#: types whose records a caller judges one by one: a record of them that dnspython cannot
+#: parse (a TLSA digest of the wrong length) comes back as generic data, RFC 3597
+#: "\# length hex", instead of costing the whole answer
+LENIENT_TYPES = frozenset({"TLSA"})
+
 
 @dataclass(frozen=True)
 class DnsAnswer:
@@ -49,8 +54,9 @@ class DnsAnswer:
 
     `records` are the answer's rdata as text in presentation format (for TXT:
     the character-strings joined without separator, as RFC 7208 §3.3 wants;
-    `strings` keeps them apart). `canonical_name` differs from `qname` when
-    the name is an alias (CNAME).
+    `strings` keeps them apart; a record of LENIENT_TYPES that its type's parser
+    refuses: RFC 3597 generic text, "\\# length hex"). `canonical_name` differs
+    from `qname` when the name is an alias (CNAME).
     """
 
     qname: str
@@ -138,6 +144,8 @@ class DnsClient:
             lifetime = min(lifetime, self.query_cap)
         if lifetime <= 0:
             return DnsAnswer(name, rdtype, TIMEOUT, detail="no time left", out_of_time=True)
+        if rdtype in LENIENT_TYPES:
+            _parse_leniently(rdtype)
         # dnspython sleeps its retry back-off (up to 2 s) without looking at
         # the lifetime, so against a refusing server resolve() overruns it. The
         # query runs in a daemon thread that the run stops waiting for.
@@ -280,6 +288,39 @@ class _Runner:
             job, self._job = self._job, None
             job()
             self._runners._finished(self)
+
+
+def _parse_leniently(rdtype: str) -> None:
+    """Make dnspython keep a record of `rdtype` that its parser refuses as generic data.
+
+    dnspython refuses a whole response for one record it cannot parse; over UDP it
+    then waits for another reply until the lifetime ends, so one bad record among
+    good ones read as a TIMEOUT that never happened. The class it parses `rdtype`
+    with is replaced (once) by a subclass that falls back to GenericRdata; dnspython
+    has no public way to replace the class of a type it knows.
+    """
+    import dns.rdata
+    import dns.rdataclass
+
+    key = (dns.rdataclass.IN, dns.rdatatype.RdataType.make(rdtype))
+    strict = dns.rdata.get_rdata_class(*key)
+    if getattr(strict, "lenient", False):
+        return
+
+    class Lenient(strict):
+        __slots__ = ()
+        lenient = True
+
+        @classmethod
+        def from_wire_parser(cls, rdclass, rdtype, parser, origin=None):
+            start = parser.current
+            try:
+                return strict.from_wire_parser(rdclass, rdtype, parser, origin)
+            except Exception:  # what dnspython would have raised as a FormError
+                parser.seek(start)
+                return dns.rdata.GenericRdata.from_wire_parser(rdclass, rdtype, parser)
+
+    dns.rdata._rdata_classes[key] = Lenient
 
 
 def _stray_records(response) -> bool:

@@ -152,9 +152,6 @@ def get(address: str, port: int, hostname: str, path: str, deadline: Deadline, *
     except http.client.RemoteDisconnected:
         raise HttpsError(CLOSED, phase, "the server closed the connection without a "
                                         "response") from None
-    except http.client.IncompleteRead as exc:
-        raise HttpsError(CLOSED, phase, f"the body ended early ({len(exc.partial)} bytes "
-                                        "read)") from None
     except http.client.LineTooLong:
         raise HttpsError(PROTOCOL, phase, "a header line too long") from None
     except http.client.HTTPException as exc:
@@ -177,14 +174,28 @@ def get(address: str, port: int, hostname: str, path: str, deadline: Deadline, *
 
 
 def _read_body(response, limit: int) -> tuple[bytes, bool]:
-    """At most `limit` bytes of the body, and whether there was more."""
+    """At most `limit` bytes of the body, and whether there was more.
+
+    A body that ends before its Content-Length or its last chunk is no body: HttpsError.
+    """
+    import http.client
+
     chunks, size = [], 0
-    while size <= limit:
-        chunk = response.read(limit + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        while size <= limit:
+            chunk = response.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except http.client.IncompleteRead:  # raised for a chunked body only, where it ends
+        raise HttpsError(CLOSED, "response", "the body ended before its last chunk") \
+            from None
+    # read(amt) returns b"" where a Content-Length is not met, it never raises IncompleteRead;
+    # what is left of that length says so
+    if size <= limit and response.length:
+        raise HttpsError(CLOSED, "response", f"the body ended early ({size} of "
+                                             f"{size + response.length} bytes)")
     body = b"".join(chunks)
     return body[:limit], len(body) > limit
 

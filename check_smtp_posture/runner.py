@@ -15,7 +15,7 @@ from collections import namedtuple
 
 import nagiosplugin
 
-from check_smtp_posture import states
+from check_smtp_posture import states, warningpolicy
 from check_smtp_posture.deadline import DeadlineExceeded
 from check_smtp_posture.sanitize import one_line, printable
 
@@ -32,6 +32,16 @@ class _LastResortTimeout(BaseException):
 
 #: what a run prints and the status it exits with
 Outcome = namedtuple("Outcome", ("exitcode", "text"))
+
+
+def new_check(*objects, name: str) -> nagiosplugin.Check:
+    """A Check of `objects` whose status line starts with `name`.
+
+    nagiosplugin takes `name=` only from 1.4; Debian (bookworm and trixie) ships 1.3.2.
+    """
+    made = nagiosplugin.Check(*objects)
+    made.name = name
+    return made
 
 
 def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
@@ -71,6 +81,10 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
                              f"{one_line(type(exc).__name__ + ': ' + str(exc))}\n")
     finally:
         _disarm_alarm(previous)
+    noise = warningpolicy.take()
+    if verbose >= 3 and noise:
+        kept = "".join(printable(line, 300) + "\n" for line in noise)
+        outcome = outcome._replace(text=outcome.text + kept)
     stream.write(outcome.text)
     stream.flush()
     return outcome.exitcode

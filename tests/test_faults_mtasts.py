@@ -25,9 +25,11 @@ from check_smtp_posture.plugins.check_mta_sts import main
 from tests.conftest import run_main
 from tests.faultmatrix import AREAS, Fault
 from tests.lab import fakedns
-from tests.lab.mtastslab import FAKE_HOSTS, STS_DOMAIN, STS_ID
+from tests.lab.mtastslab import FAKE_HOSTS, STS_DOMAIN, STS_ID, policy
 from tests.lab.threadedserver import ThreadedServer
 
+#: what the policy hosts that cut their body short send of it: a valid policy on its own
+CUT_POLICY = policy()
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
 PLUGIN = "check_mta_sts"
 TIMEOUT = 2.0
@@ -46,6 +48,10 @@ class FakePolicyHost(ThreadedServer):
     hangup     TLS, reads the request, closes without a word
     endless    TLS, 200 text/plain without a length, a body that never ends
     plaintext  answers the ClientHello with a plain HTTP response
+    short      TLS, 200 text/plain with a valid policy, Content-Length 500 bytes more than
+               it sends, then closes
+    chunkcut   TLS, 200 text/plain chunked: a chunk 500 bytes longer than the valid policy
+               it carries, then closes
     """
 
     thread_name = "fake-policy-host"
@@ -91,6 +97,14 @@ class FakePolicyHost(ThreadedServer):
                 line = b"comment: " + b"x" * 1000 + b"\n"
                 while not self._stop.is_set():
                     tls.sendall(line)
+            elif self.scenario == "short":
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                            b"Content-Length: %d\r\n\r\n%s" % (len(CUT_POLICY) + 500,
+                                                                CUT_POLICY))
+            elif self.scenario == "chunkcut":
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s"
+                            % (len(CUT_POLICY) + 500, CUT_POLICY))
         except OSError:
             pass
 
@@ -126,7 +140,8 @@ def sts_dns(lab_dns):
     import dns.message
     import dns.query
 
-    query = dns.message.make_query(f"mta-sts.stall.{STS_DOMAIN}", "A")
+    last = list(FAKE_HOSTS)[-1]
+    query = dns.message.make_query(f"mta-sts.{last}.{STS_DOMAIN}", "A")
     if not dns.query.udp(query, lab_dns.address, port=lab_dns.port, timeout=2).answer:
         lab_dns.reload()
     return lab_dns.server_arg
@@ -351,6 +366,22 @@ def test_mta_sts_fault(case, request, tmp_path):
     assert run.first_line.startswith(f"MTA_STS {case.row.state} - "), where
     assert message in run.first_line, where
     assert elapsed < TIMEOUT + MARGIN, f"{elapsed:.2f}s: {where}"
+
+
+@pytest.mark.parametrize("label, why", [
+    ("short", f"the body ended early ({len(CUT_POLICY)} of {len(CUT_POLICY) + 500} bytes)"),
+    ("chunkcut", "the body ended before its last chunk"),
+])
+def test_a_policy_cut_short_is_a_failed_fetch(label, why, fake_hosts, sts_dns, sts_ca):
+    # What did arrive is a valid policy, but not what the server said it sends: senders
+    # fetch no policy from it. (Not a matrix row yet: the page's table is regenerated in
+    # another branch.)
+    run = run_main(main, [*_lab(label), "--ca-file", sts_ca[0], "--dns-server", sts_dns,
+                          "--helo-name", "probe.posture.test", "-t", f"{TIMEOUT:g}"])
+    assert run.exitcode == 2, run.output
+    assert run.first_line.startswith(
+        f"MTA_STS CRITICAL - policy host mta-sts.{label}.{STS_DOMAIN}[{FAKE_HOSTS[label]}] "
+        f"response: {why}"), run.output
 
 
 def test_rows_are_well_formed():

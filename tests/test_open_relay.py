@@ -12,8 +12,8 @@ import pytest
 
 from check_smtp_posture.plugins.check_open_relay import main
 from tests.conftest import run_main
-from tests.lab import world
-from tests.lab.fakesmtp import FakeSmtpServer
+from tests.lab import roundtriplab, world
+from tests.lab.fakesmtp import FakeSmtpServer, close_after
 
 RELAY_PROBES = 16
 
@@ -32,12 +32,16 @@ def lab_run(lab, *argv):
     return result, mark
 
 
-def assert_probe_only_in_maillog(lab, mark, connections: int):
-    """smtpd's disconnect lines: no DATA or BDAT, QUIT at the end of each connection."""
+def assert_probe_only_in_maillog(lab, mark, connections: int, endpoints=("mx1",)):
+    """smtpd's disconnect lines of `endpoints` (names of tests/lab/postfix.ENDPOINTS: other
+    sessions use the others meanwhile): no DATA or BDAT, QUIT at the end of each connection."""
+    def ours():
+        return [c for c in lab.disconnects(since=mark) if c["endpoint"] in endpoints]
+
     deadline = time.monotonic() + 5
-    while len(lab.disconnects(since=mark)) < connections and time.monotonic() < deadline:
+    while len(ours()) < connections and time.monotonic() < deadline:
         time.sleep(0.05)
-    counts = lab.disconnects(since=mark)
+    counts = ours()
     assert len(counts) == connections, counts
     for count in counts:
         assert lab.probe_only(count), count
@@ -67,7 +71,7 @@ def test_closed_mx_set_is_ok_over_every_endpoint(lab):
         assert result.perfdata[prefix + "relay_refused"] == "16"
         assert result.perfdata[prefix + "relay_accepted"] == "0"
         assert result.perfdata[prefix + "probes"] == "17"
-    assert_probe_only_in_maillog(lab, mark, connections=2)
+    assert_probe_only_in_maillog(lab, mark, connections=2, endpoints=("mx1", "mx2"))
 
 
 @pytest.mark.lab
@@ -82,7 +86,7 @@ def test_open_relay_is_critical_naming_probe_and_endpoint(lab):
     assert re.search(r"^  accepted +percent-hack", result.output, re.M) is None
     assert re.search(r"^  accepted +plain/null +MAIL FROM:<> RCPT TO:<relay-probe@example"
                      r"\.net>: 250 2\.1\.5 Ok$", result.output, re.M)
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("openrelay",))
 
 
 @pytest.mark.lab
@@ -95,7 +99,7 @@ def test_percent_hack_relay_is_critical_naming_that_probe(lab):
         "RCPT TO:<relay-probe%example.net@posture.test>: 250 2.1.5 Ok")
     assert re.search(r"^  refused +plain +MAIL FROM:<relay-probe@example\.org> "
                      r"RCPT TO:<relay-probe@example\.net>: 554 5\.7\.1 ", result.output, re.M)
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("percentrelay",))
 
 
 @pytest.mark.lab
@@ -105,7 +109,7 @@ def test_source_route_and_bang_path_relay_each_named(lab):
     assert result.exitcode == 2, result.output
     assert "2 of 3 relay probes accepted: source-route, bang-path;" in result.first_line
     assert result.perfdata["probes"] == "4"  # and postmaster
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("routerelay",))
 
 
 @pytest.mark.lab
@@ -113,10 +117,28 @@ def test_allow_open_relay_is_ok_with_a_note(lab):
     result, mark = lab_run(lab, "-H", "127.0.25.7", "--allow-open-relay")
     assert result.exitcode == 0, result.output
     assert result.first_line.startswith(
-        "OPEN_RELAY OK - 127.0.25.7: 16 relay probes refused, <> to postmaster accepted, ")
+        "OPEN_RELAY OK - 127.0.25.7: 14 of 16 relay probes refused, <> to postmaster "
+        "accepted, ")
     assert ("127.0.25.7 relays (percent-hack, percent-hack/null): allowed by "
             "--allow-open-relay |") in result.first_line
-    assert_probe_only_in_maillog(lab, mark, connections=1)
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("percentrelay",))
+
+
+@pytest.mark.lab
+def test_no_postmaster_without_rcpt_asks_the_null_sender_alone(lab):
+    # loop.test, a virtual alias domain of the lab Postfix, has no postmaster (550 5.1.1
+    # at RCPT). With --no-postmaster and no --rcpt the null sender is tried alone: MAIL
+    # FROM:<> and its reply, no recipient that would speak for another question.
+    mx = roundtriplab.MX1[1]
+    mark = lab.mark()
+    result = run("-D", roundtriplab.LOOP_DOMAIN, "-H", mx, "--no-postmaster", "-v")
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY OK - {mx}: 16 relay probes refused, <> accepted, "), result.output
+    assert re.search(r"^  accepted +null-sender +MAIL FROM:<>: 250 2\.1\.0 Ok$",
+                     result.output, re.M), result.output
+    assert "postmaster" not in result.output
+    assert_probe_only_in_maillog(lab, mark, connections=1, endpoints=("loopmx1",))
 
 
 @pytest.mark.lab
@@ -185,6 +207,50 @@ def test_dropped_connection_is_reconnected_and_said(fake_smtp):
     assert "6 connection(s)" in result.output
     assert "the server closed connection 1 (421 4.7.0 " in result.output
     assert_probe_only_in_record(server, dropped=5)
+
+
+#: a closed MX: postmaster accepted, every relay probe refused
+CLOSED_MX = {"RCPT TO:<postmaster@posture.test>": "250 2.1.5 Ok",
+             "RCPT": "554 5.7.1 Relay access denied"}
+
+
+@pytest.mark.parametrize("script", [
+    # after every third RSET's reply an unsolicited 421: read as the next probe's MAIL reply
+    {"RSET": close_after(3, "250 2.0.0 Ok")},
+    # after every fourth MAIL's reply an unsolicited 421: read as that probe's RCPT reply
+    {"MAIL": close_after(4, "250 2.1.0 Ok")},
+], ids=["before-mail", "before-rcpt"])
+def test_a_421_where_a_probe_reply_was_due_is_asked_again(fake_smtp, script):
+    # the 421 is the server closing the channel, not its verdict on that probe: the probe
+    # goes first on the next connection, as for any probe the server left unanswered
+    server = fake_smtp({**CLOSED_MX, **script})
+    result = fake_run(server, "-v")
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY OK - {server.host}: 16 relay probes refused, <> to postmaster "
+        "accepted, "), result.output
+    assert result.perfdata["relay_inconclusive"] == "0"
+    assert "the server closed connection 1 (421 4.7.0 " in result.output
+    assert_probe_only_in_record(server, dropped=len(server.sessions) - 1)
+
+
+def test_allow_open_relay_still_warns_of_a_4xx_and_counts_what_was_refused(fake_smtp):
+    server = fake_smtp({**CLOSED_MX, "RCPT TO:<relay-probe@example.net>": "250 2.1.5 Ok",
+                        "RCPT TO:<relay-probe%": "450 4.7.1 Greylisted, try again later"})
+    result = fake_run(server, "--allow-open-relay")
+    assert result.exitcode == 1, result.output
+    assert result.first_line.startswith(
+        f"OPEN_RELAY WARNING - {server.host} 2 relay probes inconclusive (percent-hack: "
+        "450 4.7.1 Greylisted"), result.output
+    # a 4xx judged OK is not counted as refused either
+    ok = fake_run(server, "--allow-open-relay", "--transient-state", "ok")
+    assert ok.exitcode == 0, ok.output
+    assert ok.first_line.startswith(
+        f"OPEN_RELAY OK - {server.host}: 12 of 16 relay probes refused, <> to postmaster "
+        "accepted, "), ok.output
+    assert f"{server.host} relays (plain, plain/null): allowed by --allow-open-relay" \
+        in ok.first_line
+    assert_probe_only_in_record(server)
 
 
 def test_tarpit_endpoint_does_not_starve_the_others(lab_dns):

@@ -579,7 +579,7 @@ def _describe_endpoint(result: EndpointDane, verbosity: int) -> list:
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = Dane(options, deadline)
-    return nagiosplugin.Check(
+    return runner.new_check(
         resource,
         ResolverContext(options.unreachable_state),
         MxContext(unreachable=options.unreachable_state),

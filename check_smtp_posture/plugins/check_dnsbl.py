@@ -496,7 +496,7 @@ def main(argv=None) -> int:
 
     deadline = Deadline(args.timeout)
     client = cli.dns_client(args, deadline)
-    check = nagiosplugin.Check(
+    check = runner.new_check(
         DnsblResource(client, ip_zones=ip_zones, domain_zones=domain_zones,
                       domain=args.domain, hosts=hosts, ips=list(dict.fromkeys(ips)),
                       family=args.family, concurrency=args.concurrency),

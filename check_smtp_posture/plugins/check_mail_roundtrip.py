@@ -793,7 +793,7 @@ def describe_outcome(outcome: ProbeOutcome, verbosity: int) -> list:
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = RoundTrip(options, deadline)
-    return nagiosplugin.Check(
+    return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
         ProbeContext(options),

@@ -808,7 +808,7 @@ def _describe_endpoint(e: EndpointTls) -> str:
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = MtaSts(options, deadline)
-    return nagiosplugin.Check(
+    return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
         StsRecordContext("sts_record", options),

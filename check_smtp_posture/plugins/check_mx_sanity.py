@@ -464,7 +464,7 @@ def main(argv=None) -> int:
 
     deadline = Deadline(args.timeout)
     client = cli.dns_client(args, deadline, dnssec=args.dnssec or args.require_dnssec)
-    check = nagiosplugin.Check(
+    check = runner.new_check(
         MxResource(args.domain, client, deadline, family=args.family,
                    state_file=args.state_file, accept_changes=args.accept_changes,
                    expect_mx=args.expect_mx, concurrency=args.concurrency),

@@ -159,9 +159,9 @@ def acceptance_probes(args) -> list[Probe]:
     if not args.no_postmaster:
         probes.append(Probe("postmaster", null_sender, f"postmaster@{args.domain}"))
     elif not args.no_null_sender:
-        # the null sender alone: to a --rcpt mailbox if there is one
-        probes.append(Probe("null-sender", "", args.rcpt[0] if args.rcpt else
-                            f"postmaster@{args.domain}"))
+        # the null sender alone: to a --rcpt mailbox if there is one, else no recipient
+        # at all (MAIL FROM:<> and its reply): no mailbox is known to take mail
+        probes.append(Probe("null-sender", "", args.rcpt[0] if args.rcpt else None))
     for mailbox in args.rcpt:
         probes.append(Probe(f"rcpt {mailbox}", args.external_from, mailbox))
     return probes
@@ -288,7 +288,8 @@ class OpenRelay(nagiosplugin.Resource):
 
 def _path_line(outcome: ProbeResult) -> str:
     probe = outcome.probe
-    return f"MAIL FROM:{path(probe.sender)} RCPT TO:{path(probe.recipient)}"
+    mail = f"MAIL FROM:{path(probe.sender)}"
+    return mail if probe.recipient is None else f"{mail} RCPT TO:{path(probe.recipient)}"
 
 
 class SessionContext(nagiosplugin.Context):
@@ -315,10 +316,12 @@ class SessionContext(nagiosplugin.Context):
             return self.result_cls(reply_state(reply, self.options.transient_state),
                                    f"{where} {last.stopped}: {one_line(str(reply))}", metric)
         if untested:  # the server hung up on a connection that answered nothing
-            closing = last.closed_by_server
+            closing = last.closed_by_server  # a 421, transient; a bare hang-up is not
+            state = reply_state(closing, self.options.transient_state) if closing \
+                else nagiosplugin.Critical
             why = one_line(str(closing)) if closing else "connection closed"
-            return self.result_cls(nagiosplugin.Critical, f"{where}: {len(untested)} probes "
-                                   f"untested, {why}", metric)
+            return self.result_cls(state, f"{where}: {len(untested)} probes untested, {why}",
+                                   metric)
         return self.result_cls(nagiosplugin.Ok, "", metric)
 
 
@@ -334,27 +337,30 @@ class RelayContext(nagiosplugin.Context):
         where = result.endpoint.label
         relay = [o for o in result.outcomes if o.probe.name in self.options.relay_probes]
         accepted = [o for o in relay if classify(o) == RELAYED]
-        if accepted:
-            names = [o.probe.name for o in accepted]
-            listed = ", ".join(names[:HINT_CAP]) + (
-                f" (+{len(names) - HINT_CAP} more)" if len(names) > HINT_CAP else "")
-            if self.options.allow_open_relay:
-                return self.result_cls(nagiosplugin.Ok, f"{where} relays ({listed}): allowed "
-                                       "by --allow-open-relay", metric)
+        if accepted and not self.options.allow_open_relay:
             first = accepted[0]
             return self.result_cls(
                 nagiosplugin.Critical,
                 f"{where} open relay: {len(accepted)} of {len(relay)} relay probes accepted: "
-                f"{listed}; RCPT TO:<{one_line(first.probe.recipient, 60)}>: "
+                f"{_listed(accepted)}; RCPT TO:<{one_line(first.probe.recipient, 60)}>: "
                 f"{one_line(str(first.verdict), 40)}", metric)
         inconclusive = [o for o in relay if classify(o) == INCONCLUSIVE]
+        state, hints = nagiosplugin.Ok, []
         if inconclusive:
             first = inconclusive[0]
-            return self.result_cls(
-                states.state(self.options.transient_state),
-                f"{where} {len(inconclusive)} relay probes inconclusive "
-                f"({first.probe.name}: {one_line(str(first.verdict), 60)})", metric)
-        return self.result_cls(nagiosplugin.Ok, "", metric)
+            state = states.state(self.options.transient_state)
+            hints.append(f"{where} {len(inconclusive)} relay probes inconclusive "
+                         f"({first.probe.name}: {one_line(str(first.verdict), 60)})")
+        if accepted:  # and allowed: relaying is intended
+            hints.append(f"{where} relays ({_listed(accepted)}): allowed by "
+                         "--allow-open-relay")
+        return self.result_cls(state, "; ".join(hints), metric)
+
+
+def _listed(outcomes: list) -> str:
+    names = [o.probe.name for o in outcomes]
+    return ", ".join(names[:HINT_CAP]) + (
+        f" (+{len(names) - HINT_CAP} more)" if len(names) > HINT_CAP else "")
 
 
 class AcceptanceContext(nagiosplugin.Context):
@@ -403,14 +409,21 @@ class RelaySummary(FamilySummary):
         if not res:
             return ""
         opts = self.resource.options
+        # what each endpoint answered: an OK run may hold relaying allowed by
+        # --allow-open-relay and 4xx judged OK by --transient-state, neither refused
+        kinds = [{o.probe.name: classify(o) for o in r.outcomes} for r in res]
         relay = len(opts.relay_probes)
-        accepted = [p.name for p in opts.plan.probes if p.name not in opts.relay_probes]
+        refused = sorted({sum(k.get(n) == REFUSED for n in opts.relay_probes) for k in kinds})
+        counted = f"{relay}" if refused == [relay] else \
+            "-".join(str(n) for n in sorted({refused[0], refused[-1]})) + f" of {relay}"
+        accepted = [p.name for p in opts.plan.probes if p.name not in opts.relay_probes
+                    and all(k.get(p.name) == RELAYED for k in kinds)]
         tail = f", {_accepted_phrase(accepted)} accepted" if accepted else ""
         if len(res) == 1:
-            return (f"{res[0].endpoint.label}: {relay} relay probes refused{tail}, "
+            return (f"{res[0].endpoint.label}: {counted} relay probes refused{tail}, "
                     f"{res[0].time:.3f}s")
         slowest = max(res, key=lambda r: r.time)
-        return (f"{len(res)} endpoints of {self.resource.resolution.what}: {relay} relay "
+        return (f"{len(res)} endpoints of {self.resource.resolution.what}: {counted} relay "
                 f"probes refused each{tail}, slowest {slowest.endpoint.label} "
                 f"{slowest.time:.3f}s")
 
@@ -461,7 +474,7 @@ def describe_endpoint(result: EndpointProbes, options: Options, verbosity: int) 
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = OpenRelay(options, deadline)
-    return nagiosplugin.Check(
+    return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
         SessionContext(options),

@@ -454,8 +454,10 @@ class DialogueContext(nagiosplugin.Context):
                 detail = f"EHLO and HELO refused: {reply}"
             state = reply_state(reply, opts.transient_state)
             if phase == "ehlo" and opts.plan.proxy is not None:
-                # even a 4xx here most likely answers the header, not the EHLO
-                detail += " (after the PROXY header)"
+                # the first reply after the header, even a 4xx, most likely answers the
+                # header, not the EHLO (Haraka: 421 after its banner): said as when the
+                # dialogue knows it (SmtpDialogue: a reply before EHLO, or two to it)
+                phase, detail = "connect", f"PROXY header not accepted: {reply}"
                 state = nagiosplugin.Critical
             return self.result_cls(state, f"{where} {phase}: {one_line(detail)}", metric)
         if opts.expect is not None:
@@ -721,7 +723,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     for phase in TIMED_PHASES:
         warn, crit = options.phase_thresholds.get(phase, (None, None))
         contexts.append(TimeContext(f"phase_{phase}", warning=warn, critical=crit))
-    return nagiosplugin.Check(resource, *contexts, PhasesSummary(resource),
+    return runner.new_check(resource, *contexts, PhasesSummary(resource),
                               name="SMTP_PHASES")
 
 

@@ -318,7 +318,7 @@ def build_check(args, client, lookup=None) -> nagiosplugin.Check:
     domain = args.domain
     expect = args.expect or (("pass",) if args.check_mx else None)
     dns_failure = states.state(args.unreachable_state)
-    return nagiosplugin.Check(
+    return runner.new_check(
         SpfResource(domain, client, ips=args.ip, sender=args.sender,
                     helo=args.helo or domain, check_mx=args.check_mx, family=args.family,
                     max_length=args.max_length, lookup=lookup),

@@ -47,7 +47,8 @@ class Probe(namedtuple("Probe", ("name", "sender", "recipient"))):
     """A mail transaction that never reaches DATA: MAIL, RCPT if MAIL was accepted, RSET.
 
     `sender` and `recipient` are sent exactly as given, in one pair of brackets:
-    relay probes depend on odd paths reaching the server byte for byte.
+    relay probes depend on odd paths reaching the server byte for byte. A
+    `recipient` of None asks about the sender alone: MAIL, then RSET.
     """
 
     __slots__ = ()
@@ -72,8 +73,13 @@ class ProbeResult:
 
     @property
     def answered(self) -> bool:
-        """The server gave its verdict: RCPT answered, or MAIL refused."""
-        return self.rcpt is not None or (self.mail is not None and not self.mail.positive)
+        """The server gave its verdict: RCPT answered, or MAIL refused (MAIL answered, for
+        a probe without recipient). A 421 is none, whatever command it came after: the
+        server is closing the channel (RFC 5321 §3.8), the probe is still to be asked."""
+        reply = self.verdict
+        if reply is None or reply.code == 421:
+            return False
+        return self.rcpt is not None or not reply.positive or self.probe.recipient is None
 
     @property
     def verdict(self) -> Reply | None:
@@ -193,9 +199,10 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
     """`plan.probes` against `endpoint`, reconnecting when the server hangs up on them.
 
     Servers drop a client after a number of refusals (Postfix's
-    smtpd_hard_error_limit); the probes left, the unanswered one first, go to a
-    new connection. One session per connection, in order. Reconnecting stops
-    when a connection answered no probe, or the deadline is reached.
+    smtpd_hard_error_limit), or say 421 where a probe's reply was due; the probes
+    left, the unanswered one first, go to a new connection. One session per
+    connection, in order. Reconnecting stops when a connection answered no probe,
+    or the deadline is reached.
     """
     sessions: list[SessionResult] = []
     left = plan.probes
@@ -275,7 +282,7 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         outcome = ProbeResult(probe, plan.connection)
         result.probe_results.append(outcome)  # before asking: a failure keeps what came
         outcome.mail = dialogue.mail(probe.sender)
-        if outcome.mail.positive:
+        if outcome.mail.positive and probe.recipient is not None:
             outcome.rcpt = dialogue.rcpt(probe.recipient)
         if closing(outcome.verdict):
             return

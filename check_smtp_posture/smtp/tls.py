@@ -305,23 +305,40 @@ def _sans(cert) -> tuple[list[str], list[str], bool]:
 
 
 def _key_info(cert) -> tuple[str | None, int | None]:
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-
     try:
         key = cert.public_key()
     except Exception:
         return "unknown", None
-    if isinstance(key, rsa.RSAPublicKey):
-        return "RSA", key.key_size
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return "EC", key.curve.key_size
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519", 256
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448", 456
+    kind = key_kind(key)
+    if kind == "Ed25519":
+        return kind, 256
+    if kind == "Ed448":
+        return kind, 456
+    if kind == "EC":
+        return kind, key.curve.key_size
+    if kind in ("RSA", "DSA"):
+        return kind, key.key_size
+    return kind, None
+
+
+def key_kind(key) -> str:
+    """"RSA", "EC", "Ed25519", "Ed448", "DSA", or the class name of another public key.
+
+    cryptography 51 deprecates DSA: reading any name of its `dsa` module warns. So
+    the current kinds are tried first and the DSA class is looked at only for a key
+    that is none of them, which in practice means a DSA key.
+    """
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    for cls, kind in ((rsa.RSAPublicKey, "RSA"), (ec.EllipticCurvePublicKey, "EC"),
+                      (ed25519.Ed25519PublicKey, "Ed25519"), (ed448.Ed448PublicKey, "Ed448")):
+        if isinstance(key, cls):
+            return kind
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
     if isinstance(key, dsa.DSAPublicKey):
-        return "DSA", key.key_size
-    return type(key).__name__, None
+        return "DSA"
+    return type(key).__name__
 
 
 def _signature_info(cert) -> tuple[str | None, str | None]:
@@ -559,19 +576,18 @@ def _walk_path(leaf, intermediates, anchors, when) -> tuple[bool, str | None]:
 
 def _signed_by(cert, issuer) -> bool:
     """Does `issuer`'s key verify `cert`'s signature (any algorithm, SHA-1 included)?"""
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-
     try:
         key = issuer.public_key()
+        kind = key_kind(key)
         sig, tbs = cert.signature, cert.tbs_certificate_bytes
-        if isinstance(key, rsa.RSAPublicKey):
+        if kind == "RSA":
             key.verify(sig, tbs, cert.signature_algorithm_parameters,
                        cert.signature_hash_algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
+        elif kind == "EC":
             key.verify(sig, tbs, cert.signature_algorithm_parameters)
-        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        elif kind in ("Ed25519", "Ed448"):
             key.verify(sig, tbs)
-        elif isinstance(key, dsa.DSAPublicKey):
+        elif kind == "DSA":
             key.verify(sig, tbs, cert.signature_hash_algorithm)
         else:
             return False

@@ -76,8 +76,16 @@ def make_key(key_type: str = "rsa", key_bits: int = 2048, *, fresh: bool = False
         key = ec.generate_private_key(_EC_CURVES[key_bits]())
     elif key_type == "ed25519":
         key = ed25519.Ed25519PrivateKey.generate()
+    elif key_type == "dsa":  # deprecated by cryptography 51; servers may still present one
+        import warnings
+
+        from cryptography.hazmat.primitives.asymmetric import dsa
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="DSA is deprecated")
+            key = dsa.generate_private_key(key_bits)
     else:
-        raise ValueError(f"unknown key_type {key_type!r} (rsa, ec, ed25519)")
+        raise ValueError(f"unknown key_type {key_type!r} (rsa, ec, ed25519, dsa)")
     if not fresh:
         _KEY_CACHE[cache_key] = key
     return key

@@ -52,7 +52,8 @@ KEYS_DIR = Path(__file__).parent / "keys"
 
 #: case -> (endpoint address, TLSA records as "usage selector mtype <data key>")
 #: data keys: rsa, ec (the live leaf keys), next (an announced next key), old (a
-#: retired key), ca (the DANE CA, an issuer in the live chain)
+#: retired key), ca (the DANE CA, an issuer in the live chain); a key with ":short" or
+#: ":long" is its digest one octet short or long (a malformed record, RFC 6698 §2.1.3)
 CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ee": (RSA_ENDPOINT, ("3 1 1 rsa", "3 1 1 next")),           # current + next: OK
     "ta": (RSA_ENDPOINT, ("2 1 1 ca",)),                          # trust anchor: OK
@@ -70,6 +71,9 @@ CASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "bogus": (RSA_ENDPOINT, ("3 1 1 rsa", "2 1 1 ca")),           # broken TLSA signature
     "servfail": (RSA_ENDPOINT, ()),                               # TLSA name SERVFAILs
     "none": (RSA_ENDPOINT, ()),                                   # signed, no TLSA at all
+    # malformed records beside good ones: OK, the malformed ones unusable
+    "malformed": (RSA_ENDPOINT, ("3 1 1 rsa", "3 1 1 next", "3 1 1 rsa:short",
+                                 "3 1 2 rsa:long")),
 }
 
 #: every host name the DANE certificates carry
@@ -110,8 +114,9 @@ def spki(key) -> bytes:
 
 
 def tlsa_data(key_name: str, mtype: int) -> str:
-    digest = hashlib.sha256 if mtype == 1 else hashlib.sha512
-    return digest(spki(_keys()[key_name])).hexdigest()
+    key, _, damage = key_name.partition(":")
+    digest = (hashlib.sha256 if mtype == 1 else hashlib.sha512)(spki(_keys()[key])).digest()
+    return {"": digest, "short": digest[:-1], "long": digest + b"\x5a"}[damage].hex()
 
 
 def live_tlsa(key_name: str = "rsa") -> str:
@@ -162,9 +167,10 @@ def _records() -> str:
         lines.append(f"{case} MX 10 mx.{case}.{ZONE}.")
         lines.append(f"mx.{case} A {address}")
         for record in records:
-            usage, selector, mtype, key_name = record.split()
-            lines.append(f"_25._tcp.mx.{case} TLSA {usage} {selector} {mtype} "
-                         f"{tlsa_data(key_name, int(mtype))}")
+            if ":" not in record:  # the malformed ones: _malformed_records()
+                usage, selector, mtype, key_name = record.split()
+                lines.append(f"_25._tcp.mx.{case} TLSA {usage} {selector} {mtype} "
+                             f"{tlsa_data(key_name, int(mtype))}")
     lines.append('_mta-sts.eeta TXT "v=STSv1; id=20261121"')  # noted by check_dane
     # a signed MX pointing into an unsigned zone: DANE not applicable to that host
     lines.append("offsite MX 10 mx1.posture.test.")
@@ -175,18 +181,51 @@ def _records() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _malformed_records() -> list:
+    """(owner, rdata) of the malformed TLSA records of CASES: dnspython's zone parser
+    refuses them, so they go in as generic data (RFC 3597), which NSD serves as it is."""
+    import dns.rdata
+    import dns.rdataclass
+    import dns.rdatatype
+
+    found = []
+    for case, (_, records) in CASES.items():
+        for record in records:
+            if ":" in record:
+                usage, selector, mtype, key_name = record.split()
+                wire = bytes([int(usage), int(selector), int(mtype)]) + \
+                    bytes.fromhex(tlsa_data(key_name, int(mtype)))
+                found.append((f"_25._tcp.mx.{case}.{ZONE}.", dns.rdata.GenericRdata(
+                    dns.rdataclass.IN, dns.rdatatype.TLSA, wire)))
+    return found
+
+
 def _zone_text(origin: str, body: str) -> str:
     return (f"$ORIGIN {origin}.\n$TTL 300\n"
             f"@ SOA ns.{ZONE}. hostmaster.{ZONE}. 1 3600 600 86400 300\n" + body)
 
 
 @cache
+def dnssec():
+    """dnspython's dns.dnssec, imported without its DSA deprecation warnings.
+
+    dnspython (2.9) still registers DSA for DNSSEC, and cryptography 51 warns on
+    every name of its DSA module that dnspython reads at import. The lab signs with
+    ECDSA only; the warnings would be the first lines of `make demo`.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        import dns.dnssec
+    return dns.dnssec
+
+
+@cache
 def zone_key():
     """(private key, DNSKEY) of dane.test: one key, KSK and ZSK (flags 257)."""
-    import dns.dnssec
-
     key = ec_key("dane.test zone")
-    dnskey = dns.dnssec.make_dnskey(key.public_key(), dns.dnssec.Algorithm.ECDSAP256SHA256,
+    dnskey = dnssec().make_dnskey(key.public_key(), dnssec().Algorithm.ECDSAP256SHA256,
                                     flags=257)
     return key, dnskey
 
@@ -206,7 +245,6 @@ def signature_window(today: datetime.date | None = None) -> tuple[int, int]:
 
 def signed_zone_text() -> str:
     """dane.test, signed (NSEC), with the bogus case's signatures broken."""
-    import dns.dnssec
     import dns.name
     import dns.rdataset
     import dns.rdatatype
@@ -214,9 +252,12 @@ def signed_zone_text() -> str:
 
     zone = dns.zone.from_text(_zone_text(ZONE, _records()), origin=ZONE + ".",
                               relativize=False, check_origin=True)
+    with zone.writer() as txn:
+        for owner, rdata in _malformed_records():
+            txn.add(dns.name.from_text(owner), 300, rdata)
     inception, expiration = signature_window()
-    dns.dnssec.sign_zone(zone, keys=[zone_key()], inception=inception,
-                         expiration=expiration, deterministic=True)
+    dnssec().sign_zone(zone, keys=[zone_key()], inception=inception,
+                       expiration=expiration, deterministic=True)
     with zone.writer() as txn:
         for owner in (f"_25._tcp.mx.bogus.{ZONE}.", f"{BOGUS_PROBE}."):
             name = dns.name.from_text(owner)

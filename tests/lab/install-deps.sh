@@ -31,10 +31,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ -n "$policy_created" ] && rm -f /usr/sbin/policy-rc.d
 fi
 
+# Python packages from the known-good set (constraints.txt; CONSTRAINTS names another,
+# as `make deps-latest` does for its candidate set), never whatever the registry serves
+# that day.
 PY=${PYTHON:-python3}
-"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
+CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
+"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -e '.[test]'
 
 # The plugins where the nagios user (which runs icinga2 and nrpe) can run them: a
 # virtualenv of Debian's python3 in /opt/check_smtp_posture, refreshed when the
 # sources changed (Makefile, install-nagios-plugins). The Icinga and NRPE tests use it.
-make -s --no-print-directory install-nagios-plugins
+make -s --no-print-directory install-nagios-plugins CONSTRAINTS="$CONSTRAINTS"

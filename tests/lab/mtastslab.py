@@ -6,7 +6,7 @@ one server_name (SNI) vhost per domain, built from SITES. The MX are the lab
 Postfix hosts mx1/mx2.posture.test (certificates from the Postfix lab CA), notls.posture.test
 (no STARTTLS), and names under sts.test pointing at mx1's address, whose certificate
 does not name them. Nothing listens on REFUSED_ADDRESS:443; the FAKE_HOSTS addresses
-(127.0.25.82-.87) are the scripted policy hosts of tests/test_faults_mtasts.py.
+(127.0.25.82-.87, .89, .90) are the scripted policy hosts of tests/test_faults_mtasts.py.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def _domain(label: str, mx: str = "", txt: str | None = "", rpt: str = "",
 
 #: lab domains whose policy host is a scripted fake of tests/test_faults_mtasts.py, on :443
 FAKE_HOSTS = {"stall": "127.0.25.82", "drip": "127.0.25.83", "garbage": "127.0.25.84",
-              "hangup": "127.0.25.85", "endless": "127.0.25.86", "plaintext": "127.0.25.87"}
+              "hangup": "127.0.25.85", "endless": "127.0.25.86", "plaintext": "127.0.25.87",
+              "short": "127.0.25.89", "chunkcut": "127.0.25.90"}
 
 _RPT = "v=TLSRPTv1; rua=mailto:tlsrpt@posture.test,https://tlsrpt.posture.test/v1"
 

@@ -79,11 +79,15 @@ def timeout_seconds(text: str) -> float:
 
 
 def smtp_line(text: str) -> str:
-    """Text sent as one SMTP command line: no line break, no NUL, not empty."""
+    """Text sent as one SMTP command line: UTF-8, no line break, no NUL, not empty."""
     if any(ch in text for ch in "\r\n\0"):
         raise argparse.ArgumentTypeError(f"a line break or NUL in a command line: {text!r}")
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty command line")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # argv bytes that are no UTF-8 (surrogate escapes)
+        raise argparse.ArgumentTypeError(f"not UTF-8 text: {text!r}") from None
     return text
 
 

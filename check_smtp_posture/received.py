@@ -78,10 +78,8 @@ def hop_delays(chain: list[Hop], sent: datetime | None = None) -> list[HopDelay]
     """The time each hop took, oldest first; the first measured from `sent` (aware) if given.
 
     A hop without a readable date gets None, and the next hop measures from the
-    last known time. Received dates have whole-second resolution (the MTA
-    prints the time truncated), so a precise earlier time is truncated before it
-    is compared with one: a probe sent at 10:00:00.7 and stamped 10:00:00 took
-    0 s, not -0.7 s. Every other negative delay is skew.
+    last known time (seconds_between: a stamp of whole seconds is the second it
+    fell in). Every negative delay is skew.
     """
     delays = []
     previous = sent
@@ -92,12 +90,23 @@ def hop_delays(chain: list[Hop], sent: datetime | None = None) -> list[HopDelay]
         if previous is None:
             delays.append(HopDelay(hop, None, False))
         else:
-            if hop.timestamp.microsecond == 0:
-                previous = previous.replace(microsecond=0)
-            delay = (hop.timestamp - previous).total_seconds()
+            delay = seconds_between(previous, hop.timestamp)
             delays.append(HopDelay(hop, delay, delay < 0))
         previous = hop.timestamp
     return delays
+
+
+def seconds_between(earlier: datetime, stamp: datetime) -> float:
+    """Seconds from `earlier` to `stamp` (both aware).
+
+    A stamp of whole seconds (a Received date, an IMAP INTERNALDATE: the time
+    printed truncated) is the second the event fell in, so a precise earlier
+    time is truncated before it is compared with one: a probe sent at
+    10:00:00.7 and stamped 10:00:00 took 0 s (under a second), not -0.7 s.
+    """
+    if stamp.microsecond == 0:
+        earlier = earlier.replace(microsecond=0)
+    return (stamp - earlier).total_seconds()
 
 
 def slowest(delays: list[HopDelay]) -> HopDelay | None:

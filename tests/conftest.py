@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
 import pytest
+
+from tests import secretguard
 
 
 @dataclass
 class PluginRun:
     exitcode: int
-    output: str
+    output: str  # stdout
+    errors: str = ""  # stderr
 
     @property
     def first_line(self) -> str:
@@ -31,11 +35,16 @@ class PluginRun:
 
 
 def run_main(main, argv) -> PluginRun:
-    """Call a plugin's main(argv) in-process and capture what it prints."""
-    buf = io.StringIO()
-    with redirect_stdout(buf):
-        code = main([str(a) for a in argv])
-    return PluginRun(code, buf.getvalue())
+    """Call a plugin's main(argv) in-process and capture what it prints.
+
+    Neither stream may show a secret the run was given (tests/secretguard.py).
+    """
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in argv]
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    secretguard.check(argv, os.environ, out.getvalue(), err.getvalue())
+    return PluginRun(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from check_smtp_posture import __version__
+from tests import secretguard
 from tests.conftest import run_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,11 +228,31 @@ SECRET = "hunter2-Secret"
 
 
 def _secret_forms(user: str = "u") -> list:
-    """The password as it could leak: raw, base64 (LOGIN), and inside a PLAIN token."""
-    import base64
+    """The password as it could leak: raw, base64 (LOGIN), inside a PLAIN token..."""
+    return list(secretguard.forms(SECRET, ["", user]).values())
 
-    return [SECRET, base64.b64encode(SECRET.encode()).decode(),
-            base64.b64encode(f"\0{user}\0{SECRET}".encode()).decode()]
+
+@pytest.mark.parametrize("where", ["stdout", "stderr"])
+def test_the_secret_guard_finds_every_form_of_a_password_the_run_was_given(where, tmp_path):
+    # Every plugin run of the tests passes the guard (conftest.run_main and the process
+    # runners of the fault matrix): it must fail on each form, from a variable or a file.
+    tricky = "pa\"ss\\wo'rd"
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(tricky + "\nnot the password\n")
+    runs = [(["--sasl-user", "u"], {"CHECK_SMTP_PASSWORD": tricky}),
+            (["--mailbox", "imaps://m%40x.test@h.x.test/", "--mailbox-password-file",
+              str(secret_file)], {}),
+            ([f"--sasl-password-file={secret_file}", "--sasl-user=u"], {})]
+    for argv, env in runs:
+        shown = secretguard.forms(tricky, secretguard.accounts_of(argv))
+        assert len(set(shown.values())) >= 6, shown
+        for form in shown.values():
+            output = f"PLUGIN CRITICAL - refused: {form}\n"
+            outputs = (output, "") if where == "stdout" else ("", output)
+            with pytest.raises(secretguard.SecretShown, match="the .* form of a password"):
+                secretguard.check(argv, env, *outputs)
+        secretguard.check(argv, env, "PLUGIN CRITICAL - refused: ********\n", "")
+    assert "not the password" not in secretguard.secrets_of(runs[1][0], {})
 
 
 def _echo(session, line):

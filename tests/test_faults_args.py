@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
-import io
 import json
 import os
 import stat
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import secretguard
 from tests.conftest import PluginRun, run_main
 from tests.faultmatrix import Fault
 
@@ -212,6 +212,9 @@ row("command-nul", "arguments",
     [Run(PHASES, (*TARGET[PHASES], "--command", "NOOP\0x"), inprocess=True)])
 usage("command-empty", "--command ''", "argument --command: an empty command line",
       each([PHASES], "--command", " "))
+usage("command-non-utf8", "--command with bytes that are not UTF-8",
+      "argument --command: not UTF-8 text: '\\udcff\\udcfe'",
+      each([PHASES], "--command", NON_UTF8))
 usage("payload-file-empty-name", "--payload-file ''", "--payload-file: empty payload file name",
       each([PHASES], *SEND, "--payload-file", ""))
 usage("payload-without-send-data", "--payload without --send-data",
@@ -253,7 +256,8 @@ usage("file-name-not-utf8", "a named file whose name is not UTF-8, output strict
 # --------------------------------------------------------------------------- TLS, SASL
 
 for _id, _value in [("cert-days-nan", "nan,nan"), ("cert-days-overflow", "1e400,1"),
-                    ("cert-days-one-number", "5"), ("cert-days-not-numbers", "x,y")]:
+                    ("cert-days-one-number", "5"), ("cert-days-not-numbers", "x,y"),
+                    ("cert-days-exponent", "1e-7,0")]:
     usage(_id, f"--cert-days {_value}", "--cert-days takes WARN,CRIT in days (0 to 36500), "
           f"not '{_value}'", each([PHASES], "--cert-days", _value))
 usage("cert-days-crit-above-warn", "--cert-days 10,20 (critical above warning)",
@@ -390,18 +394,18 @@ def execute(script: str, argv, *, env=None, timeout: float = 10.0) -> Outcome:
     done = subprocess.run([str(BIN / script), *argv], capture_output=True, env=environ,
                           timeout=timeout)
     elapsed = time.monotonic() - started
-    return Outcome(PluginRun(done.returncode, done.stdout.decode("utf-8", "replace")),
-                   done.stderr.decode("utf-8", "replace"), elapsed)
+    stdout = done.stdout.decode("utf-8", "replace")
+    stderr = done.stderr.decode("utf-8", "replace")
+    secretguard.check(argv, environ, stdout, stderr)
+    return Outcome(PluginRun(done.returncode, stdout), stderr, elapsed)
 
 
 def execute_inprocess(script: str, argv) -> Outcome:
     """main(argv) in this process (conftest's run_main); a traceback would fail the test."""
     main = importlib.import_module(f"check_smtp_posture.plugins.{script}").main
-    stderr = io.StringIO()
     started = time.monotonic()
-    with contextlib.redirect_stderr(stderr):
-        result = run_main(main, argv)
-    return Outcome(result, stderr.getvalue(), time.monotonic() - started)
+    result = run_main(main, argv)
+    return Outcome(result, result.errors, time.monotonic() - started)
 
 
 @pytest.fixture(scope="module")
@@ -450,7 +454,7 @@ def in_a_process(row_id: str, run: Run) -> bool:
 
 
 #: rows run as real processes for every plugin whatever their argv
-PROCESS_ROWS = {"timeout-zero", "domain-empty-label", "host-line-break"}
+PROCESS_ROWS = {"timeout-zero", "domain-empty-label", "host-line-break", "cert-days-exponent"}
 
 
 @pytest.mark.parametrize("row", params(USAGE_ROWS))

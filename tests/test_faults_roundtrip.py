@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import mailbox
+import os
 import re
 import socket
 import struct
@@ -40,6 +42,8 @@ TIMEOUT = 3.0
 MARGIN = 0.5
 USER = rt.MONITOR_USER  # the fakes take any user; this one is an address, as in real use
 PASSWORD = "faults-secret"  # never printed
+#: a password that IMAP quotes and Python's bytes repr escapes: echoed back in those forms
+TRICKY_PASSWORD = "faults-\"se\\cret'"
 #: the probes' sender: the sweep takes exactly this module's probes, and no other test's
 #: cleanup takes them for its own
 FAULTS_SENDER = "faults@monitor.test"
@@ -103,8 +107,10 @@ class FakeMailbox(ThreadedServer):
 
     A script maps "greeting" or a command word (IMAP: after the tag, the word after UID
     for UID commands; DONE ends an IDLE) to a step: bytes ("{tag}" is the command's
-    tag), STALL, RESET, CLOSE, or a tuple of steps in turn. Unscripted commands get the
-    protocol's defaults above: an empty mailbox that works.
+    tag), STALL, RESET, CLOSE, a tuple of steps in turn, or a callable `(line) -> step`
+    for an answer that depends on the command line. Unscripted commands get the
+    protocol's defaults above: an empty mailbox that works. Every command line
+    received is kept in `lines`.
     """
 
     thread_name = "fake-mailbox"
@@ -116,6 +122,7 @@ class FakeMailbox(ThreadedServer):
         self.port = port
         defaults = IMAP_DEFAULTS if protocol == "imap" else POP3_DEFAULTS
         self.script = {**defaults, **script}
+        self.lines: list[bytes] = []
 
     def start(self) -> FakeMailbox:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -134,12 +141,14 @@ class FakeMailbox(ThreadedServer):
             self._perform(conn, self.script["greeting"], b"*")
             while True:
                 line = self._readline(conn, buffer)
+                self.lines.append(line)
                 tag, word = self._command(line)
                 if word == "IDLE":
                     idle_tag = tag
                 elif word == "DONE":
                     tag = idle_tag
-                self._perform(conn, self.script.get(word, self.script["*"]), tag)
+                step = self.script.get(word, self.script["*"])
+                self._perform(conn, step(line) if callable(step) else step, tag)
                 if word in ("LOGOUT", "QUIT"):
                     return
         except (_End, OSError):
@@ -227,6 +236,62 @@ class Fake:
     script: dict
 
 
+def fetched(uid: int, item: str, data: bytes, date: str = "14-Nov-2023 22:13:20 +0000") \
+        -> bytes:
+    """An untagged FETCH response of message `uid` carrying `item` (BODY[HEADER]...)."""
+    return (f'* 1 FETCH (UID {uid} INTERNALDATE "{date}" {item} {{{len(data)}}}\r\n'.encode()
+            + data + b")\r\n{tag} OK FETCH done\r\n")
+
+
+#: a person's message in the probe mailbox: the words of a probe token, never the token
+STRANGER_HEADER = (b"From: colleague@example.org\r\nTo: monitor@monitor.test\r\n"
+                   b"Subject: posture of the mail loop\r\n\r\n")
+STRANGER_BODY = b"Our mail posture is fine; see ticket 1700000000 and 0123456789ab.\r\n"
+
+
+def _loose_search(line: bytes) -> bytes:
+    """A word-based full-text index: every SEARCH TEXT finds the stranger's message 7."""
+    hit = b" 7" if b" TEXT " in line.upper() else b""
+    return b"* SEARCH" + hit + b"\r\n{tag} OK SEARCH done\r\n"
+
+
+def _stranger(line: bytes) -> bytes:
+    if b"HEADER" in line.upper():
+        return fetched(7, "BODY[HEADER]", STRANGER_HEADER)
+    return fetched(7, "BODY[TEXT]<0>", STRANGER_BODY)
+
+
+#: a probe of an earlier run waiting in a fake mailbox (an asynchronous run collects it):
+#: sent at 22:13:20.75, dated 22:13:20 by the mailbox (INTERNALDATE, Received), which
+#: counts arrivals to the second
+ARRIVED_TOKEN = "posture-1700000000-0123456789ab"
+ARRIVED_SENT = 1700000000.75
+ARRIVED_DATE = "14-Nov-2023 22:13:20 +0000"
+ARRIVED_HEADER = (
+    b"Received: from mx1.loop.test by mail.monitor.test with ESMTP id 1;\r\n"
+    b" Tue, 14 Nov 2023 22:13:20 +0000\r\n"
+    b"From: check_smtp_posture <" + FAULTS_SENDER.encode() + b">\r\n"
+    b"Subject: check_smtp_posture round-trip probe " + ARRIVED_TOKEN.encode() + b"\r\n"
+    b"X-Smtp-Posture-Probe: token=" + ARRIVED_TOKEN.encode()
+    + b"; domain=loop.test; mx=mx1.loop.test[127.0.25.13]\r\n\r\n")
+ARRIVED_MESSAGE = ARRIVED_HEADER + b"probe token: " + ARRIVED_TOKEN.encode() + b"\r\n"
+#: the state file of an asynchronous run that sent it
+ARRIVED_STATE = json.dumps({"loop.test": {ARRIVED_TOKEN: {
+    "label": "mx1.loop.test[127.0.25.13]", "prefix": "mx1.loop.test_127.0.25.13_",
+    "sent": ARRIVED_SENT}}}).encode()
+#: an IMAP mailbox holding it as message 1
+IMAP_ARRIVED = {
+    "SEARCH": b"* SEARCH 1\r\n{tag} OK SEARCH done\r\n",
+    "FETCH": fetched(1, "BODY[HEADER]", ARRIVED_HEADER, ARRIVED_DATE),
+    "STORE": b"{tag} OK STORE done\r\n", "EXPUNGE": b"{tag} OK EXPUNGE done\r\n"}
+#: a POP3 maildrop holding it as message 1
+POP3_ARRIVED = {
+    "UIDL": b"+OK\r\n1 arrived-1\r\n.\r\n",
+    "LIST": f"+OK\r\n1 {len(ARRIVED_MESSAGE)}\r\n.\r\n".encode(),
+    "TOP": b"+OK\r\n" + ARRIVED_HEADER + b".\r\n",
+    "RETR": b"+OK\r\n" + ARRIVED_MESSAGE + b".\r\n",
+    "DELE": b"+OK deleted\r\n"}
+
 #: the fakes, by name; their addresses are 127.0.27.140-.169, used nowhere else
 MAILBOXES = {
     "imap-smtp-banner": Fake("imap", "127.0.27.140", 143, {
@@ -250,6 +315,17 @@ MAILBOXES = {
         "*": b"* BAD this is no TLS\r\n"}),
     "imaps-plain": Fake("imap", "127.0.27.151", 993, {}),
     "imap-good": Fake("imap", "127.0.27.152", 143, {}),
+    "imap-search-loose": Fake("imap", "127.0.27.154", 143, {
+        "SEARCH": _loose_search, "FETCH": _stranger, "STORE": b"{tag} OK STORE done\r\n",
+        "EXPUNGE": b"{tag} OK EXPUNGE done\r\n"}),
+    "imap-arrived": Fake("imap", "127.0.27.156", 143, IMAP_ARRIVED),
+    "imap-internaldate-bogus": Fake("imap", "127.0.27.155", 143, {
+        **IMAP_ARRIVED,
+        "FETCH": fetched(1, "BODY[HEADER]", ARRIVED_HEADER, "31-Dec-9999 23:59:59 -2400")}),
+    "pop3-arrived": Fake("pop3", "127.0.27.157", 110, POP3_ARRIVED),
+    "imap-login-echo": Fake("imap", "127.0.27.153", 143, {
+        "LOGIN": lambda line: b"{tag} NO [AUTHENTICATIONFAILED] Invalid credentials: "
+                              + line.split(b" ", 2)[2] + b"\r\n"}),
     "pop3-err-greeting": Fake("pop3", "127.0.27.160", 110, {
         "greeting": (b"-ERR [SYS/TEMP] Too many connections\r\n", CLOSE)}),
     "pop3-garbage-greeting": Fake("pop3", "127.0.27.161", 110, {
@@ -258,6 +334,13 @@ MAILBOXES = {
     "pop3-pass-refused": Fake("pop3", "127.0.27.163", 110, {
         "PASS": b"-ERR [AUTH] Authentication failed.\r\n"}),
     "pop3-pass-hangup": Fake("pop3", "127.0.27.164", 110, {"PASS": CLOSE}),
+    "pop3-quit-err": Fake("pop3", "127.0.27.166", 110, {
+        **POP3_ARRIVED, "QUIT": b"-ERR [SYS/TEMP] cannot commit, try again\r\n"}),
+    "pop3-quit-hangup": Fake("pop3", "127.0.27.167", 110, {**POP3_ARRIVED, "QUIT": CLOSE}),
+    "pop3-quit-garbage": Fake("pop3", "127.0.27.168", 110, {
+        **POP3_ARRIVED, "QUIT": b"\x00\xff\x1b[2J| bye?\r\n"}),
+    "pop3-pass-echo": Fake("pop3", "127.0.27.165", 110, {
+        "PASS": lambda line: b"-ERR [AUTH] Invalid credentials: " + line[5:] + b"\r\n"}),
 }
 
 
@@ -279,10 +362,11 @@ def label(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def fake_mailboxes():
-    servers = [FakeMailbox(box.protocol, box.address, box.port, box.script).start()
-               for box in MAILBOXES.values()]
-    yield
-    for server in servers:
+    """Every fake of MAILBOXES, started: name -> FakeMailbox."""
+    servers = {name: FakeMailbox(box.protocol, box.address, box.port, box.script).start()
+               for name, box in MAILBOXES.items()}
+    yield servers
+    for server in servers.values():
         server.stop()
 
 
@@ -315,21 +399,41 @@ def _sweep(lab, expected: int, timeout: float = 10.0) -> int:
 @dataclass(frozen=True)
 class Case:
     row: Fault
-    args: tuple  # after -D/--to/--from; "{state}" is the state file's path
+    args: tuple  # after -D/--to/--from; "{state}": the state file, "{maildir}": a Maildir,
+    #              "{not-pem}": a file that holds no PEM certificate
     password: str | None = PASSWORD  # $CHECK_MAILBOX_PASSWORD (None: unset)
     state_setup: object = None  # bytes written to the state file first, "directory" or "lock"
     sends: bool = False  # the fault comes once the mailbox is open: the probes go out
+    maildir: dict | None = None  # the "{maildir}": entry under it -> "fifo" or "loop"
 
 
-def mailbox_row(id_, name, fault, detail, state="CRITICAL", *extra, sends=False) -> Case:
+def mailbox_row(id_, name, fault, detail, state="CRITICAL", *extra, sends=False,
+                password=PASSWORD) -> Case:
     """A row of a fake mailbox: the first line names it, then says `detail`."""
     return Case(Fault(id_, "mailbox", PLUGIN, fault, state, f"mailbox {label(name)}: {detail}"),
-                ("--mailbox", url(name), *extra), sends=sends)
+                ("--mailbox", url(name), *extra), sends=sends, password=password)
 
 
 def usage_row(id_, fault, message, *args, password=PASSWORD) -> Case:
     return Case(Fault(id_, "arguments", PLUGIN, fault, "UNKNOWN", message), args,
                 password=password)
+
+
+def maildir_row(id_, fault, message, entries) -> Case:
+    """An asynchronous first run with a Maildir holding `entries` (path -> "fifo" or "loop"):
+    it looks once, sends its probes (they go to the lab's mailbox), and says `message`."""
+    return Case(Fault(id_, "mailbox", PLUGIN, fault, "WARNING", f"mailbox maildir:MAILDIR: "
+                                                                f"{message}"),
+                ("--mailbox", "{maildir}", "--state-file", "{state}"), password=None,
+                sends=True, maildir=entries)
+
+
+def collecting_row(id_, name, fault) -> Case:
+    """An asynchronous run collecting the probe a fake mailbox holds (ARRIVED_STATE)."""
+    return Case(Fault(id_, "mailbox", PLUGIN, fault, "OK", "1 of 2 probes back via 2 MX "
+                                                            "endpoints of loop.test"),
+                ("--mailbox", url(name), "--state-file", "{state}"), state_setup=ARRIVED_STATE,
+                sends=True)
 
 
 def state_row(id_, fault, state, message, setup, sends=False) -> Case:
@@ -365,6 +469,13 @@ CASES = [
                 "LOGIN: the server closed the connection"),
     mailbox_row("rt-imap-login-refused", "imap-login-no", "the IMAP server refuses LOGIN (NO)",
                 f"login as {USER} refused: [AUTHENTICATIONFAILED] Authentication failed."),
+    mailbox_row("rt-imap-login-echo", "imap-login-echo",
+                "the IMAP server refuses LOGIN quoting the user and password back",
+                f'login as {USER} refused: [AUTHENTICATIONFAILED] Invalid credentials: '
+                f'{USER} "********"', password=TRICKY_PASSWORD),
+    collecting_row("rt-imap-internaldate-bogus", "imap-internaldate-bogus",
+                   "the IMAP server dates the probe 31-Dec-9999 23:59:59 -2400 (INTERNALDATE "
+                   "with an impossible zone): the Received date stands in"),
     mailbox_row("rt-imap-list-garbage", "imap-list-garbage",
                 "LOGIN accepted, LIST answered with garbage",
                 'listing folders: Tuple incomplete before "("'),
@@ -374,6 +485,10 @@ CASES = [
     mailbox_row("rt-imap-starttls-plain", "imap-starttls-plain",
                 "the IMAP server answers STARTTLS with OK, then speaks no TLS",
                 "127.0.27.150 port 143: TLS failed: WRONG_VERSION_NUMBER"),
+    mailbox_row("rt-imaps-ca-file-not-pem", "imaps-plain",
+                "--mailbox-ca-file is a text file without a PEM certificate",
+                "certificate untrusted (no trust anchors in CA file /", "CRITICAL",
+                "--mailbox-ca-file", "{not-pem}"),
     mailbox_row("rt-imaps-plain", "imaps-plain",
                 "imaps:// to a server that speaks plain IMAP on port 993",
                 "127.0.27.151 port 993: TLS failed: WRONG_VERSION_NUMBER"),
@@ -388,9 +503,28 @@ CASES = [
                 "the POP3 server never answers USER (-t 3)", "127.0.27.162 port 110: timed out"),
     mailbox_row("rt-pop3-pass-refused", "pop3-pass-refused", "the POP3 server refuses PASS",
                 f"login as {USER} refused: -ERR [AUTH] Authentication failed."),
+    collecting_row("rt-pop3-quit-err", "pop3-quit-err",
+                   "the POP3 server answers QUIT with -ERR once the probe was read and deleted "
+                   "(the deletion is left to a later run's cleanup)"),
+    collecting_row("rt-pop3-quit-hangup", "pop3-quit-hangup",
+                   "the POP3 server closes the connection at QUIT once the work is done"),
+    collecting_row("rt-pop3-quit-garbage", "pop3-quit-garbage",
+                   "the POP3 server answers QUIT with binary garbage once the work is done"),
+    mailbox_row("rt-pop3-pass-echo", "pop3-pass-echo",
+                "the POP3 server refuses PASS quoting the password back",
+                f"login as {USER} refused: -ERR [AUTH] Invalid credentials: ********",
+                password=TRICKY_PASSWORD),
     mailbox_row("rt-pop3-pass-hangup", "pop3-pass-hangup",
                 "the POP3 server closes the connection at PASS",
                 f"login as {USER}: the server closed the connection"),
+    # -- Maildir -----------------------------------------------------------------------------
+    maildir_row("rt-maildir-fifo", "a named pipe in the Maildir's new/ and cur/: skipped, "
+                "never opened", "cur/1700000001.fifo.host:2,S is not a regular file, skipped "
+                "(+1 more)", {"new/1700000000.fifo.host": "fifo",
+                              "cur/1700000001.fifo.host:2,S": "fifo"}),
+    maildir_row("rt-maildir-symlink-loop", "a symbolic link loop in the Maildir's cur/: "
+                "skipped", "cur/1700000000.loop.host:2,S: Too many levels of symbolic "
+                "links, skipped", {"cur/1700000000.loop.host:2,S": "loop"}),
     # -- arguments -------------------------------------------------------------------------
     usage_row("rt-args-mailbox-scheme", "--mailbox with a scheme that is no mailbox (https://)",
               "the scheme must be one of imap://, imaps://, pop3://, pop3s:// or maildir:",
@@ -401,6 +535,17 @@ CASES = [
     usage_row("rt-args-mailbox-port", "--mailbox URL with port 99999",
               "the port is not a number from 1 to 65535",
               "--mailbox", "imaps://monitor%40monitor.test@mail.monitor.test:99999/INBOX"),
+    usage_row("rt-args-mailbox-port-zero", "--mailbox URL with port 0",
+              "--mailbox 'pop3://monitor%40monitor.test@mail.monitor.test:0': the port is "
+              "not a number from 1 to 65535",
+              "--mailbox", "pop3://monitor%40monitor.test@mail.monitor.test:0"),
+    usage_row("rt-args-mailbox-host-space", "--mailbox URL whose host has a space in it",
+              "--mailbox 'imap://monitor%40monitor.test@mail monitor.test/': bad host name "
+              "'mail monitor.test'",
+              "--mailbox", "imap://monitor%40monitor.test@mail monitor.test/"),
+    usage_row("rt-args-submit-unclosed-bracket", "--submit '[::1' (no closing bracket)",
+              "--submit '[::1': not HOST[:PORT]", "--mailbox", url("imap-good"),
+              "--submit", "[::1"),
     usage_row("rt-args-pop3-folder", "--mailbox pop3:// URL naming a folder",
               "POP3 has no folders", "--mailbox", "pop3://monitor%40monitor.test@"
                                                    "mail.monitor.test/INBOX"),
@@ -420,6 +565,12 @@ CASES = [
     usage_row("rt-args-poll-interval-zero", "--poll-interval 0",
               "argument --poll-interval: must be greater than zero: '0'",
               "--mailbox", url("imap-good"), "--poll-interval", "0"),
+    Case(Fault("rt-submit-ca-file-not-pem", "TLS", PLUGIN, "--ca-file (of --submit) is a text "
+               "file without a PEM certificate", "CRITICAL",
+               "sending via submit.posture.test[127.0.25.3] tls_handshake: certificate "
+               "untrusted (no trust anchors in CA file /"),
+         ("--mailbox", url("imap-good"), "--submit", "submit.posture.test", "--ca-file",
+          "{not-pem}")),
     # -- state files -----------------------------------------------------------------------
     state_row("rt-state-directory", "--state-file is a directory", "UNKNOWN",
               "state file PATH: not a regular file", "directory"),
@@ -450,8 +601,31 @@ def _state_path(case: Case, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.row.id) for c in CASES])
-def test_roundtrip_fault(case, request, tmp_path, monkeypatch):
+def _maildir(case: Case, tmp_path):
+    """A Maildir of the row's entries, if it has any."""
+    path = tmp_path / "Maildir"
+    if case.maildir is None:
+        return path
+    for sub in ("new", "cur", "tmp"):
+        (path / sub).mkdir(parents=True)
+    for name, kind in case.maildir.items():
+        if kind == "fifo":
+            os.mkfifo(path / name)  # nobody ever writes to it: an open would wait for ever
+        else:
+            os.symlink(path / name, path / name)
+    return path
+
+
+def verbosities(case: Case) -> tuple:
+    """A run that holds the mailbox password runs at every verbosity: none may show it
+    (conftest.run_main checks every output for it, tests/secretguard.py)."""
+    return (0, 1, 2, 3) if case.password and case.row.area != "arguments" else (0,)
+
+
+@pytest.mark.parametrize("case, verbosity", [
+    pytest.param(c, v, id=c.row.id + (f"-{'v' * v}" if v else ""))
+    for c in CASES for v in verbosities(c)])
+def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
     if case.password is None:
         monkeypatch.delenv(MAILBOX_PASSWORD_ENV, raising=False)
     else:
@@ -464,10 +638,14 @@ def test_roundtrip_fault(case, request, tmp_path, monkeypatch):
         dns = request.getfixturevalue("lab_dns").server_arg
         request.getfixturevalue("fake_mailboxes")
     path = _state_path(case, tmp_path)
-    args = [str(path) if a == "{state}" else a for a in case.args]
+    maildir = _maildir(case, tmp_path)
+    not_pem = tmp_path / "not-pem.crt"
+    not_pem.write_text("This is no certificate.\n")
+    args = [{"{state}": str(path), "{maildir}": f"maildir:{maildir}",
+             "{not-pem}": str(not_pem)}.get(a, a) for a in case.args]
     argv = ["-D", rt.LOOP_DOMAIN, "--to", f"{rt.PROBE_LOCAL}@{rt.LOOP_DOMAIN}", "--from",
             FAULTS_SENDER, *args, "--dns-server", dns, "--helo-name", "monitor.posture.test",
-            "-t", f"{TIMEOUT:g}"]
+            "-t", f"{TIMEOUT:g}", *(["-" + "v" * verbosity] if verbosity else [])]
     mark = lab.mark() if lab else 0
     with contextlib.ExitStack() as stack:
         if case.state_setup == "lock":  # another run holds it all the time
@@ -475,7 +653,7 @@ def test_roundtrip_fault(case, request, tmp_path, monkeypatch):
         started = time.monotonic()
         run = run_main(main, argv)
         elapsed = time.monotonic() - started
-    message = case.row.message
+    message = case.row.message.replace("MAILDIR", str(maildir))
     if case.row.area == "state files":
         message = message.replace("PATH", str(path))
     where = f"{' '.join(argv)}:\n{run.output}"
@@ -547,3 +725,68 @@ def test_probes_the_mailbox_could_not_look_for_are_not_called_lost(swept, lab_dn
     assert run.first_line.startswith(f"{NAME} CRITICAL - mailbox {label('imap-idle-stall')}"), \
         run.first_line
     assert "not back" not in run.first_line, run.first_line
+
+
+def test_a_search_hit_without_the_token_is_neither_a_probe_nor_deleted(swept, lab_dns,
+                                                                       fake_mailboxes,
+                                                                       monkeypatch):
+    # A word-based full-text search (Dovecot with fts, Exchange, Gmail) answers SEARCH
+    # TEXT with a message that only shares the token's words: it counts, and is
+    # touched, only once its own headers or body show the exact token.
+    monkeypatch.setenv(MAILBOX_PASSWORD_ENV, PASSWORD)
+    fake = fake_mailboxes["imap-search-loose"]
+    try:
+        run = _run_lab(lab_dns, "--mailbox", url("imap-search-loose"))
+    finally:
+        _sweep(swept, expected=2)
+    commands = [line.split()[1:3] for line in fake.lines]
+    assert [b"UID", b"FETCH"] in commands, fake.lines  # it did look at the hit
+    assert not [c for c in commands if c[-1:] in ([b"STORE"], [b"EXPUNGE"])], fake.lines
+    assert run.exitcode == 2, run.output
+    assert run.first_line.startswith(f"{NAME} CRITICAL - probe via mx"), run.first_line
+    assert "not back within" in run.first_line, run.first_line
+
+
+@pytest.mark.parametrize("name", ["imap-arrived", "pop3-arrived"])
+def test_an_arrival_dated_to_the_second_is_never_a_negative_roundtrip(name, swept, lab_dns,
+                                                                      fake_mailboxes,
+                                                                      monkeypatch, tmp_path):
+    # Sent at 22:13:20.75, dated 22:13:20 by the mailbox (IMAP INTERNALDATE; POP3: the
+    # newest Received date): it came back within the second it was sent in.
+    monkeypatch.setenv(MAILBOX_PASSWORD_ENV, PASSWORD)
+    state = tmp_path / "roundtrip.json"
+    state.write_bytes(ARRIVED_STATE)
+    try:
+        run = _run_lab(lab_dns, "--mailbox", url(name), "--state-file", state, "-v")
+    finally:
+        _sweep(swept, expected=2)
+    assert run.exitcode == 0, run.output
+    assert run.first_line.startswith(
+        f"{NAME} OK - 1 of 2 probes back via 2 MX endpoints of loop.test, slowest "
+        "mx1.loop.test[127.0.25.13] within 1s (the mailbox dates arrivals to the second) | "), \
+        run.first_line
+    assert run.perfdata["mx1.loop.test_127.0.25.13_roundtrip_time"] == "0.000000s", run.output
+    assert ("mx1.loop.test[127.0.25.13]: back within 1s (INBOX; the mailbox dates arrivals "
+            "to the second), 1 hops") in run.output, run.output
+    assert "-0." not in run.output, run.output
+
+
+def test_a_quit_that_fails_after_dele_claims_no_deletion(swept, lab_dns, fake_mailboxes,
+                                                         monkeypatch, tmp_path):
+    # POP3 commits DELE at QUIT (RFC 1939): a refused QUIT leaves the probe in the
+    # maildrop, for a later run's cleanup; the result stands, the long output says so.
+    monkeypatch.setenv(MAILBOX_PASSWORD_ENV, PASSWORD)
+    state = tmp_path / "roundtrip.json"
+    state.write_bytes(ARRIVED_STATE)
+    fake = fake_mailboxes["pop3-quit-err"]
+    before = len(fake.lines)
+    try:
+        run = _run_lab(lab_dns, "--mailbox", url("pop3-quit-err"), "--state-file", state,
+                       "-vvv")
+    finally:
+        _sweep(swept, expected=2)
+    assert run.exitcode == 0, run.output
+    assert [line for line in fake.lines[before:] if line.startswith(b"DELE")] == [b"DELE 1"]
+    assert "QUIT: -ERR [SYS/TEMP] cannot commit, try again: the deletions are not committed " \
+           "(a later run's cleanup takes the probes)" in run.output, run.output
+    assert "deleted 1 probe(s)" not in run.output, run.output

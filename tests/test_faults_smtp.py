@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import os
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import pytest
 
 from check_smtp_posture.plugins.check_open_relay import main as relay_main
 from check_smtp_posture.plugins.check_smtp_phases import main as phases_main
+from tests import secretguard
 from tests.conftest import _lab_requirement, run_main
 from tests.faultmatrix import Fault
 from tests.lab.certs import LabCA, self_signed
@@ -86,6 +88,7 @@ class Case:
     defect: str | None = None  # a known defect: xfail(strict) with this reason
     lab: bool = False  # needs the lab Postfix
     netns: bool = False  # runs in a network namespace of its own
+    password: str | None = None  # $CHECK_SMTP_PASSWORD: the run holds it at every verbosity
 
 
 # -- servers ---------------------------------------------------------------------------
@@ -166,6 +169,19 @@ def tls(id, plugins, fault, state, message, serve, **kw) -> Case:
 
 SEND_DATA = {P: ("--send-data",)}
 NO_REPLY = "no complete reply within"
+#: the SASL password of the AUTH rows: the server quotes it back, no output may show it
+SASL_SECRET = "faults-sasl-secret"
+SASL_LOGIN = {P: ("--sasl-user", "u", "--allow-plaintext-auth")}
+
+
+def _quote_back(session, line: bytes) -> str:
+    return f"535 5.7.8 Authentication failed: you sent {line.decode()}"
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
 
 CASES = [
     # -- reaching the server
@@ -272,6 +288,18 @@ CASES = [
          fake({"QUIT": SERVICE_421})),
     smtp("smtp-421-quit-relay", R, "421 to QUIT, after every probe was answered", "OK",
          "16 relay probes refused", fake({"QUIT": SERVICE_421})),
+    # -- AUTH refused, the credentials quoted back
+    smtp("smtp-auth-echo-plain", P, "AUTH PLAIN refused, the server quoting the PLAIN token "
+         "back (--allow-plaintext-auth)", "CRITICAL",
+         "auth: 535 5.7.8 Authentication failed: you sent AUTH PLAIN ********",
+         fake({"AUTH": _quote_back}, ehlo_keywords=("AUTH PLAIN LOGIN",)), args=SASL_LOGIN,
+         password=SASL_SECRET),
+    smtp("smtp-auth-echo-login", P, "AUTH LOGIN refused, the server quoting the password "
+         "back in base64 (--sasl-mechanism LOGIN --allow-plaintext-auth)", "CRITICAL",
+         "auth: 535 5.7.8 Authentication failed: you sent ********",
+         fake({"AUTH": "334 VXNlcm5hbWU6", _b64("u"): "334 UGFzc3dvcmQ6",
+               _b64(SASL_SECRET): _quote_back}, ehlo_keywords=("AUTH PLAIN LOGIN",)),
+         args={P: (*SASL_LOGIN[P], "--sasl-mechanism", "LOGIN")}, password=SASL_SECRET),
     # -- unexpected positive replies
     smtp("smtp-data-250", P, "250 to DATA instead of 354 (with --send-data)", "CRITICAL",
          "data: 250 2.0.0 Ok", fake({"DATA": "250 2.0.0 Ok"}), args=SEND_DATA),
@@ -442,6 +470,7 @@ def run_in_netns(plugins: list[str], args: dict) -> list[Run]:
     runs = []
     for plugin, proc in zip(plugins, procs):
         output, errors = proc.communicate(timeout=30)
+        secretguard.check(args[plugin], os.environ, output, errors)
         assert proc.returncode is not None and errors.strip(), (plugin, output, errors)
         elapsed = float(errors.strip().splitlines()[-1])
         runs.append(Run(plugin, proc.returncode, output + errors, elapsed))
@@ -453,15 +482,23 @@ def params():
         marks = [pytest.mark.lab] if case.lab else []
         if case.defect:
             marks.append(pytest.mark.xfail(strict=True, reason=case.defect))
-        yield pytest.param(case, id=case.row.id, marks=marks)
+        # a run that holds a password runs at every verbosity: none may show it
+        # (every output is checked for it: tests/secretguard.py)
+        for verbosity in (0, 1, 2, 3) if case.password else (0,):
+            yield pytest.param(case, verbosity, marks=marks,
+                               id=case.row.id + (f"-{'v' * verbosity}" if verbosity else ""))
 
 
-@pytest.mark.parametrize("case", params())
-def test_fault(case: Case, request):
+@pytest.mark.parametrize("case, verbosity", params())
+def test_fault(case: Case, verbosity: int, request, monkeypatch):
     row = case.row
     plugins = row.plugins.split(", ")
+    if case.password:
+        monkeypatch.setenv("CHECK_SMTP_PASSWORD", case.password)
     with case.serve(Env(request)) as target:
-        args = {plugin: argv(plugin, target, case) for plugin in plugins}
+        args = {plugin: argv(plugin, target, case) + (["-" + "v" * verbosity] if verbosity
+                                                      else [])
+                for plugin in plugins}
         if case.netns:
             runs = run_in_netns(plugins, args)
         else:

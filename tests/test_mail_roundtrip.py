@@ -17,6 +17,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from check_smtp_posture import probemail
 from check_smtp_posture.plugins.check_mail_roundtrip import main
 from tests.conftest import run_main
 from tests.lab import roundtriplab as rt
@@ -264,6 +265,35 @@ def test_a_third_asynchronous_run_finds_the_lost_probe(lab, lab_dns, bystander, 
     state.write_text(json.dumps({rt.LOSSY_DOMAIN: pending}))
     rt.sweep_probes(lab, state, rt.LOSSY_DOMAIN)
     assert _probes_left(lab, rt.LOSSY_DOMAIN) == []
+
+
+def test_a_probe_whose_header_lost_the_token_is_found_by_its_body(lab, lab_dns, bystander,
+                                                                  tmp_path):
+    # A forwarder rewrote every header field that held the token: IMAP's SEARCH TEXT
+    # finds the message, and its body, fetched, shows the token before it counts and
+    # is deleted (a search hit alone is not enough: tests/test_faults_roundtrip.py).
+    sent = time.time() - 30
+    token = probemail.new_token(sent)
+    message = EmailMessage()
+    message["From"] = f"check_smtp_posture <{rt.MONITOR_USER}>"
+    message["Subject"] = "Fwd: a round-trip probe"
+    message.set_content(f"Forwarded.\n\nprobe token: {token}\n")
+    key = _plant(lab, message)
+    state = tmp_path / "roundtrip.json"
+    state.write_text(json.dumps({rt.LOOP_DOMAIN: {token: {
+        "label": "mx1.loop.test[127.0.25.13]", "prefix": MX1_LABEL, "sent": sent}}}))
+    try:
+        result = run(lab, lab_dns, *loop(), "--state-file", state, "-v")
+        deleted = key not in _maildir(lab)
+    finally:
+        _maildir(lab).discard(key)
+    assert result.exitcode == 0, result.output
+    assert "mx1.loop.test[127.0.25.13]: back in " in result.output, result.output
+    assert "(INBOX, found by the token in the text)" in result.output, result.output
+    assert "deleted 1 probe(s) found" in result.output, result.output
+    assert deleted
+    _sweep(lab, state, rt.LOOP_DOMAIN)
+    assert _probes_left(lab, rt.LOOP_DOMAIN) == []
 
 
 def test_a_refused_login_is_critical_and_sends_nothing(lab, lab_dns, monkeypatch):

@@ -90,3 +90,15 @@ def test_async_run_reports_the_newest_per_endpoint():
     assert [(o.label, o.status, o.sent) for o in chosen] == [
         ("a", plugin.BACK, 2.0), ("a", plugin.LOST, 0.0), ("b", plugin.IN_FLIGHT, 2.0),
         ("c", plugin.SENT, 3.0), ("d", plugin.SEND_FAILED, 3.0)]
+
+
+@pytest.mark.parametrize("roundtrip, to_second, said", [
+    (0.5978, False, ("in 0.598s", None)),  # found by this run: its own clock
+    (0.0, True, ("within 1s", "the mailbox dates arrivals to the second")),
+    (3.0, True, ("in 3s", None)),
+    (-2.0, True, ("dated 2s before it was sent", "clock skew")),
+])
+def test_a_roundtrip_is_said_as_precisely_as_it_is_known(roundtrip, to_second, said):
+    outcome = _outcome("a", plugin.BACK, 1)
+    outcome.roundtrip, outcome.to_second = roundtrip, to_second
+    assert plugin.took(outcome, "in ") == said

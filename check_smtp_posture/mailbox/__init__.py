@@ -10,6 +10,8 @@
 - `wait(seconds)` blocks until the store may have changed: IMAP IDLE returns on
   the server's EXISTS, everything else sleeps the poll interval.
 - `delete(seen)` removes exactly the messages given, never anything else.
+- `skipped` says, one line each, what the looks found in the store that is no
+  message they could read (a named pipe or a symbolic link loop in a Maildir).
 
 Failures are `MailboxError`s whose `kind` says what the plugin reports:
 connect/timeout (the mailbox cannot be reached), tls, login, folder, protocol
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 from urllib.parse import unquote, urlsplit
+
+from check_smtp_posture import names
 
 SCHEMES = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995, "maildir": None}
 CONNECT, TIMEOUT, TLS, LOGIN, FOLDER, PROTOCOL = (
@@ -69,7 +73,9 @@ def parse_url(text: str) -> MailboxSpec:
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535") from None
+        port = 0
+    if port == 0:
+        raise ValueError(f"{text!r}: the port is not a number from 1 to 65535")
     if parts.password is not None:
         raise ValueError(f"{text!r}: no password in the URL (anyone can read it in ps): "
                          "--mailbox-password-file or $CHECK_MAILBOX_PASSWORD")
@@ -77,6 +83,8 @@ def parse_url(text: str) -> MailboxSpec:
         raise ValueError(f"{text!r}: the URL names no user: {scheme}://USER@HOST")
     if not parts.hostname:
         raise ValueError(f"{text!r}: the URL names no host")
+    if not (names.is_hostname(parts.hostname) or names.is_ip_literal(parts.hostname)):
+        raise ValueError(f"{text!r}: bad host name {parts.hostname!r}")
     folder = unquote(parts.path.lstrip("/")) or "INBOX"
     if scheme.startswith("pop3") and parts.path.strip("/"):
         raise ValueError(f"{text!r}: POP3 has no folders")
@@ -145,6 +153,17 @@ def tokens_in(data: bytes, texts) -> str | None:
         if text.encode() in data:
             return text
     return None
+
+
+def tls_context(ca_file: str | None):
+    """The verifying TLS context of a mailbox connection (smtp.tls.verified_context); a
+    CA file that trusts nothing is a TLS failure before anything is sent."""
+    from check_smtp_posture.smtp.tls import NoTrustAnchors, verified_context
+
+    try:
+        return verified_context(ca_file)
+    except NoTrustAnchors as exc:
+        raise MailboxError(TLS, f"certificate untrusted ({exc})") from None
 
 
 def connection_error(exc: BaseException, where: str) -> MailboxError:

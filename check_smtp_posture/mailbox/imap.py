@@ -17,6 +17,7 @@ import imapclient
 from imapclient import exceptions as imap_errors
 
 from check_smtp_posture.mailbox import (
+    BODY_CAP,
     FOLDER,
     LOGIN,
     PROTOCOL,
@@ -24,7 +25,10 @@ from check_smtp_posture.mailbox import (
     Seen,
     connection_error,
     header_has,
+    tls_context,
+    tokens_in,
 )
+from check_smtp_posture.secrets import Redactor
 
 
 class _Imap4(imaplib.IMAP4):
@@ -55,11 +59,15 @@ class _Client(imapclient.IMAPClient):
 
 
 class ImapBox:
+    skipped = ()  # a server's store has no entries to skip
     def __init__(self, spec, address, password, ca_file, deadline, junk_folders, idle,
                  poll_interval, transcript):
         self.spec = spec
         self.address = address or spec.host
         self.password = password
+        # the server may quote the password back (in a refusal, in garbage): never shown
+        self.redact = Redactor()
+        self.redact.add(password, spec.user)
         self.ca_file = ca_file
         self.deadline = deadline
         self.junk_names = tuple(junk_folders)
@@ -78,10 +86,8 @@ class ImapBox:
 
     # -- connection ------------------------------------------------------------
     def open(self) -> None:
-        from check_smtp_posture.smtp.tls import verified_context
-
         spec = self.spec
-        context = verified_context(self.ca_file)
+        context = tls_context(self.ca_file)
         implicit = spec.scheme == "imaps"
         try:
             try:
@@ -90,7 +96,7 @@ class ImapBox:
             except OSError as exc:
                 raise connection_error(exc, f"{self.address} port {spec.port}") from None
             except imaplib.IMAP4.error as exc:  # a greeting that is no IMAP
-                raise MailboxError(PROTOCOL, f"greeting: {_text(exc)}") from None
+                raise MailboxError(PROTOCOL, f"greeting: {self._text(exc)}") from None
             self.client.normalise_times = False  # INTERNALDATE with its zone
             self.tls = "implicit TLS" if implicit else None
             self._log(f"connected to {self.address} port {spec.port}"
@@ -114,8 +120,8 @@ class ImapBox:
             # imapclient makes every failure of LOGIN a LoginError: only a tagged NO or
             # BAD is a refusal; garbage or a hang-up (imaplib's abort) is the server's fault
             if isinstance(exc.__context__, imaplib.IMAP4.abort):
-                raise MailboxError(PROTOCOL, _text(exc.__context__)) from None
-            raise MailboxError(LOGIN, f"login as {spec.user} refused: {_text(exc)}") from None
+                raise MailboxError(PROTOCOL, self._text(exc.__context__)) from None
+            raise MailboxError(LOGIN, f"login as {spec.user} refused: {self._text(exc)}") from None
 
     def _folders(self) -> list:
         try:
@@ -169,15 +175,45 @@ class ImapBox:
             data = self._call(self.client.fetch, sorted(uids),
                               ["BODY.PEEK[HEADER]", "INTERNALDATE"])
             noticed = time.time()
-            for uid, item in data.items():
-                raw = item.get(b"BODY[HEADER]") or b""
-                matched = "header" if header_has(raw, *header) else by_token.get(uid)
-                if matched is None:
-                    continue  # the server's substring match was looser than ours
-                when = item.get(b"INTERNALDATE")
-                arrived = when.timestamp() if when is not None and when.tzinfo else None
-                found.append(Seen(folder, junk, raw, arrived, noticed, matched, (folder, uid)))
+            heads = {uid: item.get(b"BODY[HEADER]") or b"" for uid, item in data.items()}
+            matched = {uid: "header" if header_has(raw, *header) else tokens_in(raw, texts)
+                       for uid, raw in heads.items()}
+            # A hit counts, and may be deleted, only once its own text shows the token:
+            # a full-text index (Dovecot fts, Exchange, Gmail) matches words, not strings.
+            matched.update(self._tokens_in_bodies(
+                [uid for uid, how in matched.items() if how is None and uid in by_token],
+                texts))
+            for uid, how in matched.items():
+                if how is None:
+                    continue  # the server's match was looser than ours
+                arrived = self._arrival(uid, data[uid].get(b"INTERNALDATE"))
+                found.append(Seen(folder, junk, heads[uid], arrived, noticed, how,
+                                  (folder, uid)))
         return found
+
+    def _arrival(self, uid: int, when) -> float | None:
+        """The INTERNALDATE as epoch seconds; None when there is none to use.
+
+        imapclient gives None for a date it cannot read, and a datetime that
+        cannot be placed in time for one it reads but no clock has (a zone of
+        -2400, a year past 9999): the Received date stands in for both.
+        """
+        if when is None or when.tzinfo is None:
+            return None
+        try:
+            return when.timestamp()
+        except (ValueError, OverflowError) as exc:
+            self._log(f"UID {uid}: INTERNALDATE {when:%d-%b-%Y %H:%M:%S} with no place in "
+                      f"time ({type(exc).__name__}): not used")
+            return None
+
+    def _tokens_in_bodies(self, uids: list, texts) -> dict:
+        """uid -> the token found in the first BODY_CAP bytes of its body, or None."""
+        if not uids:
+            return {}
+        data = self._call(self.client.fetch, sorted(uids), [f"BODY.PEEK[TEXT]<0.{BODY_CAP}>"])
+        return {uid: tokens_in(data.get(uid, {}).get(b"BODY[TEXT]<0>") or b"", texts)
+                for uid in uids}
 
     def wait(self, seconds: float) -> None:
         """Until the main folder changes (IDLE) or the poll interval is over, at most `seconds`.
@@ -247,7 +283,7 @@ class ImapBox:
         except imap_errors.LoginError:
             raise
         except (imaplib.IMAP4.error, imap_errors.IMAPClientError) as exc:
-            raise MailboxError(PROTOCOL, _text(exc)) from None
+            raise MailboxError(PROTOCOL, self._text(exc)) from None
         except OSError as exc:
             raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
         except Exception as exc:  # a deadline, or garbage the parser could not take
@@ -255,21 +291,21 @@ class ImapBox:
 
             if isinstance(exc, DeadlineExceeded):
                 raise MailboxError("timeout", f"{self.spec.label}: no time left") from None
-            raise MailboxError(PROTOCOL, f"{type(exc).__name__}: {_text(exc)}") from None
+            raise MailboxError(PROTOCOL, f"{type(exc).__name__}: {self._text(exc)}") from None
 
     def _log(self, line: str) -> None:
-        self.transcript.append(line)
+        self.transcript.append(self.redact(line))
 
+    def _text(self, exc: BaseException) -> str:
+        """An imaplib or imapclient error as one line, the password masked in it."""
+        from check_smtp_posture.sanitize import one_line
 
-def _text(exc: BaseException) -> str:
-    from check_smtp_posture.sanitize import one_line
-
-    text = str(exc)
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    # imaplib's words for a failed command: "command: LOGIN => socket error: EOF"
-    command, arrow, what = text.partition(" => ")
-    if arrow and command.startswith("command: "):
-        text = f"{command.removeprefix('command: ')}: {what}"
-    text = text.replace("socket error: EOF", "the server closed the connection")
-    return one_line(text, 100)
+        text = self.redact(str(exc))
+        if text.startswith("b'") or text.startswith('b"'):
+            text = text[2:-1]
+        # imaplib's words for a failed command: "command: LOGIN => socket error: EOF"
+        command, arrow, what = text.partition(" => ")
+        if arrow and command.startswith("command: "):
+            text = f"{command.removeprefix('command: ')}: {what}"
+        text = text.replace("socket error: EOF", "the server closed the connection")
+        return one_line(text, 100)

@@ -21,8 +21,10 @@ from check_smtp_posture.mailbox import (
     connection_error,
     header_block,
     header_has,
+    tls_context,
     tokens_in,
 )
+from check_smtp_posture.secrets import Redactor
 
 #: the newest messages looked at; a probe mailbox holds few
 SCAN_CAP = 500
@@ -44,6 +46,7 @@ class _Pop3(poplib.POP3):
 
 
 class Pop3Box:
+    skipped = ()  # a server's store has no entries to skip
     idles = False
     folders = (("INBOX", False),)
 
@@ -51,6 +54,9 @@ class Pop3Box:
         self.spec = spec
         self.address = address or spec.host
         self.password = password
+        # the server may quote the password back (in a refusal, in garbage): never shown
+        self.redact = Redactor()
+        self.redact.add(password, spec.user)
         self.ca_file = ca_file
         self.deadline = deadline
         self.poll_interval = poll_interval
@@ -60,16 +66,14 @@ class Pop3Box:
 
     def open(self) -> None:
         """Log in once to prove the credentials; every look opens its own session."""
-        self._session().quit()
+        self._quit(self._session())
 
     def close(self) -> None:
         pass
 
     def _session(self) -> _Pop3:
-        from check_smtp_posture.smtp.tls import verified_context
-
         spec = self.spec
-        context = verified_context(self.ca_file)
+        context = tls_context(self.ca_file)
         implicit = spec.scheme == "pop3s"
         conn = None
         try:
@@ -78,7 +82,7 @@ class Pop3Box:
                              self.deadline.timeout("mailbox connect"),
                              context if implicit else None)
             except poplib.error_proto as exc:  # -ERR, or no POP3 at all
-                raise MailboxError(PROTOCOL, f"greeting: {_text(exc)}") from None
+                raise MailboxError(PROTOCOL, f"greeting: {self._text(exc)}") from None
             self.tls = "implicit TLS" if implicit else None
             if not implicit:
                 try:
@@ -95,7 +99,7 @@ class Pop3Box:
                 conn.pass_(self.password or "")
             except poplib.error_proto as exc:
                 # only the server's -ERR refuses (a hang-up or garbage does not)
-                text = _text(exc)
+                text = self._text(exc)
                 if text.startswith("-ERR"):
                     raise MailboxError(LOGIN, f"login as {spec.user} refused: {text}") \
                         from None
@@ -107,7 +111,7 @@ class Pop3Box:
             raise
         except poplib.error_proto as exc:
             _drop(conn)
-            raise MailboxError(PROTOCOL, _text(exc)) from None
+            raise MailboxError(PROTOCOL, self._text(exc)) from None
         except OSError as exc:
             _drop(conn)
             raise connection_error(exc, f"{self.address} port {spec.port}") from None
@@ -133,13 +137,13 @@ class Pop3Box:
                     self._not_probes.add(uid)
                     continue
                 found.append(Seen("INBOX", False, head, None, time.time(), matched, uid))
-            conn.quit()
+            self._quit(conn)
         except MailboxError:
             _drop(conn)
             raise
         except poplib.error_proto as exc:
             _drop(conn)
-            raise MailboxError(PROTOCOL, _text(exc)) from None
+            raise MailboxError(PROTOCOL, self._text(exc)) from None
         except OSError as exc:
             _drop(conn)
             raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
@@ -157,14 +161,42 @@ class Pop3Box:
             numbers = [n for n, uid in _uidl(conn) if uid in wanted]
             for number in numbers:
                 conn.dele(number)
-            conn.quit()
         except (poplib.error_proto, OSError) as exc:
             _drop(conn)
-            raise MailboxError(PROTOCOL, f"deleting probes: {_text(exc)}") from None
+            raise MailboxError(PROTOCOL, f"deleting probes: {self._text(exc)}") from None
+        if not self._quit(conn, "the deletions are not committed (a later run's cleanup "
+                                "takes the probes)"):
+            return 0
         return len(numbers)
 
+    def _quit(self, conn, undone: str = "") -> bool:
+        """QUIT; whether the server took it.
+
+        It comes after the work is done: a -ERR, garbage or a hang-up there
+        spoils nothing the session found. It only leaves undone what QUIT would
+        have committed (`undone` says what, in the transcript).
+        """
+        try:
+            conn.quit()
+            return True
+        except (poplib.error_proto, OSError) as exc:
+            _drop(conn)
+            self._log(f"QUIT: {self._text(exc)}" + (f": {undone}" if undone else ""))
+            return False
+
     def _log(self, line: str) -> None:
-        self.transcript.append(line)
+        self.transcript.append(self.redact(line))
+
+    def _text(self, exc: BaseException) -> str:
+        """A poplib error as one line, the password masked in it."""
+        from check_smtp_posture.sanitize import one_line
+
+        text = self.redact(str(exc))
+        if text == "-ERR EOF":  # poplib's own words (a str, not the server's bytes)
+            return "the server closed the connection"
+        if text.startswith("b'") or text.startswith('b"'):
+            text = text[2:-1]
+        return one_line(text, 100)
 
 
 def _uidl(conn) -> list:
@@ -184,13 +216,3 @@ def _drop(conn) -> None:
         except OSError:
             pass
 
-
-def _text(exc: BaseException) -> str:
-    from check_smtp_posture.sanitize import one_line
-
-    text = str(exc)
-    if text == "-ERR EOF":  # poplib's own words (a str, not the server's bytes)
-        return "the server closed the connection"
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    return one_line(text, 100)

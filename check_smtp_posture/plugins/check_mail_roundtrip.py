@@ -255,8 +255,10 @@ def _host_port(text: str) -> tuple:
 
     host, number = text, None
     if text.startswith("["):  # [2001:db8::1]:587
-        host, _, rest = text[1:].partition("]")
-        number = rest.removeprefix(":") if rest else None
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: not HOST[:PORT]")
+        number = rest[1:] if rest else None
     elif text.count(":") == 1:
         host, _, number = text.partition(":")
     try:
@@ -275,8 +277,8 @@ def _host_port(text: str) -> tuple:
 class ProbeOutcome:
     """What became of the probe through one endpoint (or of an earlier run's probe)."""
 
-    __slots__ = ("label", "prefix", "status", "token", "sent", "roundtrip", "folder",
-                 "hops", "auth", "session", "matched", "age")
+    __slots__ = ("label", "prefix", "status", "token", "sent", "roundtrip", "to_second",
+                 "folder", "hops", "auth", "session", "matched", "age")
 
     def __init__(self, label: str, prefix: str, status: str, token: str | None = None,
                  sent: float | None = None):
@@ -286,6 +288,7 @@ class ProbeOutcome:
         self.token = token
         self.sent = sent
         self.roundtrip: float | None = None
+        self.to_second = False  # the roundtrip ends at a time of whole seconds
         self.folder: str | None = None
         self.hops: list = []  # received.HopDelay, oldest first
         self.auth: list = []  # authresults.Verdict
@@ -330,6 +333,8 @@ class RoundTrip(nagiosplugin.Resource):
         finally:
             box.close()
         yield nagiosplugin.Metric("mailbox", self.mailbox_error, context="mailbox")
+        yield nagiosplugin.Metric("mailbox_skipped", list(box.skipped),
+                                  context="mailbox_skipped")
 
     # -- the two modes -------------------------------------------------------------
     def _synchronous(self, box, endpoints):
@@ -519,12 +524,17 @@ class RoundTrip(nagiosplugin.Resource):
         chain = received.hops(probemail.field_values(seen.header, "Received"))
         sent_at = _utc(outcome.sent)
         outcome.hops = received.hop_delays(chain, sent_at)
-        if self.options.state_file and seen.arrived is not None:
-            outcome.roundtrip = seen.arrived - outcome.sent  # the store's arrival time
-        elif self.options.state_file and chain and chain[-1].timestamp is not None:
-            outcome.roundtrip = chain[-1].timestamp.timestamp() - outcome.sent
-        else:
+        arrival = None
+        if self.options.state_file:  # found runs after it came: when the store took it
+            if seen.arrived is not None:
+                arrival = _utc(seen.arrived)
+            elif chain and chain[-1].timestamp is not None:
+                arrival = chain[-1].timestamp
+        if arrival is None:
             outcome.roundtrip = seen.noticed - outcome.sent
+        else:  # INTERNALDATE and Received: dates are to the second
+            outcome.roundtrip = received.seconds_between(sent_at, arrival)
+            outcome.to_second = arrival.microsecond == 0
         values = probemail.field_values(seen.header, "Authentication-Results")
         if values:
             from check_smtp_posture import authresults
@@ -653,6 +663,25 @@ class MailboxContext(nagiosplugin.Context):
         return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
 
 
+class SkippedContext(nagiosplugin.Context):
+    """Entries of the mailbox that are no message it can read (a named pipe, a symbolic
+    link loop in a Maildir): skipped, never opened; WARNING, since a probe could hide
+    behind such a store."""
+
+    def __init__(self, options: Options):
+        super().__init__("mailbox_skipped")
+        self.options = options
+
+    def evaluate(self, metric, resource):
+        skipped = metric.value
+        if not skipped:
+            return self.result_cls(nagiosplugin.Ok, "", metric)
+        more = f" (+{len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        return self.result_cls(nagiosplugin.Warn, f"mailbox {self.options.mailbox.label}: "
+                                                  f"{one_line(skipped[0], 120)}, skipped{more}",
+                               metric)
+
+
 # -- summary ---------------------------------------------------------------------------
 
 
@@ -679,13 +708,14 @@ class RoundTripSummary(FamilySummary):
             return f"{flying} probes in flight {through}"
         slowest = max(back, key=lambda o: o.roundtrip) if back else None
         if len(outcomes) == 1 and slowest is not None:
-            return f"probe back {through} in {slowest.roundtrip:.3f}s, " \
+            return f"probe back {through} {_with_note(*took(slowest, 'in '))}, " \
                    f"{len(slowest.hops)} hops"
         count = f"{len(back)} probes" if len(back) == len(outcomes) else \
             f"{len(back)} of {len(outcomes)} probes"
         if slowest is None:
             return f"no probe back {through}"
-        return f"{count} back {through}, slowest {slowest.label} {slowest.roundtrip:.3f}s"
+        return f"{count} back {through}, slowest {slowest.label} " \
+               f"{_with_note(*took(slowest))}"
 
     def details(self, results):
         res = self.resource
@@ -707,12 +737,35 @@ class RoundTripSummary(FamilySummary):
         return lines
 
 
+def took(outcome: ProbeOutcome, lead: str = "") -> tuple:
+    """(how long the probe took, a note on it or None), never a negative time.
+
+    `lead` ("in ") goes before a duration. An arrival dated to the second (IMAP
+    INTERNALDATE, a Received date) in the second the probe was sent in is
+    "within 1s"; one dated before that second is the clocks' doing.
+    """
+    seconds = outcome.roundtrip
+    if not outcome.to_second:
+        return f"{lead}{seconds:.3f}s", None
+    if seconds < 0:
+        return f"dated {-seconds:.0f}s before it was sent", "clock skew"
+    if seconds < 1:
+        return "within 1s", "the mailbox dates arrivals to the second"
+    return f"{lead}{seconds:.0f}s", None
+
+
+def _with_note(text: str, note: str | None) -> str:
+    return f"{text} ({note})" if note else text
+
+
 def describe_outcome(outcome: ProbeOutcome, verbosity: int) -> list:
     from check_smtp_posture import received
 
     head = f"{outcome.label}: {outcome.status}"
     if outcome.status in (BACK, JUNK) and outcome.roundtrip is not None:
-        head += f" in {outcome.roundtrip:.3f}s ({printable(outcome.folder or '', 40)}"
+        text, note = took(outcome, "in ")
+        head += f" {text} ({printable(outcome.folder or '', 40)}"
+        head += f"; {note}" if note else ""
         head += ", found by the token in the text)" if outcome.matched != "header" else ")"
         head += f", {len(outcome.hops)} hops"
         skewed = [d for d in outcome.hops if d.skewed]
@@ -745,6 +798,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         MxContext(unreachable=options.unreachable_state),
         ProbeContext(options),
         MailboxContext(options),
+        SkippedContext(options),
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),
         RoundTripSummary(resource),

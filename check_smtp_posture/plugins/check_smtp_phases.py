@@ -8,8 +8,8 @@ below turn facts into states according to the options; PhasesSummary phrases.
 from __future__ import annotations
 
 import argparse
-import math
 import os
+import re
 from collections import namedtuple
 
 import nagiosplugin
@@ -46,6 +46,9 @@ PROBE_SUBJECT = "check_smtp_phases probe"
 PROBE_BODY = "Probe message of check_smtp_phases.\n"
 #: --cert-days beyond this is a typo: no certificate lives 100 years
 MAX_CERT_DAYS = 36500
+#: one number of --cert-days: a decimal with at most 4 places, which a threshold range
+#: takes as written (a smaller fraction would be printed 1e-05, which it does not)
+CERT_DAYS = r"\d+(?:\.\d{1,4})?"
 #: --payload-file larger than this is refused (a probe message, not a mailbox)
 MAX_PAYLOAD = 10 * 1024 * 1024
 
@@ -201,9 +204,11 @@ def options_from(args) -> Options | str:
     if any(v is not None for v in proxy_opts) and not args.proxy_protocol:
         return "PROXY header options need --proxy-protocol"
     try:
+        # plain decimals, as a threshold range writes them (not 1e-7, nan, inf)
+        if not re.fullmatch(rf"\s*{CERT_DAYS}\s*,\s*{CERT_DAYS}\s*", args.cert_days):
+            raise ValueError
         warn_days, crit_days = (float(x) for x in args.cert_days.split(","))
-        if not all(math.isfinite(days) and 0 <= days <= MAX_CERT_DAYS
-                   for days in (warn_days, crit_days)):
+        if not all(0 <= days <= MAX_CERT_DAYS for days in (warn_days, crit_days)):
             raise ValueError
     except ValueError:
         return (f"--cert-days takes WARN,CRIT in days (0 to {MAX_CERT_DAYS}), "

@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 
 from check_smtp_posture.deadline import Deadline, DeadlineExceeded
+from check_smtp_posture.secrets import MASK, Redactor
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.errors import (
     SmtpConnectError,
@@ -26,7 +27,7 @@ from check_smtp_posture.smtp.errors import (
     is_tls_error,
 )
 from check_smtp_posture.smtp.reply import LineReader, Reply
-from check_smtp_posture.smtp.transcript import MASK, Transcript
+from check_smtp_posture.smtp.transcript import Transcript
 
 #: every phase the dialogue can time, in the order they happen
 PHASES = ("dns", "connect", "tls_handshake", "banner", "ehlo", "starttls", "ehlo_tls",
@@ -115,7 +116,7 @@ class SmtpDialogue:
         self.local_address: tuple | None = None
         self.proxy_header: str | None = None  # the PROXY header sent, readable
         # what AUTH sent that must not come back into sight: a server may echo it
-        self._secrets: list[str] = []
+        self.redact = Redactor()
         # True from a PROXY header until a command is answered with 2xx: until
         # then a reply that comes unasked is the server answering the header.
         self._proxy_unconfirmed = False
@@ -200,7 +201,12 @@ class SmtpDialogue:
             raise SmtpProtocolError(phase, "server sent data before the TLS handshake")
         with self.timed(phase):
             if callable(context):
-                context = context()
+                from check_smtp_posture.smtp.tls import NoTrustAnchors
+
+                try:
+                    context = context()
+                except NoTrustAnchors as exc:  # a CA file that trusts nothing
+                    raise SmtpTlsError(phase, f"certificate untrusted ({exc})") from None
             try:
                 tls_sock = context.wrap_socket(self._sock, server_hostname=server_name,
                                                do_handshake_on_connect=False)
@@ -260,7 +266,7 @@ class SmtpDialogue:
         try:
             reply, raw = self._reader.read_reply(phase, within)
         except SmtpError as exc:
-            if self._secrets:  # a malformed reply is quoted in the error: mask it there too
+            if self.redact:  # a malformed reply is quoted in the error: mask it there too
                 exc.detail = self.redact(exc.detail)
                 exc.args = (f"{exc.phase}: {exc.detail}",)
             self.transcript.failure(str(exc))
@@ -269,17 +275,11 @@ class SmtpDialogue:
 
     def _received(self, reply: Reply, raw: list[str]) -> Reply:
         """A reply as the rest of the program sees it: secrets masked, in the transcript."""
-        if self._secrets:
+        if self.redact:
             reply = Reply(reply.code, tuple(self.redact(line) for line in reply.lines))
             raw = [self.redact(line) for line in raw]
         self.transcript.received(raw)
         return reply
-
-    def redact(self, text: str) -> str:
-        """`text` with every secret AUTH sent (raw or base64) masked."""
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return text
 
     def command(self, phase: str, line: str, display: str | None = None) -> Reply:
         """Send one command line and read its reply, timed as `phase`."""
@@ -361,9 +361,7 @@ class SmtpDialogue:
         # Each command() below is timed as "auth" already: no timer around them.
         mech = mechanism.upper()
         token = _b64(f"{authzid}\0{user}\0{password}")
-        # longest first, so that a token is masked whole before the password inside it
-        self._secrets = sorted({s for s in (password, _b64(password), token) if s},
-                               key=len, reverse=True)
+        self.redact.add(password, user, authzid)
         if mech == "PLAIN":
             return self.command("auth", f"AUTH PLAIN {token}", f"AUTH PLAIN {MASK}")
         if mech == "LOGIN":

@@ -32,6 +32,8 @@ UTC = datetime.timezone.utc
 CLIENT_CIPHERS = "ALL:!aNULL:!eNULL:@SECLEVEL=0"
 
 _OP_LEGACY_SERVER_CONNECT = getattr(ssl, "OP_LEGACY_SERVER_CONNECT", 0x4)
+#: a certificate in a PEM bundle (a CA file)
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 # kinds of certificate findings
 UNREADABLE, EXPIRED, NOT_YET_VALID = "unreadable", "expired", "not yet valid"
@@ -452,8 +454,7 @@ def _load_anchors(ca_file: str | None) -> tuple:
             if ca_file:
                 raise
             continue
-        for block in re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
-                                data, re.S):
+        for block in _PEM_CERTIFICATE.findall(data):
             try:
                 with warnings.catch_warnings():  # odd old roots (negative serials...)
                     warnings.simplefilter("ignore")
@@ -601,13 +602,35 @@ def _is_self_signed(cert) -> bool:
     return _signed_by(cert, cert)
 
 
+class NoTrustAnchors(ValueError):
+    """A CA file in which no certificate loads: no chain can be verified against it."""
+
+
 def verified_context(ca_file: str | None = None) -> ssl.SSLContext:
     """A context that refuses an untrusted chain or a wrong name: for sending a password.
 
     Where a password crosses the connection (a mailbox login, submission AUTH) the
     certificate is checked before anything is sent, not reported afterwards.
-    `ca_file` replaces the system trust store.
+    `ca_file` replaces the system trust store. Its certificates are read as
+    certificate_facts() reads them: a PEM block that is no certificate is
+    skipped (OpenSSL would refuse the whole file for it), and a file without
+    one is NoTrustAnchors, "untrusted (no trust anchors)" as the other plugins say.
     """
-    if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
-    return ssl.create_default_context()
+    if not ca_file:
+        return ssl.create_default_context()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # chain and name verified
+    try:
+        with open(ca_file, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise NoTrustAnchors(f"CA file {ca_file}: {exc.strerror}") from None
+    anchors = 0
+    for block in _PEM_CERTIFICATE.findall(data):
+        try:
+            context.load_verify_locations(cadata=block.decode("ascii"))
+        except (ssl.SSLError, UnicodeDecodeError):
+            continue
+        anchors += 1
+    if not anchors:
+        raise NoTrustAnchors(f"no trust anchors in CA file {ca_file}")
+    return context

@@ -19,8 +19,6 @@ from check_smtp_posture.sanitize import printable
 SENT, RECEIVED, NOTE, FAILURE = "->", "<-", "===", "***"
 _TLS_ARROWS = {SENT: "~>", RECEIVED: "<~"}
 
-MASK = "********"
-
 
 #: one line of the record: seconds since the start, direction (SENT, ...), the text
 Event = namedtuple("Event", ("offset", "direction", "text"))

@@ -292,7 +292,7 @@ def test_a_probe_whose_header_lost_the_token_is_found_by_its_body(lab, lab_dns, 
     assert "(INBOX, found by the token in the text)" in result.output, result.output
     assert "deleted 1 probe(s) found" in result.output, result.output
     assert deleted
-    _sweep(lab, state, rt.LOOP_DOMAIN)
+    rt.sweep_probes(lab, state, rt.LOOP_DOMAIN)
     assert _probes_left(lab, rt.LOOP_DOMAIN) == []
 
 

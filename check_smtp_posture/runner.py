@@ -77,8 +77,7 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
         outcome = Outcome(timeout_state,
                           f"{name} {states.word(timeout_state)} - {one_line(reason)}\n")
     except Exception as exc:  # the promise: never a traceback
-        outcome = Outcome(3, f"{name} UNKNOWN - internal error: "
-                             f"{one_line(type(exc).__name__ + ': ' + str(exc))}\n")
+        outcome = internal_error(name, exc)
     finally:
         _disarm_alarm(previous)
     noise = warningpolicy.take()
@@ -88,6 +87,12 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
     stream.write(outcome.text)
     stream.flush()
     return outcome.exitcode
+
+
+def internal_error(name: str, exc: Exception) -> Outcome:
+    """UNKNOWN, naming the exception in one line: a fault of the plugin, not of the target."""
+    return Outcome(3, f"{name} UNKNOWN - internal error: "
+                      f"{one_line(type(exc).__name__ + ': ' + str(exc))}\n")
 
 
 def run(check: nagiosplugin.Check, options) -> int:
@@ -158,6 +163,15 @@ def console(main) -> None:
         # flush at exit must not print a traceback either.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = states.exit_code("unknown")
+    except Exception as exc:
+        # A fault outside execute(), while the arguments become a Check: the status
+        # line still comes first, named after the script (check_smtp_phases: SMTP_PHASES).
+        script = os.path.basename(sys.argv[0] or "check_plugin")
+        name = script.removesuffix(".py").removeprefix("check_").upper()
+        outcome = internal_error(name, exc)
+        sys.stdout.write(outcome.text)
+        sys.stdout.flush()
+        status = outcome.exitcode
     if isinstance(status, int):
         # Everything is said and written (the state file closed in its `with`): leave
         # without the interpreter's teardown, which frees every object and module one

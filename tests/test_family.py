@@ -331,3 +331,15 @@ def test_a_reader_that_goes_away_gets_no_traceback(script):
     stderr = proc.stderr.read()
     assert proc.wait(timeout=30) == 3
     assert stderr == b""
+
+
+def test_a_fault_before_the_run_is_unknown_without_traceback():
+    """A fault while the arguments become a Check, outside the runner's own guard."""
+    code = ("import sys; sys.argv[0] = '/usr/local/bin/check_smtp_phases'\n"
+            "from check_smtp_posture import runner\n"
+            "runner.console(lambda: 1 / 0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert (done.returncode, done.stderr) == (3, ""), done.stderr
+    assert done.stdout == ("SMTP_PHASES UNKNOWN - internal error: "
+                           "ZeroDivisionError: division by zero\n")

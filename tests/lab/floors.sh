@@ -4,7 +4,7 @@
 # runs the tests that run the plugins. Part of `make test`.
 #
 # The virtualenv is kept between runs, in the cache folder, keyed by the constraints it
-# was built from, so an unchanged set costs no download; only this tree is installed
+# was built from and the interpreter, so an unchanged set costs no download; only this tree is installed
 # into it again (editable, without dependencies), which takes a second or two.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,7 +17,7 @@ mkdir -p "$CACHE"
 wanted=$(mktemp)
 trap 'rm -f "$wanted"' EXIT
 "$PY" -m tests.lab.pins floors "$CONSTRAINTS" > "$wanted"
-key=$(sha256sum "$wanted" | cut -c1-16)
+key=$({ cat "$wanted"; "$PY" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
 VENV="$CACHE/floors-$key"
 
 (

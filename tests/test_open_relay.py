@@ -195,6 +195,29 @@ def test_pipelining_server_gets_the_probes_in_one_round_trip(lab_postfix):
     assert_probe_only_in_maillog(lab_postfix, mark, connections=2)
 
 
+@pytest.mark.lab
+def test_stock_postfix_error_limits_slow_the_probes_down_and_change_no_verdict(lab_postfix):
+    # Postfix as shipped (and as Debian leaves it), unlike the lab's relaxed instance: after
+    # 10 errors in a session smtpd sleeps 1 s before every reply. Ten refused relay probes
+    # reach the limit at the last RCPT; the RSET after it and QUIT then come a second late
+    # each, pipelined or not: the server sleeps per reply. (All 16 relay probes: the 20
+    # replies after the tenth refusal, 20 s; check_open_relay(1) says what to expect.)
+    endpoint = lab_postfix.endpoint("stocklimits")
+    mark = lab_postfix.mark()
+    runs = [run("-H", endpoint.address, "-D", world.LAB_DOMAIN, "--helo-name", "probe.posture.test",
+                "--probe", "*/null", "--probe", "plain", "--probe", "percent-hack", "-v", *extra)
+            for extra in ((), ("--no-pipelining",))]
+    for result in runs:
+        assert result.exitcode == 0, result.output
+        assert result.first_line.startswith(
+            "OPEN_RELAY OK - 127.0.25.17: 10 relay probes refused, <> to postmaster accepted, "
+        ), result.output
+        assert "1 connection(s)" in result.output
+        assert 2.0 <= _seconds(result) < 3.0, result.first_line
+    assert _timeless(runs[0].first_line) == _timeless(runs[1].first_line)
+    assert_probe_only_in_maillog(lab_postfix, mark, connections=2, endpoints=("stocklimits",))
+
+
 # -- scripted servers --------------------------------------------------------------------
 
 

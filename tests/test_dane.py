@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import time
 
 import pytest
@@ -324,6 +325,22 @@ def test_a_resolver_that_answers_the_bogus_name_is_not_trusted(dane_lab):
     assert result.first_line.startswith("DANE UNKNOWN - the resolver does not validate DNSSEC:"
                                         " ee.dane.test, whose signatures are broken, was "
                                         "answered"), result.output
+
+
+@pytest.mark.lab
+def test_each_handshake_quits_without_an_ehlo_after_tls(dane_lab, lab_postfix):
+    # the certificate is all a DANE check needs of the session: QUIT as soon as TLS is up
+    mark = lab_postfix.mark()
+    result = run("-D", "dualok.dane.test", "-vvv")
+    assert result.exitcode == 0, result.output
+    assert re.findall(r"~>  (\S+)", result.output) == ["QUIT", "QUIT"], result.output
+    end = time.monotonic() + 5
+    ours = []
+    while len(ours) < 2 and time.monotonic() < end:
+        ours = [c for c in lab_postfix.disconnects(mark, "danedual")
+                if (c.get("ehlo"), c.get("starttls"), c.get("quit")) == ("1", "1", "1")]
+        time.sleep(0.05)
+    assert len(ours) == 2, lab_postfix.log_since(mark)[-3000:]
 
 
 @pytest.mark.lab

@@ -285,8 +285,9 @@ class Dane(nagiosplugin.Resource):
         from check_smtp_posture.smtp import tls
 
         def handshake(asked: str, context) -> Handshake:
+            # the certificate is all DANE asks of the session: QUIT once TLS is up
             plan = SessionPlan(helo_name=self.options.helo_name, starttls=STARTTLS_AUTO,
-                               require_tls=True, tls_context=lambda: context)
+                               require_tls=True, tls_only=True, tls_context=lambda: context)
             session = run_session(endpoint, plan, deadline)
             if session.tls is None or not session.peer_chain:
                 return Handshake(asked, session)

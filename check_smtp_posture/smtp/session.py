@@ -93,6 +93,9 @@ _PLAN_DEFAULTS = {
     "starttls": STARTTLS_AUTO,  # auto: use when offered; never: don't
     "implicit_tls": False,
     "require_tls": False,  # without TLS, stop after EHLO: nothing more goes out in clear
+    # QUIT as soon as TLS is up, without the EHLO after it (RFC 3207 §4.2 says SHOULD):
+    # a round trip saved where the certificate is all the session is for
+    "tls_only": False,
     "plaintext_auth": False,  # send AUTH even without TLS
     "tls_context": None,  # a function that makes the ssl.SSLContext; None: tls.client_context
     "sasl": None,  # SaslCredentials
@@ -271,6 +274,8 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         if not step("starttls", dialogue.starttls()):
             return False
         dialogue.start_tls(lambda: _context(plan), result.endpoint.name)
+        if plan.tls_only:
+            return False
         if not step("ehlo_tls", dialogue.ehlo(plan.helo_name)):
             return False
         result.extensions_tls = dialogue.extensions

@@ -344,6 +344,27 @@ def test_each_handshake_quits_without_an_ehlo_after_tls(dane_lab, lab_postfix):
 
 
 @pytest.mark.lab
+def test_dns_questions_that_need_no_answer_first_are_asked_at_once(dane_lab):
+    # every answer 0.4 s late: the validator proof beside the MX question, the MX hosts'
+    # addresses, then their TLSA records beside _mta-sts: three waits, not five
+    from tests.lab.authdns import free_udp_port
+    from tests.lab.dnsdelay import DelayingDns
+
+    delay = 0.4
+    address = "127.0.27.57"
+    with DelayingDns((address, free_udp_port(address)), (danelab.RESOLVER_ADDRESS, 53),
+                     delay=delay) as slow:
+        started = time.monotonic()
+        lab = [slow.server_arg if arg == danelab.RESOLVER_ARG else arg for arg in LAB]
+        result = run_main(main, ["-D", "ee.dane.test", *lab])
+        elapsed = time.monotonic() - started
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith("DANE OK - 1 endpoint of MX of ee.dane.test: DANE "
+                                        "authenticated"), result.output
+    assert 3 * delay < elapsed < 4.5 * delay, elapsed
+
+
+@pytest.mark.lab
 def test_the_transcript_shows_both_handshakes(dane_lab):
     result = run("-D", "dualok.dane.test", "-vvv")
     assert result.exitcode == 0, result.output

@@ -140,10 +140,7 @@ def _in_namespace(name: str | None, make):
 
 def _listeners(tcp: list, udp: list, netns: str | None) -> tuple[list, list]:
     def make():
-        made_tcp = []
-        for listen, _ in tcp:
-            sock = socket.create_server(listen, reuse_port=False)
-            made_tcp.append(sock)
+        made_tcp = [socket.create_server(listen) for listen, _ in tcp]
         made_udp = []
         for listen, _ in udp:
             sock = socket.socket(socket.AF_INET6 if ":" in listen[0] else socket.AF_INET,

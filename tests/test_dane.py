@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 import time
 
 import pytest
@@ -324,6 +325,43 @@ def test_a_resolver_that_answers_the_bogus_name_is_not_trusted(dane_lab):
     assert result.first_line.startswith("DANE UNKNOWN - the resolver does not validate DNSSEC:"
                                         " ee.dane.test, whose signatures are broken, was "
                                         "answered"), result.output
+
+
+@pytest.mark.lab
+def test_each_handshake_quits_without_an_ehlo_after_tls(dane_lab, lab_postfix):
+    # the certificate is all a DANE check needs of the session: QUIT as soon as TLS is up
+    mark = lab_postfix.mark()
+    result = run("-D", "dualok.dane.test", "-vvv")
+    assert result.exitcode == 0, result.output
+    assert re.findall(r"~>  (\S+)", result.output) == ["QUIT", "QUIT"], result.output
+    end = time.monotonic() + 5
+    ours = []
+    while len(ours) < 2 and time.monotonic() < end:
+        ours = [c for c in lab_postfix.disconnects(mark, "danedual")
+                if (c.get("ehlo"), c.get("starttls"), c.get("quit")) == ("1", "1", "1")]
+        time.sleep(0.05)
+    assert len(ours) == 2, lab_postfix.log_since(mark)[-3000:]
+
+
+@pytest.mark.lab
+def test_dns_questions_that_need_no_answer_first_are_asked_at_once(dane_lab):
+    # every answer 0.4 s late: the validator proof beside the MX question, the MX hosts'
+    # addresses, then their TLSA records beside _mta-sts: three waits, not five
+    from tests.lab.authdns import free_udp_port
+    from tests.lab.dnsdelay import DelayingDns
+
+    delay = 0.4
+    address = "127.0.27.57"
+    with DelayingDns((address, free_udp_port(address)), (danelab.RESOLVER_ADDRESS, 53),
+                     delay=delay) as slow:
+        started = time.monotonic()
+        lab = [slow.server_arg if arg == danelab.RESOLVER_ARG else arg for arg in LAB]
+        result = run_main(main, ["-D", "ee.dane.test", *lab])
+        elapsed = time.monotonic() - started
+    assert result.exitcode == 0, result.output
+    assert result.first_line.startswith("DANE OK - 1 endpoint of MX of ee.dane.test: DANE "
+                                        "authenticated"), result.output
+    assert 3 * delay < elapsed < 4.5 * delay, elapsed
 
 
 @pytest.mark.lab

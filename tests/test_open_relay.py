@@ -156,6 +156,68 @@ def test_rcpt_must_be_accepted_and_transcript_shows_every_path(lab):
     assert_probe_only_in_maillog(lab, mark, connections=1)
 
 
+def _seconds(result) -> float:
+    return float(result.perfdata["time"].rstrip("s"))
+
+
+def _timeless(line: str) -> str:
+    return re.sub(r"\d+\.\d+s\b", "<time>s", line)
+
+
+@pytest.mark.lab
+def test_pipelining_server_gets_the_probes_in_one_round_trip(lab_postfix):
+    # a path with 10 ms each way in front of mx1: in lock step the 17 probes cost three
+    # round trips each (MAIL, RCPT, RSET), pipelined (RFC 2920) one for them all
+    from tests.lab.pathdelay import DelayedPath
+
+    one_way = 0.01
+    mark = lab_postfix.mark()
+    with DelayedPath(one_way, tcp=[(("127.0.27.61", 0), ("127.0.25.1", 25))]) as path:
+        argv = ("-H", "127.0.27.61", "-p", path.ports[0], "-D", world.LAB_DOMAIN,
+                "--helo-name", "probe.posture.test", "-vvv")
+        pipelined = run(*argv)
+        lockstep = run(*argv, "--no-pipelining")
+    for result in (pipelined, lockstep):
+        assert result.exitcode == 0, result.output
+    assert pipelined.first_line.startswith(
+        "OPEN_RELAY OK - 127.0.27.61: 16 relay probes refused, <> to postmaster accepted, ")
+    assert _timeless(pipelined.first_line) == _timeless(lockstep.first_line)
+    # the probes' 52 commands (and QUIT) in one group, each reply read in turn
+    assert re.findall(r"===  pipelining (\d+) commands", pipelined.output) == ["52"]
+    assert "pipelining" not in lockstep.output
+    sent = re.findall(r"\] +~>  (.*)$", pipelined.output, re.M)
+    assert sent[sent.index("MAIL FROM:<>"):] == [
+        line for line in re.findall(r"\] +~>  (.*)$", lockstep.output, re.M)
+        if line.startswith(("MAIL", "RCPT", "RSET", "QUIT"))]
+    round_trip = 2 * one_way
+    assert _seconds(lockstep) > 17 * 3 * round_trip  # every command waited for its reply
+    assert _seconds(pipelined) < _seconds(lockstep) / 4, (pipelined.output, lockstep.output)
+    assert_probe_only_in_maillog(lab_postfix, mark, connections=2)
+
+
+@pytest.mark.lab
+def test_stock_postfix_error_limits_slow_the_probes_down_and_change_no_verdict(lab_postfix):
+    # Postfix as shipped (and as Debian leaves it), unlike the lab's relaxed instance: after
+    # 10 errors in a session smtpd sleeps 1 s before every reply. Ten refused relay probes
+    # reach the limit at the last RCPT; the RSET after it and QUIT then come a second late
+    # each, pipelined or not: the server sleeps per reply. (All 16 relay probes: the 20
+    # replies after the tenth refusal, 20 s; check_open_relay(1) says what to expect.)
+    endpoint = lab_postfix.endpoint("stocklimits")
+    mark = lab_postfix.mark()
+    runs = [run("-H", endpoint.address, "-D", world.LAB_DOMAIN, "--helo-name", "probe.posture.test",
+                "--probe", "*/null", "--probe", "plain", "--probe", "percent-hack", "-v", *extra)
+            for extra in ((), ("--no-pipelining",))]
+    for result in runs:
+        assert result.exitcode == 0, result.output
+        assert result.first_line.startswith(
+            "OPEN_RELAY OK - 127.0.25.17: 10 relay probes refused, <> to postmaster accepted, "
+        ), result.output
+        assert "1 connection(s)" in result.output
+        assert 2.0 <= _seconds(result) < 3.0, result.first_line
+    assert _timeless(runs[0].first_line) == _timeless(runs[1].first_line)
+    assert_probe_only_in_maillog(lab_postfix, mark, connections=2, endpoints=("stocklimits",))
+
+
 # -- scripted servers --------------------------------------------------------------------
 
 

@@ -226,16 +226,29 @@ class Dane(nagiosplugin.Resource):
         return "DANE"
 
     def probe(self):
+        from concurrent.futures import ThreadPoolExecutor
+
         opts = self.options
         client = cli.dns_client(opts, self.deadline, dnssec=True)
-        self.proof = self._prove(client)
+        # Questions that need no answer first are asked at once: the validator proof
+        # beside the MX set (believed only once the proof holds), later the TLSA
+        # records beside _mta-sts. Every query is bounded by the deadline.
+        pool = ThreadPoolExecutor(max_workers=3)
+        try:
+            secure = pool.submit(client.query, opts.secure_name, "SOA")
+            bogus = pool.submit(client.query, opts.bogus_name, "A")
+            # -H: that host only (-D then names the domain for the MTA-STS note)
+            mx = pool.submit(targets.resolve_target, opts.hostname, opts.domain,
+                             lambda: client, family=opts.family,
+                             concurrency=opts.concurrency)
+            self.proof = ValidatorProof(secure.result(), bogus.result())
+            if not self.proof.problem:
+                self.resolution = mx.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         yield nagiosplugin.Metric("resolver", self.proof, context="resolver")
         if self.proof.problem:
             return  # nothing it says about DNSSEC can be believed
-        # -H: that host only (-D then names the domain for the MTA-STS note)
-        self.resolution = targets.resolve_target(opts.hostname, opts.domain, lambda: client,
-                                                 family=opts.family,
-                                                 concurrency=opts.concurrency)
         yield nagiosplugin.Metric("mx", self.resolution, context="mx")
         res = self.resolution
         usable_targets = [t for t in res.targets if t.addresses]
@@ -244,9 +257,13 @@ class Dane(nagiosplugin.Resource):
         if res.kind != targets.HOST and not res.authenticated:
             yield nagiosplugin.Metric("applicable", res, context="applicable")
             return
-        if opts.domain:
-            self.mta_sts = _has_mta_sts(client, opts.domain)
-        self.hosts = _lookup_tlsa(client, usable_targets, opts)
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            mta_sts = pool.submit(_has_mta_sts, client, opts.domain) if opts.domain else None
+            self.hosts = _lookup_tlsa(client, usable_targets, opts)
+            self.mta_sts = mta_sts.result() if mta_sts is not None else False
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         yield nagiosplugin.Metric("coverage", self.hosts, context="coverage")
         for host in self.hosts:
             if host.status != PUBLISHED:
@@ -272,21 +289,14 @@ class Dane(nagiosplugin.Resource):
                 yield nagiosplugin.Metric(prefix + "rrsig_days_left", days,
                                           context="rrsig_days_left")
 
-    def _prove(self, client) -> ValidatorProof:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            secure = pool.submit(client.query, self.options.secure_name, "SOA")
-            bogus = pool.submit(client.query, self.options.bogus_name, "A")
-            return ValidatorProof(secure.result(), bogus.result())
-
     def _probe_endpoint(self, endpoint, host: HostTlsa, deadline: Deadline) -> EndpointDane:
         from check_smtp_posture import dane
         from check_smtp_posture.smtp import tls
 
         def handshake(asked: str, context) -> Handshake:
+            # the certificate is all DANE asks of the session: QUIT once TLS is up
             plan = SessionPlan(helo_name=self.options.helo_name, starttls=STARTTLS_AUTO,
-                               require_tls=True, tls_context=lambda: context)
+                               require_tls=True, tls_only=True, tls_context=lambda: context)
             session = run_session(endpoint, plan, deadline)
             if session.tls is None or not session.peer_chain:
                 return Handshake(asked, session)

@@ -372,7 +372,9 @@ class MtaSts(nagiosplugin.Resource):
         from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, run_session
 
         opts = self.options
-        plan = SessionPlan(helo_name=opts.helo_name, starttls=STARTTLS_AUTO)
+        # what a sender enforcing the policy needs: STARTTLS and a valid certificate;
+        # nothing is asked of the session after TLS, so QUIT without another EHLO
+        plan = SessionPlan(helo_name=opts.helo_name, starttls=STARTTLS_AUTO, tls_only=True)
         work = [(mx, targets.Endpoint(address, SMTP_PORT, mx.name))
                 for mx in self.facts.mx for address in mx.target.addresses]
         if not work:

@@ -244,10 +244,12 @@ class SmtpDialogue:
         except DeadlineExceeded:
             raise SmtpTimeout(phase, f"no time left of {self.deadline.budget:g}s") from None
 
-    def _send(self, phase: str, data: bytes, display: str) -> None:
+    def _send(self, phase: str, data: bytes, *displays: str) -> None:
+        """Send `data` in one write; the transcript shows `displays` (a line each)."""
         if self._sock is None:
             raise SmtpConnectionClosed(phase, "not connected")
-        self.transcript.sent(display)
+        for display in displays:
+            self.transcript.sent(display)
         try:
             self._sock.settimeout(self._timeout(phase))
             self._sock.sendall(data)
@@ -283,10 +285,9 @@ class SmtpDialogue:
 
     def command(self, phase: str, line: str, display: str | None = None) -> Reply:
         """Send one command line and read its reply, timed as `phase`."""
-        if "\r" in line or "\n" in line:
-            raise ValueError("an SMTP command must be a single line")
+        _single_line(line)
         with self.timed(phase):
-            closing = self._refuse_unasked(phase, line.split(" ", 1)[0].split(":", 1)[0].upper())
+            closing = self._refuse_unasked(phase, _verb(line))
             if closing is not None:
                 return closing
             self._send(phase, line.encode("utf-8") + b"\r\n", line if display is None else display)
@@ -294,6 +295,46 @@ class SmtpDialogue:
         if reply.positive:
             self._proxy_unconfirmed = False
         return reply
+
+    def pipeline(self, commands):
+        """Send `commands` in one flight and yield their replies in order (RFC 2920).
+
+        `commands` are (phase, line) pairs, for a server whose EHLO offered
+        PIPELINING. Which commands may share a group is the caller's to decide
+        within RFC 2920 §3.1: MAIL, RCPT and RSET anywhere, EHLO, DATA, QUIT and
+        the like only last. The lines go out in one write, shown in the
+        transcript as one group; each reply is then read in turn and timed in
+        its command's phase (the first also carries the sending). A generator:
+        the replies come one at a time, so a caller keeps those read before a
+        failure. A 421 ends the group: the server is closing the channel (RFC
+        5321 §3.8) and answers nothing after it. The reply to a QUIT is followed
+        by the wait for the close, as in quit().
+        """
+        for _, line in commands:
+            _single_line(line)
+        if not commands:
+            return
+        phase, line = commands[0]
+        with self.timed(phase):
+            reply = self._refuse_unasked(phase, _verb(line))  # a 421 that came unasked
+            if reply is None:
+                self.transcript.note(f"pipelining {len(commands)} commands (RFC 2920)")
+                self._send(phase, b"".join(line.encode("utf-8") + b"\r\n"
+                                           for _, line in commands),
+                           *(line for _, line in commands))
+        if reply is not None:
+            yield reply
+            return
+        for phase, line in commands:
+            with self.timed(phase):
+                reply = self.read_reply(phase)
+                if _verb(line) == "QUIT":
+                    self._await_close()
+            if reply.positive:
+                self._proxy_unconfirmed = False
+            yield reply
+            if reply.code == 421:
+                return
 
     def _refuse_unasked(self, phase: str, verb: str) -> Reply | None:
         """A reply that came before its command was sent: every later one would be off by one.
@@ -418,11 +459,24 @@ class SmtpDialogue:
         """
         reply = self.command("quit", "QUIT")
         with self.timed("quit"):
-            surplus = self._read_owed("quit", QUIT_SETTLE)
+            self._await_close()
+        return reply
+
+    def _await_close(self) -> None:
+        """After QUIT's reply: the close, as the server owes it; a reply instead is surplus."""
+        surplus = self._read_owed("quit", QUIT_SETTLE)
         if surplus is not None:
             raise SmtpProtocolError("quit", f"a reply more than the commands sent: {surplus} "
                                             "(every reply was read one step behind)")
-        return reply
+
+
+def _single_line(line: str) -> None:
+    if "\r" in line or "\n" in line:
+        raise ValueError("an SMTP command must be a single line")
+
+
+def _verb(line: str) -> str:
+    return line.split(" ", 1)[0].split(":", 1)[0].upper()
 
 
 def dot_stuff(message: bytes) -> bytes:

@@ -12,6 +12,7 @@ import time
 from collections import namedtuple
 
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
 from check_smtp_posture.smtp.errors import SmtpError, SmtpProtocolError
 from check_smtp_posture.smtp.reply import Reply
@@ -92,6 +93,9 @@ _PLAN_DEFAULTS = {
     "starttls": STARTTLS_AUTO,  # auto: use when offered; never: don't
     "implicit_tls": False,
     "require_tls": False,  # without TLS, stop after EHLO: nothing more goes out in clear
+    # QUIT as soon as TLS is up, without the EHLO after it (RFC 3207 §4.2 says SHOULD):
+    # a round trip saved where the certificate is all the session is for
+    "tls_only": False,
     "plaintext_auth": False,  # send AUTH even without TLS
     "tls_context": None,  # a function that makes the ssl.SSLContext; None: tls.client_context
     "sasl": None,  # SaslCredentials
@@ -102,8 +106,14 @@ _PLAN_DEFAULTS = {
     "message": b"",
     "proxy": None,  # proxy.ProxySpec: send a PROXY header first
     "probes": (),  # tuple of Probe: after the commands, each ended with RSET
+    "pipelining": False,  # send the probes in groups when the server offers PIPELINING
     "connection": 1,  # which connection to the endpoint this is (for ProbeResult)
 }
+
+#: most commands sent in one group: their lines (a few KB) fit the server's receive
+#: buffer and their replies the client's, so neither side waits on the other's
+#: reading while it writes (the deadlock RFC 2920 §3.1 warns of)
+PIPELINE_LIMIT = 100
 
 
 class SessionPlan(namedtuple("SessionPlan", ("helo_name", *_PLAN_DEFAULTS),
@@ -171,16 +181,11 @@ def run_session(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> Se
         dialogue.connect(proxy=plan.proxy)
         if plan.implicit_tls:
             dialogue.start_tls(lambda: _context(plan), endpoint.name)
-        _converse(dialogue, plan, result)
+        quit_sent = _converse(dialogue, plan, result)
         # QUIT only after a dialogue that ended on a reply: after a transport
         # failure or a 421 there is nobody left to say goodbye to.
-        if result.closed_by_server is None:
-            try:
-                result.replies["quit"] = dialogue.quit()
-            except SmtpProtocolError as exc:
-                result.failure = exc  # replies out of step: nothing read before is trusted
-            except SmtpError as exc:
-                result.quit_failure = exc
+        if result.closed_by_server is None and not quit_sent:
+            _quit(result, dialogue.quit)
     except SmtpError as exc:
         result.failure = exc
     finally:
@@ -222,8 +227,22 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
             return sessions
 
 
-def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) -> None:
-    """The dialogue up to (not including) QUIT; returns early on a refusing reply."""
+def _quit(result: SessionResult, ask) -> None:
+    """QUIT's reply from `ask()`; how it failed, if it did."""
+    try:
+        result.replies["quit"] = ask()
+    except SmtpProtocolError as exc:
+        result.failure = exc  # replies out of step: nothing read before is trusted
+    except SmtpError as exc:
+        result.quit_failure = exc
+
+
+def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) -> bool:
+    """The dialogue up to QUIT; returns early on a refusing reply.
+
+    True when QUIT went out with the last group of pipelined probes (and its
+    reply is in), False when it is still to be sent.
+    """
 
     def closing(reply: Reply | None) -> bool:
         # 421: the server is closing the channel (RFC 5321 §3.8): nothing more is sent,
@@ -246,38 +265,43 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
     if banner.code != 220:  # 221 or 250 is no greeting (RFC 5321 §4.2.5): nothing follows
         result.stopped = "banner"
         closing(banner)
-        return
+        return False
     if not step("ehlo", dialogue.ehlo(plan.helo_name)):
-        return
+        return False
     result.extensions = dialogue.extensions
     if plan.starttls != STARTTLS_NEVER and not plan.implicit_tls and result.starttls_offered:
         result.starttls_attempted = True
         if not step("starttls", dialogue.starttls()):
-            return
+            return False
         dialogue.start_tls(lambda: _context(plan), result.endpoint.name)
+        if plan.tls_only:
+            return False
         if not step("ehlo_tls", dialogue.ehlo(plan.helo_name)):
-            return
+            return False
         result.extensions_tls = dialogue.extensions
     if dialogue.tls is None and plan.require_tls:
         result.withheld = WITHHELD_ALL
-        return
+        return False
     if plan.sasl is not None and dialogue.tls is None and not plan.plaintext_auth:
         # The password would cross the network readable by anyone on the path.
         result.withheld = WITHHELD_AUTH
-        return
+        return False
     if plan.sasl is not None:
         offered = result.final_extensions.auth_mechanisms if result.final_extensions else ()
         if plan.sasl.mechanism.upper() not in offered:
             result.stopped = "auth"
-            return
+            return False
         creds = plan.sasl
         if not step("auth", dialogue.auth(creds.mechanism, creds.user, creds.password,
                                           creds.authzid)):
-            return
+            return False
     for command in plan.commands:
         result.command_replies.append((command, dialogue.command("command", command)))
         if closing(result.command_replies[-1][1]):
-            return
+            return False
+    extensions = result.final_extensions
+    if plan.probes and plan.pipelining and extensions is not None and "PIPELINING" in extensions:
+        return _pipelined_probes(dialogue, plan, result, closing)
     for probe in plan.probes:
         outcome = ProbeResult(probe, plan.connection)
         result.probe_results.append(outcome)  # before asking: a failure keeps what came
@@ -285,16 +309,16 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         if outcome.mail.positive and probe.recipient is not None:
             outcome.rcpt = dialogue.rcpt(probe.recipient)
         if closing(outcome.verdict):
-            return
+            return False
         outcome.rset = dialogue.rset()
         if closing(outcome.rset):
-            return
+            return False
     if plan.mail_from is None:
-        return
+        return False
     if not step("mail", dialogue.mail(plan.mail_from)):
         if result.closed_by_server is None:
             result.replies["rset"] = dialogue.rset()
-        return
+        return False
     accepted = 0
     for recipient in plan.rcpt_to:
         reply = dialogue.rcpt(recipient)
@@ -304,7 +328,7 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
         if not reply.positive and result.stopped is None:
             result.stopped = "rcpt"
         if closing(reply):
-            return
+            return False
     if plan.send_data and plan.rcpt_to and accepted == len(plan.rcpt_to):
         data_reply, body_reply = dialogue.data(plan.message)
         result.replies["data"] = data_reply
@@ -315,6 +339,54 @@ def _converse(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult) 
     else:
         # Nothing is delivered unless asked for: end the transaction politely.
         result.replies["rset"] = dialogue.rset()
+    return False
+
+
+def _pipelined_probes(dialogue: SmtpDialogue, plan: SessionPlan, result: SessionResult,
+                      closing) -> bool:
+    """The probes in groups of MAIL, RCPT and RSET (RFC 2920), judged as in lock step.
+
+    Every probe's commands go out without waiting: RCPT with its MAIL, as RFC
+    2920 lets a client do, since nothing MAIL's reply says changes what follows
+    (a server that refused MAIL answers the RCPT with 503, no transaction: read,
+    and not the probe's verdict, which is MAIL's refusal as in lock step). A
+    group ends at PIPELINE_LIMIT commands; the last one carries QUIT when nothing
+    follows the probes. What ends a group early is the server: a 421 (nothing
+    after it is answered) or a closed connection, after which run_probes asks
+    the probes left on a new connection. Returns True when QUIT went out.
+    """
+    per_group = max(1, PIPELINE_LIMIT // 3)
+    groups = [plan.probes[i:i + per_group] for i in range(0, len(plan.probes), per_group)]
+    for number, probes in enumerate(groups, 1):
+        commands = []
+        for probe in probes:
+            commands.append(("mail", f"MAIL FROM:{path(probe.sender)}"))
+            if probe.recipient is not None:
+                commands.append(("rcpt", f"RCPT TO:{path(probe.recipient)}"))
+            commands.append(("rset", "RSET"))
+        ends = number == len(groups) and plan.mail_from is None
+        if ends:
+            commands.append(("quit", "QUIT"))
+        replies = dialogue.pipeline(commands)
+        for probe in probes:
+            outcome = ProbeResult(probe, plan.connection)
+            result.probe_results.append(outcome)
+            outcome.mail = next(replies)
+            if closing(outcome.mail):
+                return False
+            if probe.recipient is not None:
+                rcpt = next(replies)
+                if outcome.mail.positive:
+                    outcome.rcpt = rcpt
+                if closing(rcpt):
+                    return False
+            outcome.rset = next(replies)
+            if closing(outcome.rset):
+                return False
+        if ends:
+            _quit(result, replies.__next__)
+            return True
+    return False
 
 
 def _context(plan: SessionPlan) -> ssl.SSLContext:

@@ -18,6 +18,7 @@ BENCHES = [
     "tests.lab.bench_dnsbl",  # check_dnsbl: 30 zones x 4 addresses, 100 ms per answer, check_rbl
     "tests.lab.bench_domain",  # check_smtp_phases -D: 1..16 MX endpoints, 100 ms DNS, 200 ms banner
     "tests.lab.bench_roundtrip",  # check_mail_roundtrip: lab round trip; notice delay, IDLE vs poll
+    "tests.lab.bench_latency",  # every SMTP/IMAP/POP3/HTTPS plugin over a 100 ms path vs its floor
 ]
 
 

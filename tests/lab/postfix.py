@@ -25,6 +25,15 @@ One Postfix master with its own config directory serves every lab endpoint
                                                           then discards: never forwards
   monitormx    127.0.25.16:25  mx.monitor.test            as mx1; files the forwarded probes into
                                                           the monitor mailbox (Dovecot)
+  stocklimits  127.0.25.17:25  stocklimits.posture.test   as mx1, with Postfix's own error limits
+                                                          (STOCK_ERROR_LIMITS), not the lab's
+
+Error limits. The instance relaxes smtpd's error limits (main.cf: no error sleep, soft
+limit 100, hard limit 200), so that a test's refusals never slow it down. stocklimits
+keeps what Postfix ships and Debian's main.cf leaves alone (STOCK_ERROR_LIMITS): after
+smtpd_soft_error_limit (10) errors in a session, smtpd sleeps smtpd_error_sleep_time
+(1 s) before every reply it sends, whatever its code; at smtpd_hard_error_limit (20) it
+says 421 and hangs up. A refused RCPT is an error; RSET and an accepted command are not.
 
 Relaying through routing operators (`RELAY_TARGET` = relay-target.example, a
 domain that is not ours). Postfix itself is safe here: it strips an RFC 821 source
@@ -170,6 +179,10 @@ class Endpoint:
     dane_keys: tuple[str, ...] = ()  # DANE lab certificates (danelab.py) by key: rsa, ec
 
 
+#: smtpd's error limits as Postfix ships them (postconf -d), which Debian's main.cf keeps
+STOCK_ERROR_LIMITS = ("smtpd_error_sleep_time=1s", "smtpd_soft_error_limit=10",
+                      "smtpd_hard_error_limit=20")
+
 _SUBMISSION_OPTS = ("smtpd_tls_security_level=encrypt", "smtpd_sasl_auth_enable=yes",
                     "smtpd_tls_auth_only=yes",
                     "smtpd_relay_restrictions=permit_sasl_authenticated,reject")
@@ -212,6 +225,7 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("loopmx2", *rt.MX2, 25, ()),
     Endpoint("loopdrop", *rt.DROP_MX, 25, ("content_filter=discard:never forwarded",)),
     Endpoint("monitormx", *rt.MONITOR_MX, 25, ("cleanup_service_name=monitorcleanup",)),
+    Endpoint("stocklimits", "stocklimits.posture.test", "127.0.25.17", 25, STOCK_ERROR_LIMITS),
 )}
 
 #: The recipients of check_open_relay's relay probes (see RELAY_PROBE_REPLIES).

@@ -57,6 +57,7 @@ class Options:
     sender: str
     mailbox: object  # mailbox.MailboxSpec
     mailbox_password: str | None
+    mailbox_auth: str  # mailbox.PASSWORD, mailbox.OAUTH or an OAuth SASL mechanism
     mailbox_ca_file: str | None
     junk_folders: tuple
     idle: bool
@@ -64,6 +65,7 @@ class Options:
     submit: tuple | None  # (host, port)
     submit_implicit_tls: bool
     sasl: object  # smtp.session.SaslCredentials or None
+    oauth: object  # oauth.OAuthSettings or None
     ca_file: str | None
     state_file: str | None
     port: int
@@ -129,6 +131,11 @@ def build_parser() -> cli.PluginArgumentParser:
     box.add_argument("--mailbox-password-file", metavar="FILE",
                      help=f"read the mailbox password from FILE (else from "
                           f"${MAILBOX_PASSWORD_ENV})")
+    box.add_argument("--mailbox-auth", type=str.lower, default="password",
+                     choices=("password", "oauth2", "xoauth2", "oauthbearer"),
+                     help="log in with the password, or with an OAuth access token (the "
+                          "--oauth2-* options) by the SASL mechanism the server offers "
+                          "(oauth2) or the one named (default: password)")
     box.add_argument("--mailbox-ca-file", metavar="FILE",
                      help="PEM bundle of CAs for the mailbox's TLS (default: the system "
                           "trust store)")
@@ -147,8 +154,9 @@ def build_parser() -> cli.PluginArgumentParser:
                              "465: implicit TLS) instead of each MX: no per-MX split")
     submit.add_argument("--sasl-user", metavar="USER", help="authentication identity")
     submit.add_argument("--sasl-mechanism", type=str.upper,
-                        choices=("PLAIN", "LOGIN", "CRAM-MD5"),
-                        help="SASL mechanism (default with --sasl-user: PLAIN)")
+                        choices=("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"),
+                        help="SASL mechanism (default with --sasl-user: PLAIN); XOAUTH2 and "
+                             "OAUTHBEARER send an OAuth access token (the --oauth2-* options)")
     submit.add_argument("--sasl-password-file", metavar="FILE",
                         help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
     submit.add_argument("--ca-file", metavar="FILE",
@@ -163,6 +171,7 @@ def build_parser() -> cli.PluginArgumentParser:
                               warning=DEFAULT_WARNING, critical=DEFAULT_CRITICAL)
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
+    cli.add_oauth_options(parser)
     return parser
 
 
@@ -186,7 +195,12 @@ def options_from(args) -> Options | str:
         else:
             return "--from is required when the mailbox user is no address"
     password = None
-    if spec.scheme != "maildir":
+    mailbox_auth = args.mailbox_auth
+    if mailbox_auth != "password":
+        if spec.scheme == "maildir":
+            return "--mailbox-auth is for IMAP and POP3 mailboxes"
+        mailbox_auth = mailbox_auth.upper() if mailbox_auth != "oauth2" else "oauth2"
+    elif spec.scheme != "maildir":
         try:
             password = read_secret(args.mailbox_password_file, MAILBOX_PASSWORD_ENV)
         except SecretError as exc:
@@ -205,15 +219,25 @@ def options_from(args) -> Options | str:
             return "--sasl-user needs --submit (an MX takes no AUTH from a stranger)"
         from check_smtp_posture.smtp.session import SaslCredentials
 
-        try:
-            secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
-        except SecretError as exc:
-            return f"--sasl-password-file: {exc}"
-        if secret is None:
-            return f"SASL needs a password: --sasl-password-file FILE or ${SASL_PASSWORD_ENV}"
+        if args.sasl_mechanism in ("XOAUTH2", "OAUTHBEARER"):
+            if args.sasl_password_file:
+                return f"--sasl-mechanism {args.sasl_mechanism} sends a token, not a password"
+            secret = ""  # the access token, fetched when the run starts
+        else:
+            try:
+                secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
+            except SecretError as exc:
+                return f"--sasl-password-file: {exc}"
+            if secret is None:
+                return (f"SASL needs a password: --sasl-password-file FILE or "
+                        f"${SASL_PASSWORD_ENV}")
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
     elif args.sasl_mechanism or args.sasl_password_file:
         return "--sasl-mechanism and --sasl-password-file need --sasl-user"
+    oauth = cli.oauth_settings(args, mailbox_auth != "password" or bool(
+        sasl and sasl.mechanism in ("XOAUTH2", "OAUTHBEARER")))
+    if isinstance(oauth, str):
+        return oauth
     from check_smtp_posture.userfiles import UserFileError, check_user_file
 
     for option, path in (("--mailbox-ca-file", args.mailbox_ca_file),
@@ -237,10 +261,10 @@ def options_from(args) -> Options | str:
         helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
     return Options(
         domain=args.domain, to=args.to, sender=sender, mailbox=spec,
-        mailbox_password=password, mailbox_ca_file=args.mailbox_ca_file,
+        mailbox_password=password, mailbox_auth=mailbox_auth, mailbox_ca_file=args.mailbox_ca_file,
         junk_folders=tuple(args.junk_folder), idle=not args.no_idle,
         poll_interval=args.poll_interval, submit=submit,
-        submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl,
+        submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl, oauth=oauth,
         ca_file=args.ca_file, state_file=args.state_file, port=args.port,
         family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
         query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
@@ -304,6 +328,8 @@ class RoundTrip(nagiosplugin.Resource):
         self.resolution: targets.Resolution | None = None
         self.outcomes: list[ProbeOutcome] = []
         self.mailbox_error = None
+        self.token: str | None = None  # the OAuth access token of this run
+        self.token_cached = False
         self.transcript: list = []  # the mailbox dialogue, for -vvv
         self.deleted = 0
         self.stale_deleted = 0
@@ -321,6 +347,11 @@ class RoundTrip(nagiosplugin.Resource):
             yield nagiosplugin.Metric("mx", self.resolution, context="mx")
         if not endpoints:
             return
+        if opts.oauth is not None:
+            error = self._get_token()
+            yield nagiosplugin.Metric("oauth", error, context="oauth")
+            if error is not None:  # nothing is sent that could not be collected
+                return
         box = self._open_mailbox()
         if box is None:  # nothing is sent that could not be collected
             yield nagiosplugin.Metric("mailbox", self.mailbox_error, context="mailbox")
@@ -443,11 +474,41 @@ class RoundTrip(nagiosplugin.Resource):
             from check_smtp_posture.smtp.tls import verified_context
 
             context = lambda: verified_context(opts.ca_file)  # noqa: E731
+        sasl = opts.sasl
+        if sasl is not None and sasl.mechanism in ("XOAUTH2", "OAUTHBEARER"):
+            sasl = sasl._replace(password=self.token)
         return SessionPlan(helo_name=opts.helo_name, starttls=STARTTLS_AUTO,
                            implicit_tls=opts.submit_implicit_tls,
                            require_tls=opts.sasl is not None, tls_context=context,
-                           sasl=opts.sasl, mail_from=opts.sender, rcpt_to=(opts.to,),
+                           sasl=sasl, mail_from=opts.sender, rcpt_to=(opts.to,),
                            send_data=True, message=message)
+
+    # -- OAuth ---------------------------------------------------------------------------
+    def _get_token(self):
+        """Fetch (or take from the cache) the access token; the oauth.OAuthError, or None."""
+        from check_smtp_posture import oauth
+        from check_smtp_posture.secrets import Redactor
+
+        def resolve(host: str) -> str:
+            if _is_literal(host):
+                return host.strip("[]")
+            found = targets.resolve_hosts(cli.dns_client(self.options, self.deadline),
+                                          [host], family=self.options.family)[0]
+            if not found.addresses:
+                problem = found.targets[0].describe_problem() if found.targets \
+                    else "no address"
+                raise oauth.OAuthError(oauth.UNREACHABLE, f"token endpoint {host}: {problem}")
+            return found.addresses[0]
+
+        try:
+            self.token, self.token_cached = oauth.access_token(
+                self.options.oauth, self.deadline, resolve, Redactor())
+        except oauth.OAuthError as exc:
+            return exc
+        self.transcript.append("OAuth: access token " + (
+            "from the cache" if self.token_cached else
+            f"from token endpoint {self.options.oauth.host}") + " (not shown)")
+        return None
 
     # -- the mailbox -------------------------------------------------------------------
     def _open_mailbox(self):
@@ -459,8 +520,10 @@ class RoundTrip(nagiosplugin.Resource):
             address = None
             if spec.host is not None and not _is_literal(spec.host):
                 address = self._mailbox_address(spec.host)
+            oauth = opts.mailbox_auth != mailbox.PASSWORD
             return mailbox.open_mailbox(
-                spec, address=address, password=opts.mailbox_password,
+                spec, address=address, password=self.token if oauth else opts.mailbox_password,
+                auth=opts.mailbox_auth,
                 ca_file=opts.mailbox_ca_file, deadline=self.deadline,
                 junk_folders=opts.junk_folders, idle=opts.idle,
                 poll_interval=opts.poll_interval, transcript=self.transcript)
@@ -663,6 +726,31 @@ class MailboxContext(nagiosplugin.Context):
         return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
 
 
+class OAuthContext(nagiosplugin.Context):
+    """No access token: the IdP unreachable (--unreachable-state); the grant, client or
+    consent gone (CRITICAL, re-authorise); anything else the IdP did (CRITICAL)."""
+
+    def __init__(self, options: Options):
+        super().__init__("oauth")
+        self.options = options
+
+    def evaluate(self, metric, resource):
+        from check_smtp_posture import oauth
+
+        error = metric.value
+        if error is None:
+            return self.result_cls(nagiosplugin.Ok, "", metric)
+        who = self.options.mailbox.label if self.options.mailbox_auth != "password" \
+            else f"{self.options.sasl.user} at {self.options.submit[0]}"
+        if error.kind == oauth.REAUTHORISE:
+            return self.result_cls(nagiosplugin.Critical, f"OAuth: re-authorise {who}: "
+                                   f"{one_line(error.detail, 120)}", metric)
+        state = states.state(self.options.unreachable_state) \
+            if error.kind == oauth.UNREACHABLE else nagiosplugin.Critical
+        return self.result_cls(state, f"OAuth for {who}: {one_line(error.detail, 120)}",
+                               metric)
+
+
 class SkippedContext(nagiosplugin.Context):
     """Entries of the mailbox that are no message it can read (a named pipe, a symbolic
     link loop in a Maildir): skipped, never opened; WARNING, since a probe could hide
@@ -798,6 +886,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         MxContext(unreachable=options.unreachable_state),
         ProbeContext(options),
         MailboxContext(options),
+        OAuthContext(options),
         SkippedContext(options),
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),

@@ -1,0 +1,137 @@
+"""The lab OAuth 2.0 authorisation server: a token endpoint (client-credentials and
+refresh-token grants, RFC 6749) and an introspection endpoint (RFC 7662), over TLS with
+a certificate of the lab CA, on IDP_ADDRESS (loopback only).
+
+Standard library only (http.server): the server side needs nothing a library adds
+for the plugin's tests, which read what it logged (`requests`: one entry per token
+request) and change what it does (`revoke()`, `mode` for a hostile token endpoint:
+garbage, huge, drip, redirect).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+IDP_ADDRESS = "127.0.25.30"
+IDP_HOST = "idp.oauth.test"
+CLIENT_ID = "lab-monitor-app"
+CLIENT_SECRET = "lab-client-secret-5f1c"
+FIRST_REFRESH_TOKEN = "lab-refresh-token-0a9d"
+TOKEN_LIFETIME = 3600
+
+
+class LabIdp:
+    def __init__(self, ca, port: int = 0, *, expired: bool = False):
+        import datetime
+
+        when = {}
+        if expired:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            when = {"not_before": now - datetime.timedelta(days=30),
+                    "not_after": now - datetime.timedelta(days=1)}
+        self.cert = ca.issue([IDP_HOST], ip_addresses=[IDP_ADDRESS], **when)
+        self.requests: list = []  # (grant_type, client_id) of each token request
+        self.tokens: dict = {}  # access token -> user
+        self.refresh_tokens = {FIRST_REFRESH_TOKEN}
+        self.mode = "normal"
+        self.user = "monitor@monitor.test"
+        self._server = ThreadingHTTPServer((IDP_ADDRESS, port), _Handler)
+        self._server.idp = self
+        self._server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        import tempfile
+        with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:
+            f.write(self.cert.key_pem + self.cert.chain_pem)
+            f.flush()
+            context.load_cert_chain(f.name)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self.url = f"https://{IDP_ADDRESS}:{self.port}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> LabIdp:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def revoke(self) -> None:
+        self.refresh_tokens.clear()
+
+    def grant(self, form: dict) -> tuple[int, dict]:
+        grant = form.get("grant_type")
+        self.requests.append((grant, form.get("client_id")))
+        if form.get("client_id") != CLIENT_ID or (
+                grant == "client_credentials" and form.get("client_secret") != CLIENT_SECRET):
+            return 401, {"error": "invalid_client", "error_description": "unknown client"}
+        reply = {"token_type": "Bearer", "expires_in": TOKEN_LIFETIME}
+        if grant == "refresh_token":
+            if form.get("refresh_token") not in self.refresh_tokens:
+                return 400, {"error": "invalid_grant",
+                             "error_description": "the grant was revoked"}
+            self.refresh_tokens.discard(form["refresh_token"])  # rotation
+            reply["refresh_token"] = "lab-refresh-" + secrets.token_hex(8)
+            self.refresh_tokens.add(reply["refresh_token"])
+        elif grant != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        reply["access_token"] = "lab-access-" + secrets.token_hex(16)
+        self.tokens[reply["access_token"]] = self.user
+        return 200, reply
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_POST(self):
+        idp = self.server.idp
+        length = min(int(self.headers.get("Content-Length") or 0), 65536)
+        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        if self.path == "/introspect":
+            user = idp.tokens.get(form.get("token"))
+            return self._json(200, {"active": True, "username": user, "email": user}
+                              if user else {"active": False})
+        mode = idp.mode
+        if mode == "garbage":
+            return self._raw(200, b'{"access_token": [1, 2', "application/json")
+        if mode == "huge":
+            return self._raw(200, b'{"pad": "' + b"x" * (1 << 20) + b'"}', "application/json")
+        if mode == "redirect":
+            self.send_response(302)
+            self.send_header("Location", "https://elsewhere.example/token")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if mode == "drip":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            for _ in range(1000):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.05)
+            return None
+        status, body = idp.grant(form)
+        return self._json(status, body)
+
+    def _json(self, status: int, body: dict) -> None:
+        self._raw(status, json.dumps(body).encode(), "application/json")
+
+    def _raw(self, status: int, data: bytes, media: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except OSError:
+            pass

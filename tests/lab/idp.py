@@ -1,43 +1,64 @@
 """The lab OAuth 2.0 authorisation server: a token endpoint (client-credentials and
 refresh-token grants, RFC 6749) and an introspection endpoint (RFC 7662), over TLS with
-a certificate of the lab CA, on IDP_ADDRESS (loopback only).
+a certificate of a lab CA, on IDP_ADDRESS (loopback only).
 
 Standard library only (http.server): the server side needs nothing a library adds
 for the plugin's tests, which read what it logged (`requests`: one entry per token
 request) and change what it does (`revoke()`, `mode` for a hostile token endpoint:
 garbage, huge, drip, redirect).
+
+Access tokens carry their user and expiry and are signed (HMAC-SHA256) with a key, so
+that any LabIdp holding the key can introspect them: the lab Dovecot's oauth2 passdb
+asks the shared IdP (SHARED_PORT, started with Dovecot by tests/lab/postfix.py, run as
+`python3 -m tests.lab.idp DIR`) about tokens a test's own LabIdp (an ephemeral port,
+its own log and grants) issued with the lab key (`LabPostfix.idp_key`).
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
+import hashlib
+import hmac
 import json
 import secrets
 import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs
 
 IDP_ADDRESS = "127.0.25.30"
 IDP_HOST = "idp.oauth.test"
+#: the port of the shared IdP that the lab Dovecot introspects tokens with
+SHARED_PORT = 443
 CLIENT_ID = "lab-monitor-app"
 CLIENT_SECRET = "lab-client-secret-5f1c"
 FIRST_REFRESH_TOKEN = "lab-refresh-token-0a9d"
 TOKEN_LIFETIME = 3600
+ACCESS_PREFIX = "lab-access-"
+
+
+def issue_pem(ca, *, expired: bool = False) -> bytes:
+    """Key and chain (PEM) of an IdP certificate from the LabCA `ca` (expired if asked)."""
+    when = {}
+    if expired:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        when = {"not_before": now - datetime.timedelta(days=30),
+                "not_after": now - datetime.timedelta(days=1)}
+    cert = ca.issue([IDP_HOST], ip_addresses=[IDP_ADDRESS], **when)
+    return cert.key_pem + cert.chain_pem
 
 
 class LabIdp:
-    def __init__(self, ca, port: int = 0, *, expired: bool = False):
-        import datetime
+    def __init__(self, ca=None, port: int = 0, *, expired: bool = False,
+                 key: bytes | None = None, pem: bytes | None = None):
+        import tempfile
 
-        when = {}
-        if expired:
-            now = datetime.datetime.now(datetime.timezone.utc)
-            when = {"not_before": now - datetime.timedelta(days=30),
-                    "not_after": now - datetime.timedelta(days=1)}
-        self.cert = ca.issue([IDP_HOST], ip_addresses=[IDP_ADDRESS], **when)
+        self.key = key or secrets.token_bytes(32)
         self.requests: list = []  # (grant_type, client_id) of each token request
-        self.tokens: dict = {}  # access token -> user
+        self.tokens: list = []  # the access tokens issued
         self.refresh_tokens = {FIRST_REFRESH_TOKEN}
         self.mode = "normal"
         self.user = "monitor@monitor.test"
@@ -45,9 +66,8 @@ class LabIdp:
         self._server.idp = self
         self._server.daemon_threads = True
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        import tempfile
         with tempfile.NamedTemporaryFile("wb", suffix=".pem") as f:
-            f.write(self.cert.key_pem + self.cert.chain_pem)
+            f.write(pem or issue_pem(ca, expired=expired))
             f.flush()
             context.load_cert_chain(f.name)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
@@ -66,6 +86,27 @@ class LabIdp:
     def revoke(self) -> None:
         self.refresh_tokens.clear()
 
+    # -- tokens ----------------------------------------------------------------------
+    def access_token(self, user: str, lifetime: int = TOKEN_LIFETIME) -> str:
+        claims = json.dumps({"sub": user, "exp": int(time.time()) + lifetime,
+                             "jti": secrets.token_hex(8)}).encode()
+        body = base64.urlsafe_b64encode(claims).decode().rstrip("=")
+        return f"{ACCESS_PREFIX}{body}.{self._sign(body)}"
+
+    def introspect(self, token: str) -> dict:
+        """RFC 7662: the token's user when its signature holds and it has not expired."""
+        body, _, signature = token.removeprefix(ACCESS_PREFIX).rpartition(".")
+        if not token.startswith(ACCESS_PREFIX) or not hmac.compare_digest(
+                signature, self._sign(body)):
+            return {"active": False}
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        if claims["exp"] <= time.time():
+            return {"active": False}
+        return {"active": True, "username": claims["sub"], "exp": claims["exp"]}
+
+    def _sign(self, body: str) -> str:
+        return hmac.new(self.key, body.encode(), hashlib.sha256).hexdigest()
+
     def grant(self, form: dict) -> tuple[int, dict]:
         grant = form.get("grant_type")
         self.requests.append((grant, form.get("client_id")))
@@ -82,8 +123,8 @@ class LabIdp:
             self.refresh_tokens.add(reply["refresh_token"])
         elif grant != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}
-        reply["access_token"] = "lab-access-" + secrets.token_hex(16)
-        self.tokens[reply["access_token"]] = self.user
+        reply["access_token"] = self.access_token(self.user)
+        self.tokens.append(reply["access_token"])
         return 200, reply
 
 
@@ -96,9 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = min(int(self.headers.get("Content-Length") or 0), 65536)
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
         if self.path == "/introspect":
-            user = idp.tokens.get(form.get("token"))
-            return self._json(200, {"active": True, "username": user, "email": user}
-                              if user else {"active": False})
+            return self._json(200, idp.introspect(form.get("token", "")))
         mode = idp.mode
         if mode == "garbage":
             return self._raw(200, b'{"access_token": [1, 2', "application/json")
@@ -135,3 +174,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except OSError:
             pass
+
+
+def serve(directory: Path) -> None:
+    """Run the shared IdP (SHARED_PORT) from `directory` (its key, idp.pem) as a daemon:
+    once it listens, the process forks, writes the child's pid into idp.pid and returns
+    (as `master -w` does), so that tests/lab/postfix.py runs it as it runs Postfix."""
+    import os
+
+    idp = LabIdp(None, SHARED_PORT, key=(directory / "key").read_bytes(),
+                 pem=(directory / "idp.pem").read_bytes())
+    pid = os.fork()
+    if pid:
+        (directory / "idp.pid").write_text(f"{pid}\n")
+        return
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    try:
+        idp._server.serve_forever()
+    finally:
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve(Path(sys.argv[1]))

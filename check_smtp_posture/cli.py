@@ -364,6 +364,28 @@ def add_oauth_options(parser: argparse.ArgumentParser) -> None:
                             "trust store)")
 
 
+#: the SASL mechanisms that send an OAuth access token (sasl.py), not a password
+OAUTH_SASL_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+def sasl_secret(args, env: str) -> tuple[str | None, str | None]:
+    """(the SASL password from --sasl-password-file or `$env`, None) or (None, a usage
+    error); "" for an OAuth mechanism, whose access token the run fetches."""
+    from check_smtp_posture.secrets import SecretError, read_secret
+
+    if args.sasl_mechanism in OAUTH_SASL_MECHANISMS:
+        if args.sasl_password_file:
+            return None, f"--sasl-mechanism {args.sasl_mechanism} sends a token, not a password"
+        return "", None
+    try:
+        secret = read_secret(args.sasl_password_file, env)
+    except SecretError as exc:
+        return None, f"--sasl-password-file: {exc}"
+    if secret is None:
+        return None, f"SASL needs a password: --sasl-password-file FILE or ${env}"
+    return secret, None
+
+
 def oauth_settings(args, needed: bool):
     """The run's oauth.OAuthSettings (None when not `needed`), or a usage error message."""
     given = [name for name in ("token_url", "tenant", "client_id", "client_secret_file",

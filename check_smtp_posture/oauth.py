@@ -36,6 +36,8 @@ REAUTHORISE_ERRORS = frozenset({"invalid_grant", "invalid_client", "unauthorized
                                 "consent_required", "interaction_required", "login_required"})
 #: the token endpoint of a Microsoft Entra ID tenant (--oauth2-tenant)
 ENTRA_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+#: ... and its authorisation endpoint (--oauth2-authorize)
+ENTRA_AUTHORIZE_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"
 
 
 class OAuthError(Exception):
@@ -110,6 +112,40 @@ def access_token(settings: OAuthSettings, deadline, resolve, redact) -> tuple[st
     return token, False
 
 
+def token_for_run(settings: OAuthSettings, options, deadline) -> tuple[str, bool]:
+    """access_token() for a plugin run: the token endpoint's name resolved by the
+    family's DNS layer with the run's `options` (--dns-server, -4/-6: cli.dns_client),
+    only when the cache has no token. Every plugin that sends a token gets it here."""
+    from check_smtp_posture.secrets import Redactor
+
+    return access_token(settings, deadline, run_resolver(options, deadline), Redactor())
+
+
+def run_resolver(options, deadline):
+    """resolve(host) -> the address to connect to, by the family's DNS layer with the
+    run's `options`; OAuthError (UNREACHABLE) when the name has none."""
+    from check_smtp_posture import cli, targets
+    from check_smtp_posture.names import is_ip_literal
+
+    def resolve(host: str) -> str:
+        if is_ip_literal(host):
+            return host.strip("[]")
+        found = targets.resolve_hosts(cli.dns_client(options, deadline), [host],
+                                      family=options.family)[0]
+        if not found.addresses:
+            problem = found.targets[0].describe_problem() if found.targets else "no address"
+            raise OAuthError(UNREACHABLE, f"token endpoint {host}: {problem}")
+        return found.addresses[0]
+
+    return resolve
+
+
+def transcript_line(settings: OAuthSettings, cached: bool) -> str:
+    """What -vvv says of the run's token (never the token)."""
+    return "OAuth: access token " + ("from the cache" if cached else
+                                     f"from token endpoint {settings.host}") + " (not shown)"
+
+
 def _private(path: str) -> bool:
     """Make the cache file (if need be) readable by its owner only; False when it cannot
     be (the run then asks the IdP without a cache)."""
@@ -135,13 +171,7 @@ def _cache_key(settings: OAuthSettings) -> str:
 
 def _fetch(settings: OAuthSettings, deadline, resolve, redact) -> tuple[str, float | None]:
     """A fresh access token from the token endpoint, and when it expires (epoch, or None)."""
-    from urllib.parse import urlsplit
-
-    from oauthlib.oauth2 import BackendApplicationClient, OAuth2Error, WebApplicationClient
-
-    from check_smtp_posture import https
-    from check_smtp_posture.sanitize import one_line
-    from check_smtp_posture.smtp.tls import NoTrustAnchors, verified_context
+    from oauthlib.oauth2 import BackendApplicationClient, WebApplicationClient
 
     refresh = None
     if settings.refresh_token_file is not None:
@@ -156,6 +186,28 @@ def _fetch(settings: OAuthSettings, deadline, resolve, redact) -> tuple[str, flo
         form = client.prepare_request_body(include_client_id=True,
                                            client_secret=settings.client_secret,
                                            scope=settings.scope or None)
+    token = _token_request(settings, client, form, deadline, resolve, redact)
+    access = token["access_token"]
+    rotated = token.get("refresh_token")
+    if refresh is not None and isinstance(rotated, str) and rotated and rotated != refresh:
+        redact.add(rotated)
+        store_refresh_token(settings.refresh_token_file, rotated)
+    expires = token.get("expires_at")
+    return access, float(expires) if isinstance(expires, (int, float)) else None
+
+
+def _token_request(settings: OAuthSettings, client, form: str, deadline, resolve,
+                   redact) -> dict:
+    """POST `form` to the token endpoint; the token response (oauthlib's), its
+    access token checked and, like any refresh token in it, known to `redact`."""
+    from urllib.parse import urlsplit
+
+    from oauthlib.oauth2 import OAuth2Error
+
+    from check_smtp_posture import https
+    from check_smtp_posture.sanitize import one_line
+    from check_smtp_posture.smtp.tls import NoTrustAnchors, verified_context
+
     parts = urlsplit(settings.token_url)
     host = parts.hostname
     where = f"token endpoint {host}"
@@ -194,12 +246,77 @@ def _fetch(settings: OAuthSettings, deadline, resolve, redact) -> tuple[str, flo
     if not isinstance(access, str) or not access:
         raise OAuthError(FAILED, f"{where}: {status}: no access token in the response")
     redact.add(access)
-    rotated = token.get("refresh_token")
-    if refresh is not None and isinstance(rotated, str) and rotated and rotated != refresh:
-        redact.add(rotated)
-        store_refresh_token(settings.refresh_token_file, rotated)
-    expires = token.get("expires_at")
-    return access, float(expires) if isinstance(expires, (int, float)) else None
+    if isinstance(token.get("refresh_token"), str):
+        redact.add(token["refresh_token"])
+    return token
+
+
+def authorize(settings: OAuthSettings, auth_url: str, deadline, resolve, redact,
+              announce) -> None:
+    """The one-time authorisation-code grant with PKCE (RFC 7636) on a loopback
+    redirect (RFC 8252): `announce(url)` tells the person which URL to open; the
+    browser comes back to 127.0.0.1 with the code, which is exchanged for tokens;
+    the refresh token goes into settings.refresh_token_file (mode 0600). Waits
+    until the deadline at most; raises OAuthError."""
+    import secrets
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    from oauthlib.oauth2 import WebApplicationClient
+
+    from check_smtp_posture.sanitize import one_line
+
+    client = WebApplicationClient(settings.client_id)
+    verifier = client.create_code_verifier(64)
+    state = secrets.token_urlsafe(16)
+    back: list = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            back.append(self.path)
+            text = b"check_smtp_posture: authorised, you may close this window.\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args):  # nothing but the plugin's own output
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    try:
+        redirect_uri = f"http://127.0.0.1:{server.server_address[1]}/"
+        announce(client.prepare_request_uri(
+            auth_url, redirect_uri=redirect_uri, scope=settings.scope or None, state=state,
+            code_challenge=client.create_code_challenge(verifier, "S256"),
+            code_challenge_method="S256"))
+        while not back:
+            if deadline.remaining() <= 0:
+                raise OAuthError(UNREACHABLE, "no answer from the browser in time")
+            server.timeout = deadline.remaining()
+            server.handle_request()
+    finally:
+        server.server_close()
+    # RFC 6749 4.1.2 read here: oauthlib's parser refuses the http:// of a loopback
+    # redirect, which RFC 8252 7.3 prescribes
+    query = {k: v[0] for k, v in parse_qs(urlsplit(back[0]).query).items()}
+    if query.get("state") != state:
+        raise OAuthError(FAILED, "the browser came back without this request's state")
+    if "code" not in query:
+        said = one_line(f"{query.get('error', '?')}: {query.get('error_description', '')}"
+                        .rstrip(": "), 120)
+        raise OAuthError(REAUTHORISE, f"authorisation refused: {said}")
+    code = query["code"]
+    form = client.prepare_request_body(code=code, redirect_uri=redirect_uri,
+                                       code_verifier=verifier, include_client_id=True,
+                                       client_secret=settings.client_secret)
+    token = _token_request(settings, client, form, deadline, resolve, redact)
+    refresh = token.get("refresh_token")
+    if not isinstance(refresh, str) or not refresh:
+        raise OAuthError(FAILED, "the token endpoint gave no refresh token (offline access "
+                                 "not granted? ask for the offline_access scope)")
+    store_refresh_token(settings.refresh_token_file, refresh)
 
 
 def read_refresh_token(path: str) -> str:

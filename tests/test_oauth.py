@@ -1,5 +1,6 @@
 """OAuth 2.0 for the mailbox and --submit (check_mail_roundtrip): tokens from the lab IdP
-(tests/lab/idp.py) through the family's bounded HTTPS, cached, rotated; the states of
+(tests/lab/idp.py) through the family's bounded HTTPS, cached, rotated; a real round
+trip whose IMAP/POP3 login and submission Dovecot checks with the IdP; the states of
 an IdP that refuses or is gone; no secret in any output. A hostile token endpoint is
 in the fault matrix (tests/test_faults_oauth.py)."""
 
@@ -89,48 +90,54 @@ def test_a_revoked_grant_means_reauthorise(idp, files):
     assert "invalid_grant: the grant was revoked" in caught.value.detail
 
 
-# -- the plugin ------------------------------------------------------------------------
+# -- the plugin -------------------------------------------------------------------------
 
 
-def run(lab_dns, idp_url, files, *args):
+IMAPS = f"imaps://{rt.MONITOR_USER.replace('@', '%40')}@{rt.MAILBOX_HOST}/INBOX"
+POP3S = f"pop3s://{rt.MONITOR_USER.replace('@', '%40')}@{rt.MAILBOX_HOST}"
+
+
+def run(lab_dns, idp_url, files, *args, mailbox=f"imaps://{rt.MONITOR_USER}@{rt.MAILBOX_HOST}"):
     return run_main(main, [
         "--dns-server", lab_dns.server_arg, "--helo-name", "monitor.posture.test",
         "-D", rt.LOOP_DOMAIN, "--to", f"{rt.PROBE_LOCAL}@{rt.LOOP_DOMAIN}",
-        "--mailbox", f"imaps://{rt.MONITOR_USER}@{rt.MAILBOX_HOST}",
-        "--mailbox-auth", "oauth2", "--oauth2-token-url", idp_url,
+        "--mailbox", mailbox, "--oauth2-token-url", idp_url,
         "--oauth2-client-id", lab_idp.CLIENT_ID, "--oauth2-ca-file", files["ca"],
-        "--oauth2-client-secret-file", files["secret"], "-t", "10", "-vvv", *args])
+        "--oauth2-client-secret-file", files["secret"], "-t", "20", "-vvv", *args])
+
+
+def submit(lab, mechanism):
+    return ("--submit", "submit.posture.test:587", "--sasl-user", rt.MONITOR_USER,
+            "--sasl-mechanism", mechanism, "--ca-file", lab.ca_file)
+
+
+def assert_no_secret(output, idp, *more):
+    for secret in (*idp.tokens, lab_idp.CLIENT_SECRET, lab_idp.FIRST_REFRESH_TOKEN,
+                   *idp.refresh_tokens, *more):
+        assert secret not in output
 
 
 def test_plugin_revoked_grant_is_critical_reauthorise(lab_dns, idp, files):
     idp.revoke()
-    result = run(lab_dns, idp.url, files, "--oauth2-refresh-token-file", files["refresh"])
+    result = run(lab_dns, idp.url, files, "--mailbox-auth", "oauth2",
+                 "--oauth2-refresh-token-file", files["refresh"])
     assert result.exitcode == 2, result.output
     assert result.first_line.startswith(
         f"MAIL_ROUNDTRIP CRITICAL - OAuth: re-authorise imaps://{rt.MONITOR_USER}@"
         f"{rt.MAILBOX_HOST}:993/INBOX: token endpoint {lab_idp.IDP_ADDRESS}: invalid_grant: "
         "the grant was revoked"), result.first_line
+    assert_no_secret(result.output, idp)
 
 
 def test_plugin_idp_down_is_the_unreachable_state(lab_dns, ca, files):
     url = f"https://{lab_idp.IDP_ADDRESS}:9/token"  # nothing listens there
-    result = run(lab_dns, url, files, "--unreachable-state", "warning")
+    result = run(lab_dns, url, files, "--mailbox-auth", "oauth2",
+                 "--unreachable-state", "warning")
     assert result.exitcode == 1, result.output
     assert result.first_line.startswith(
         f"MAIL_ROUNDTRIP WARNING - OAuth for imaps://{rt.MONITOR_USER}@{rt.MAILBOX_HOST}:993"
         f"/INBOX: token endpoint {lab_idp.IDP_ADDRESS}: connect: connection refused")
-
-
-def test_plugin_oauth_forced_on_a_password_only_server_is_critical(lab, lab_dns, idp, files):
-    """The lab Dovecot offers PLAIN LOGIN CRAM-MD5: no OAuth mechanism to log in with."""
-    result = run(lab_dns, idp.url, files, "--mailbox-ca-file", lab.ca_file)
-    assert result.exitcode == 2, result.output
-    assert result.first_line.startswith(
-        f"MAIL_ROUNDTRIP CRITICAL - mailbox imaps://{rt.MONITOR_USER}@{rt.MAILBOX_HOST}:993"
-        f"/INBOX: login as {rt.MONITOR_USER}: the server offers no OAUTHBEARER or XOAUTH2 "
-        "(SASL: CRAM-MD5 LOGIN PLAIN)"), result.first_line
-    for token in idp.tokens:
-        assert token not in result.output
+    assert lab_idp.CLIENT_SECRET not in result.output
 
 
 def test_plugin_oauth_options_need_an_oauth_mechanism(monkeypatch):
@@ -141,3 +148,102 @@ def test_plugin_oauth_options_need_an_oauth_mechanism(monkeypatch):
     assert result.exitcode == 3
     assert "--oauth2-client-id is for an OAuth mechanism (XOAUTH2, OAUTHBEARER)" \
         in result.output
+
+
+# -- check_smtp_phases: the same token code (oauth.token_for_run) for its SASL ----------
+
+
+def phases(files, idp_url, mechanism, *args):
+    from check_smtp_posture.plugins import check_smtp_phases
+
+    return run_main(check_smtp_phases.main, [
+        "-H", "127.0.25.3", "-p", "587", "--servername", "submit.posture.test",
+        "--sasl-user", rt.MONITOR_USER, "--sasl-mechanism", mechanism,
+        "--oauth2-token-url", idp_url, "--oauth2-client-id", lab_idp.CLIENT_ID,
+        "--oauth2-ca-file", files["ca"], "--oauth2-client-secret-file", files["secret"],
+        "-t", "10", *args])
+
+
+def test_smtp_phases_idp_down_connects_nowhere(ca, files):
+    result = phases(files, f"https://{lab_idp.IDP_ADDRESS}:9/token", "XOAUTH2",
+                    "--unreachable-state", "unknown")
+    assert result.exitcode == 3, result.output
+    assert result.first_line.startswith(
+        f"SMTP_PHASES UNKNOWN - OAuth for {rt.MONITOR_USER}: token endpoint "
+        f"{lab_idp.IDP_ADDRESS}: connect: connection refused"), result.first_line
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--sasl-password-file", "/etc/hostname"),
+     "--sasl-mechanism XOAUTH2 sends a token, not a password"),
+    (("--oauth2-tenant", "example.onmicrosoft.com"), "argument --oauth2-tenant: not allowed "
+     "with argument --oauth2-token-url"),
+])
+def test_smtp_phases_oauth_usage_errors(files, args, message):
+    result = phases(files, "https://idp.example/token", "XOAUTH2", *args)
+    assert result.exitcode == 3
+    assert message in result.output, result.output
+
+
+def test_smtp_phases_oauth_options_need_an_oauth_mechanism(monkeypatch, files):
+    monkeypatch.setenv("CHECK_SMTP_PASSWORD", "pw")
+    result = phases(files, "https://idp.example/token", "PLAIN")
+    assert result.exitcode == 3
+    assert "--oauth2-token-url is for an OAuth mechanism (XOAUTH2, OAUTHBEARER)" \
+        in result.output, result.output
+
+
+# -- check_mail_roundtrip --oauth2-authorize: the one-time grant that gives the refresh token
+
+
+def test_authorize_stores_a_refresh_token_that_then_works(idp, files, tmp_path):
+    """Authorisation code with PKCE on a loopback redirect: the URL printed is followed
+    (urllib stands in for the browser; the lab IdP approves at once), the refresh token
+    lands in the file, mode 0600, unprinted, and the next grant takes it."""
+    import ssl
+    import subprocess
+    import sys
+    import urllib.request
+
+    stored = tmp_path / "new-refresh-token"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "check_smtp_posture.plugins.check_mail_roundtrip",
+         "--oauth2-authorize", idp.authorize_url, "--oauth2-token-url", idp.url,
+         "--oauth2-client-id", lab_idp.CLIENT_ID, "--oauth2-ca-file", str(files["ca"]),
+         "--oauth2-scope", "mail offline_access", "--oauth2-refresh-token-file", str(stored),
+         "-t", "20"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        said = [proc.stdout.readline(), proc.stdout.readline()]
+        assert said[0] == "Open this URL in a browser on this machine and sign in:\n", said
+        assert said[1].startswith(idp.authorize_url + "?"), said
+        assert "code_challenge_method=S256" in said[1] and "redirect_uri=http%3A%2F%2F127.0.0.1"\
+            in said[1]
+        browser = ssl.create_default_context(cafile=str(files["ca"]))
+        with urllib.request.urlopen(said[1].strip(), context=browser, timeout=10) as page:
+            assert b"authorised" in page.read()
+        rest, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, said + [rest]
+    assert rest == f"Authorised: the refresh token is in {stored} (mode 0600).\n"
+    token = stored.read_text().strip()
+    assert token in idp.refresh_tokens and token not in "".join(said) + rest
+    assert stat.S_IMODE(os.stat(stored).st_mode) == 0o600
+    assert idp.requests == [("authorization_code", lab_idp.CLIENT_ID)]
+    files["refresh"] = stored
+    fetch(settings(idp, files, refresh=True, cache=False))
+    assert [g for g, _ in idp.requests] == ["authorization_code", "refresh_token"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ((), "--oauth2-authorize: the authorisation endpoint '': the token endpoint is an "
+         "https:// URL"),
+    (("https://idp.example/authorize",), "--oauth2-authorize needs "
+     "--oauth2-refresh-token-file FILE"),
+])
+def test_authorize_usage_errors(args, message):
+    result = run_main(main, ["--oauth2-authorize", *args, "--oauth2-token-url",
+                             "https://idp.example/token", "--oauth2-client-id", "x"])
+    assert result.exitcode == 3
+    assert message in result.output, result.output

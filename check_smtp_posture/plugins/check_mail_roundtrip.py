@@ -25,6 +25,7 @@ import nagiosplugin
 from check_smtp_posture import cli, probemail, runner, states, targets
 from check_smtp_posture.contexts import (
     MxContext,
+    OAuthContext,
     StateFileContext,
     TimeContext,
     seconds,
@@ -154,7 +155,7 @@ def build_parser() -> cli.PluginArgumentParser:
                              "465: implicit TLS) instead of each MX: no per-MX split")
     submit.add_argument("--sasl-user", metavar="USER", help="authentication identity")
     submit.add_argument("--sasl-mechanism", type=str.upper,
-                        choices=("PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER"),
+                        choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
                         help="SASL mechanism (default with --sasl-user: PLAIN); XOAUTH2 and "
                              "OAUTHBEARER send an OAuth access token (the --oauth2-* options)")
     submit.add_argument("--sasl-password-file", metavar="FILE",
@@ -172,6 +173,11 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
     cli.add_oauth_options(parser)
+    parser.add_argument_group("OAuth 2.0 set-up (once, by a person)").add_argument(
+        "--oauth2-authorize", nargs="?", const="", metavar="AUTH_URL",
+        help="instead of a check: the authorisation-code grant (PKCE, loopback redirect) at "
+             "AUTH_URL (default with --oauth2-tenant: Entra ID's); prints the URL to open, "
+             "stores the refresh token in --oauth2-refresh-token-file (mode 0600)")
     return parser
 
 
@@ -219,23 +225,14 @@ def options_from(args) -> Options | str:
             return "--sasl-user needs --submit (an MX takes no AUTH from a stranger)"
         from check_smtp_posture.smtp.session import SaslCredentials
 
-        if args.sasl_mechanism in ("XOAUTH2", "OAUTHBEARER"):
-            if args.sasl_password_file:
-                return f"--sasl-mechanism {args.sasl_mechanism} sends a token, not a password"
-            secret = ""  # the access token, fetched when the run starts
-        else:
-            try:
-                secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
-            except SecretError as exc:
-                return f"--sasl-password-file: {exc}"
-            if secret is None:
-                return (f"SASL needs a password: --sasl-password-file FILE or "
-                        f"${SASL_PASSWORD_ENV}")
+        secret, error = cli.sasl_secret(args, SASL_PASSWORD_ENV)
+        if error:
+            return error
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
     elif args.sasl_mechanism or args.sasl_password_file:
         return "--sasl-mechanism and --sasl-password-file need --sasl-user"
     oauth = cli.oauth_settings(args, mailbox_auth != "password" or bool(
-        sasl and sasl.mechanism in ("XOAUTH2", "OAUTHBEARER")))
+        sasl and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS))
     if isinstance(oauth, str):
         return oauth
     from check_smtp_posture.userfiles import UserFileError, check_user_file
@@ -475,7 +472,7 @@ class RoundTrip(nagiosplugin.Resource):
 
             context = lambda: verified_context(opts.ca_file)  # noqa: E731
         sasl = opts.sasl
-        if sasl is not None and sasl.mechanism in ("XOAUTH2", "OAUTHBEARER"):
+        if sasl is not None and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS:
             sasl = sasl._replace(password=self.token)
         return SessionPlan(helo_name=opts.helo_name, starttls=STARTTLS_AUTO,
                            implicit_tls=opts.submit_implicit_tls,
@@ -487,27 +484,13 @@ class RoundTrip(nagiosplugin.Resource):
     def _get_token(self):
         """Fetch (or take from the cache) the access token; the oauth.OAuthError, or None."""
         from check_smtp_posture import oauth
-        from check_smtp_posture.secrets import Redactor
-
-        def resolve(host: str) -> str:
-            if _is_literal(host):
-                return host.strip("[]")
-            found = targets.resolve_hosts(cli.dns_client(self.options, self.deadline),
-                                          [host], family=self.options.family)[0]
-            if not found.addresses:
-                problem = found.targets[0].describe_problem() if found.targets \
-                    else "no address"
-                raise oauth.OAuthError(oauth.UNREACHABLE, f"token endpoint {host}: {problem}")
-            return found.addresses[0]
 
         try:
-            self.token, self.token_cached = oauth.access_token(
-                self.options.oauth, self.deadline, resolve, Redactor())
+            self.token, self.token_cached = oauth.token_for_run(self.options.oauth,
+                                                                self.options, self.deadline)
         except oauth.OAuthError as exc:
             return exc
-        self.transcript.append("OAuth: access token " + (
-            "from the cache" if self.token_cached else
-            f"from token endpoint {self.options.oauth.host}") + " (not shown)")
+        self.transcript.append(oauth.transcript_line(self.options.oauth, self.token_cached))
         return None
 
     # -- the mailbox -------------------------------------------------------------------
@@ -726,31 +709,6 @@ class MailboxContext(nagiosplugin.Context):
         return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
 
 
-class OAuthContext(nagiosplugin.Context):
-    """No access token: the IdP unreachable (--unreachable-state); the grant, client or
-    consent gone (CRITICAL, re-authorise); anything else the IdP did (CRITICAL)."""
-
-    def __init__(self, options: Options):
-        super().__init__("oauth")
-        self.options = options
-
-    def evaluate(self, metric, resource):
-        from check_smtp_posture import oauth
-
-        error = metric.value
-        if error is None:
-            return self.result_cls(nagiosplugin.Ok, "", metric)
-        who = self.options.mailbox.label if self.options.mailbox_auth != "password" \
-            else f"{self.options.sasl.user} at {self.options.submit[0]}"
-        if error.kind == oauth.REAUTHORISE:
-            return self.result_cls(nagiosplugin.Critical, f"OAuth: re-authorise {who}: "
-                                   f"{one_line(error.detail, 120)}", metric)
-        state = states.state(self.options.unreachable_state) \
-            if error.kind == oauth.UNREACHABLE else nagiosplugin.Critical
-        return self.result_cls(state, f"OAuth for {who}: {one_line(error.detail, 120)}",
-                               metric)
-
-
 class SkippedContext(nagiosplugin.Context):
     """Entries of the mailbox that are no message it can read (a named pipe, a symbolic
     link loop in a Maildir): skipped, never opened; WARNING, since a probe could hide
@@ -886,7 +844,9 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         MxContext(unreachable=options.unreachable_state),
         ProbeContext(options),
         MailboxContext(options),
-        OAuthContext(options),
+        OAuthContext(options.mailbox.label if options.mailbox_auth != "password"
+                     else f"{options.sasl.user} at {options.submit[0]}" if options.sasl
+                     else "", options.unreachable_state),
         SkippedContext(options),
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),
@@ -894,8 +854,50 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         name="MAIL_ROUNDTRIP")
 
 
+def authorize(parser, args) -> int | None:
+    """--oauth2-authorize: the one-time grant that gives the refresh token (oauth.authorize),
+    within -t; None when not asked for."""
+    if args.oauth2_authorize is None:
+        return None
+    import os
+
+    from check_smtp_posture import oauth
+    from check_smtp_posture.deadline import Deadline
+    from check_smtp_posture.secrets import Redactor
+
+    url = args.oauth2_authorize
+    if not url and args.oauth2_tenant:
+        url = oauth.ENTRA_AUTHORIZE_URL.format(tenant=args.oauth2_tenant)
+    try:
+        oauth.check_token_url(url or "")
+    except ValueError as exc:
+        return parser.usage_error(f"--oauth2-authorize: the authorisation endpoint {exc}")
+    path = args.oauth2_refresh_token_file
+    if not path:
+        return parser.usage_error("--oauth2-authorize needs --oauth2-refresh-token-file FILE "
+                                  "(where the refresh token goes)")
+    try:  # the file the token goes into, readable by its owner only, from the start
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except OSError as exc:
+        return parser.usage_error(f"--oauth2-refresh-token-file {path}: {exc.strerror}")
+    settings = cli.oauth_settings(args, True)
+    if isinstance(settings, str):
+        return parser.usage_error(settings)
+    deadline = Deadline(args.timeout)
+    try:
+        oauth.authorize(settings, url, deadline, oauth.run_resolver(args, deadline),
+                        Redactor(), lambda link: print(
+                            f"Open this URL in a browser on this machine and sign in:\n{link}",
+                            flush=True))
+    except oauth.OAuthError as exc:
+        print(f"OAuth authorisation failed: {one_line(exc.detail, 200)}")
+        return 2
+    print(f"Authorised: the refresh token is in {path} (mode 0600).")
+    return 0
+
+
 def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
+    return runner.plugin_main(argv, build_parser, options_from, build_check, authorize)
 
 
 def console_main() -> None:

@@ -60,6 +60,7 @@ class LabIdp:
         self.requests: list = []  # (grant_type, client_id) of each token request
         self.tokens: list = []  # the access tokens issued
         self.refresh_tokens = {FIRST_REFRESH_TOKEN}
+        self.codes: dict = {}  # authorisation code -> (PKCE challenge, redirect URI)
         self.mode = "normal"
         self.user = "monitor@monitor.test"
         self._server = ThreadingHTTPServer((IDP_ADDRESS, port), _Handler)
@@ -73,6 +74,7 @@ class LabIdp:
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self.url = f"https://{IDP_ADDRESS}:{self.port}/token"
+        self.authorize_url = f"https://{IDP_ADDRESS}:{self.port}/authorize"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     def start(self) -> LabIdp:
@@ -121,6 +123,15 @@ class LabIdp:
             self.refresh_tokens.discard(form["refresh_token"])  # rotation
             reply["refresh_token"] = "lab-refresh-" + secrets.token_hex(8)
             self.refresh_tokens.add(reply["refresh_token"])
+        elif grant == "authorization_code":
+            challenge, redirect_uri = self.codes.pop(form.get("code"), (None, None))
+            verifier = form.get("code_verifier", "").encode()
+            if challenge is None or form.get("redirect_uri") != redirect_uri or challenge != \
+                    base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=") \
+                    .decode():
+                return 400, {"error": "invalid_grant", "error_description": "bad code"}
+            reply["refresh_token"] = "lab-refresh-" + secrets.token_hex(8)
+            self.refresh_tokens.add(reply["refresh_token"])
         elif grant != "client_credentials":
             return 400, {"error": "unsupported_grant_type"}
         reply["access_token"] = self.access_token(self.user)
@@ -128,9 +139,38 @@ class LabIdp:
         return 200, reply
 
 
+    def approve(self, query: dict) -> str:
+        """The authorisation endpoint, approving at once (the person said yes): where
+        it sends the browser back, with a code bound to the PKCE challenge (RFC 7636)."""
+        from urllib.parse import urlencode, urlsplit
+
+        redirect_uri = query.get("redirect_uri", "")
+        if query.get("client_id") != CLIENT_ID or query.get("response_type") != "code" \
+                or query.get("code_challenge_method") != "S256" \
+                or urlsplit(redirect_uri).hostname != "127.0.0.1":
+            raise ValueError("not an authorisation request of the lab client")
+        code = "lab-code-" + secrets.token_hex(8)
+        self.codes[code] = (query.get("code_challenge"), redirect_uri)
+        return redirect_uri + "?" + urlencode({"code": code, "state": query.get("state", "")})
+
+
 class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet
         pass
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        if path != "/authorize":
+            return self._json(404, {"error": "not found"})
+        try:
+            where = self.server.idp.approve({k: v[0] for k, v in parse_qs(query).items()})
+        except ValueError as exc:
+            return self._json(400, {"error": "invalid_request", "error_description": str(exc)})
+        self.send_response(302)
+        self.send_header("Location", where)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return None
 
     def do_POST(self):
         idp = self.server.idp
@@ -176,17 +216,18 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-def serve(directory: Path) -> None:
+def serve(directory: Path, pid_file: Path) -> None:
     """Run the shared IdP (SHARED_PORT) from `directory` (its key, idp.pem) as a daemon:
-    once it listens, the process forks, writes the child's pid into idp.pid and returns
-    (as `master -w` does), so that tests/lab/postfix.py runs it as it runs Postfix."""
+    once it listens, the process forks, writes the child's pid into `pid_file` and
+    returns (as `master -w` does), so that tests/lab/postfix.py runs it as it runs
+    Postfix."""
     import os
 
     idp = LabIdp(None, SHARED_PORT, key=(directory / "key").read_bytes(),
                  pem=(directory / "idp.pem").read_bytes())
     pid = os.fork()
     if pid:
-        (directory / "idp.pid").write_text(f"{pid}\n")
+        pid_file.write_text(f"{pid}\n")
         return
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
@@ -201,4 +242,4 @@ def serve(directory: Path) -> None:
 if __name__ == "__main__":
     import sys
 
-    serve(Path(sys.argv[1]))
+    serve(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -90,7 +90,16 @@ def test_a_revoked_grant_means_reauthorise(idp, files):
     assert "invalid_grant: the grant was revoked" in caught.value.detail
 
 
-# -- the plugin -------------------------------------------------------------------------
+# -- the plugin, through the lab: Dovecot's oauth2 passdb asks the shared lab IdP ------
+
+
+@pytest.fixture
+def dovecot_idp(lab, ca):
+    """A token endpoint of its own (its own log and grants) whose tokens the lab Dovecot
+    accepts: it signs them with the key of the shared IdP that Dovecot asks."""
+    server = lab_idp.LabIdp(ca, key=lab.idp_key).start()
+    yield server
+    server.stop()
 
 
 IMAPS = f"imaps://{rt.MONITOR_USER.replace('@', '%40')}@{rt.MAILBOX_HOST}/INBOX"
@@ -115,6 +124,56 @@ def assert_no_secret(output, idp, *more):
     for secret in (*idp.tokens, lab_idp.CLIENT_SECRET, lab_idp.FIRST_REFRESH_TOKEN,
                    *idp.refresh_tokens, *more):
         assert secret not in output
+
+
+def test_roundtrip_by_client_credentials_token_cached_for_the_next_run(lab, lab_dns,
+                                                                       dovecot_idp, files):
+    """IMAPS login and submission both by OAuth; the second run takes the cached token:
+    the IdP sees one token request for two runs."""
+    args = ("--mailbox-auth", "oauth2", "--mailbox-ca-file", lab.ca_file,
+            "--oauth2-token-cache", files["cache"], *submit(lab, "XOAUTH2"))
+    first = run(lab_dns, dovecot_idp.url, files, *args, mailbox=IMAPS)
+    assert first.exitcode == 0, first.output
+    assert first.first_line.startswith("MAIL_ROUNDTRIP OK - probe back through "
+                                       "submit.posture.test (submission: no per-MX split) in ")
+    assert f"AUTHENTICATE OAUTHBEARER {rt.MONITOR_USER} ********" in first.output
+    assert "AUTH XOAUTH2 ****" in first.output
+    assert "OAuth: access token from token endpoint 127.0.25.30 (not shown)" in first.output
+    second = run(lab_dns, dovecot_idp.url, files, *args, mailbox=IMAPS)
+    assert second.exitcode == 0, second.output
+    assert "OAuth: access token from the cache (not shown)" in second.output
+    assert dovecot_idp.requests == [("client_credentials", lab_idp.CLIENT_ID)]
+    assert len(dovecot_idp.tokens) == 1
+    assert_no_secret(first.output + second.output, dovecot_idp)
+
+
+def test_roundtrip_by_refresh_token_over_pop3(lab, lab_dns, dovecot_idp, files):
+    """POP3S by XOAUTH2 (forced) and submission by OAUTHBEARER, with a refresh token the
+    IdP rotates: the new one is kept, the old one is gone, neither is shown."""
+    result = run(lab_dns, dovecot_idp.url, files, "--mailbox-auth", "xoauth2", "--mailbox-ca-file",
+                 lab.ca_file, "--oauth2-refresh-token-file", files["refresh"],
+                 *submit(lab, "OAUTHBEARER"), mailbox=POP3S)
+    assert result.exitcode == 0, result.output
+    assert f"AUTH XOAUTH2 {rt.MONITOR_USER} ********: logged in" in result.output
+    assert "AUTH OAUTHBEARER ****" in result.output
+    assert dovecot_idp.requests == [("refresh_token", lab_idp.CLIENT_ID)]
+    assert files["refresh"].read_text().strip() in dovecot_idp.refresh_tokens
+    assert_no_secret(result.output, dovecot_idp)
+
+
+def test_a_token_dovecot_cannot_introspect_is_a_refused_login(lab, lab_dns, ca, files):
+    """A token signed by another IdP: Dovecot's introspection says inactive."""
+    stranger = lab_idp.LabIdp(ca).start()  # a key of its own, not the lab's
+    try:
+        result = run(lab_dns, stranger.url, files, "--mailbox-auth", "oauth2",
+                     "--mailbox-ca-file", lab.ca_file, mailbox=IMAPS)
+    finally:
+        stranger.stop()
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        f"MAIL_ROUNDTRIP CRITICAL - mailbox imaps://{rt.MONITOR_USER}@{rt.MAILBOX_HOST}:993"
+        f"/INBOX: OAUTHBEARER login as {rt.MONITOR_USER} refused: "), result.first_line
+    assert_no_secret(result.output, stranger)
 
 
 def test_plugin_revoked_grant_is_critical_reauthorise(lab_dns, idp, files):
@@ -162,6 +221,17 @@ def phases(files, idp_url, mechanism, *args):
         "--oauth2-token-url", idp_url, "--oauth2-client-id", lab_idp.CLIENT_ID,
         "--oauth2-ca-file", files["ca"], "--oauth2-client-secret-file", files["secret"],
         "-t", "10", *args])
+
+
+@pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
+def test_smtp_phases_authenticates_with_a_token(lab, dovecot_idp, files, mechanism):
+    result = phases(files, dovecot_idp.url, mechanism, "--ca-file", lab.ca_file,
+                    "--oauth2-token-cache", files["cache"], "-vvv")
+    assert result.exitcode == 0, result.output
+    assert f", AUTH {mechanism} ok, " in result.first_line, result.first_line
+    assert f"AUTH {mechanism} ****" in result.output
+    assert "OAuth: access token from token endpoint 127.0.25.30 (not shown)" in result.output
+    assert_no_secret(result.output, dovecot_idp)
 
 
 def test_smtp_phases_idp_down_connects_nowhere(ca, files):

@@ -273,8 +273,11 @@ def authorize(settings: OAuthSettings, auth_url: str, deadline, resolve, redact,
 
     class Redirect(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
+            if "state=" not in self.path:  # not the IdP's redirect (a favicon, a stray)
+                self.send_error(404)
+                return
             back.append(self.path)
-            text = b"check_smtp_posture: authorised, you may close this window.\n"
+            text = b"check_smtp_posture: received; the terminal says what came of it.\n"
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(text)))

@@ -290,7 +290,7 @@ def test_authorize_stores_a_refresh_token_that_then_works(idp, files, tmp_path):
             in said[1]
         browser = ssl.create_default_context(cafile=str(files["ca"]))
         with urllib.request.urlopen(said[1].strip(), context=browser, timeout=10) as page:
-            assert b"authorised" in page.read()
+            assert b"received" in page.read()
         rest, _ = proc.communicate(timeout=20)
     finally:
         proc.kill()
@@ -317,3 +317,16 @@ def test_authorize_usage_errors(args, message):
                              "https://idp.example/token", "--oauth2-client-id", "x"])
     assert result.exitcode == 3
     assert message in result.output, result.output
+
+
+def test_authorize_without_a_browser_ends_within_t(idp, files, tmp_path):
+    started = time.monotonic()
+    result = run_main(main, ["--oauth2-authorize", idp.authorize_url, "--oauth2-token-url",
+                             idp.url, "--oauth2-client-id", lab_idp.CLIENT_ID,
+                             "--oauth2-ca-file", files["ca"], "--oauth2-refresh-token-file",
+                             tmp_path / "never", "-t", "1"])
+    assert time.monotonic() - started < 1.5
+    assert result.exitcode == 2
+    assert result.output.splitlines()[-1] == \
+        "OAuth authorisation failed: no answer from the browser in time"
+    assert idp.requests == []

@@ -51,7 +51,7 @@ $(NAGIOS_PREFIX)/.installed: $(PLUGIN_SOURCES) $(CONSTRAINTS)
 	mkdir -p $(NAGIOS_PREFIX)
 	flock $(NAGIOS_PREFIX)/.install.lock sh -ec '\
 	  [ -x $(NAGIOS_PREFIX)/bin/python3 ] || $(NAGIOS_PYTHON) -m venv $(NAGIOS_PREFIX); \
-	  $(NAGIOS_PREFIX)/bin/pip install -q --disable-pip-version-check -c $(abspath $(CONSTRAINTS)) .; \
+	  $(NAGIOS_PREFIX)/bin/pip install -q --disable-pip-version-check -c $(abspath $(CONSTRAINTS)) '.[oauth]'; \
 	  touch $@'
 
 install-nagios: install-nagios-plugins

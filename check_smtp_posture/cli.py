@@ -330,3 +330,106 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, what: str,
     parser.add_argument("-c", "--critical", type=nagios_range, default=critical,
                         metavar="RANGE", help=f"critical range for {what}"
                         + (f" (default: {critical})" if critical else ""))
+
+
+#: where a client secret comes from when no file is named
+OAUTH_SECRET_ENV = "CHECK_OAUTH2_CLIENT_SECRET"
+
+
+def add_oauth_options(parser: argparse.ArgumentParser) -> None:
+    """How to get an OAuth 2.0 access token for the SASL OAuth mechanisms (oauth.py)."""
+    group = parser.add_argument_group(
+        "OAuth 2.0 (for XOAUTH2/OAUTHBEARER; needs the [oauth] extra)")
+    endpoint = group.add_mutually_exclusive_group()
+    endpoint.add_argument("--oauth2-token-url", metavar="URL",
+                          help="the IdP's token endpoint (https://...)")
+    endpoint.add_argument("--oauth2-tenant", metavar="TENANT",
+                          help="a Microsoft Entra ID tenant (id or domain): its token "
+                               "endpoint")
+    group.add_argument("--oauth2-client-id", metavar="ID", help="the OAuth client id")
+    group.add_argument("--oauth2-client-secret-file", metavar="FILE",
+                       help=f"read the client secret from FILE (else from ${OAUTH_SECRET_ENV}"
+                            "; a refresh-token grant may do without)")
+    group.add_argument("--oauth2-scope", metavar="SCOPE",
+                       help="scope asked for (e.g. https://outlook.office365.com/.default, "
+                            "https://mail.google.com/)")
+    group.add_argument("--oauth2-refresh-token-file", metavar="FILE",
+                       help="refresh-token grant with the token in FILE (rotated tokens are "
+                            "written back); default: the client-credentials grant")
+    group.add_argument("--oauth2-token-cache", metavar="FILE",
+                       help="keep the access token in FILE (mode 0600) until shortly before "
+                            "it expires")
+    group.add_argument("--oauth2-ca-file", metavar="FILE",
+                       help="PEM bundle of CAs for the token endpoint (default: the system "
+                            "trust store)")
+
+
+#: the SASL mechanisms that send an OAuth access token (sasl.py), not a password
+OAUTH_SASL_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+def sasl_secret(args, env: str) -> tuple[str | None, str | None]:
+    """(the SASL password from --sasl-password-file or `$env`, None) or (None, a usage
+    error); "" for an OAuth mechanism, whose access token the run fetches."""
+    from check_smtp_posture.secrets import SecretError, read_secret
+
+    if args.sasl_mechanism in OAUTH_SASL_MECHANISMS:
+        if args.sasl_password_file:
+            return None, f"--sasl-mechanism {args.sasl_mechanism} sends a token, not a password"
+        return "", None
+    try:
+        secret = read_secret(args.sasl_password_file, env)
+    except SecretError as exc:
+        return None, f"--sasl-password-file: {exc}"
+    if secret is None:
+        return None, f"SASL needs a password: --sasl-password-file FILE or ${env}"
+    return secret, None
+
+
+def oauth_settings(args, needed: bool):
+    """The run's oauth.OAuthSettings (None when not `needed`), or a usage error message."""
+    given = [name for name in ("token_url", "tenant", "client_id", "client_secret_file",
+                               "scope", "refresh_token_file", "token_cache", "ca_file")
+             if getattr(args, f"oauth2_{name}") is not None]
+    if not needed:
+        if given:
+            return (f"--oauth2-{given[0].replace('_', '-')} is for an OAuth mechanism "
+                    "(XOAUTH2, OAUTHBEARER)")
+        return None
+    from check_smtp_posture import oauth
+    from check_smtp_posture.secrets import SecretError, read_secret
+    from check_smtp_posture.userfiles import UserFileError, check_user_file
+
+    url = args.oauth2_token_url
+    if args.oauth2_tenant is not None:
+        if not names.is_hostname(args.oauth2_tenant) and not args.oauth2_tenant.replace(
+                "-", "").isalnum():
+            return f"--oauth2-tenant: not a tenant id or domain: {args.oauth2_tenant!r}"
+        url = oauth.ENTRA_TOKEN_URL.format(tenant=args.oauth2_tenant)
+    if url is None:
+        return "OAuth needs --oauth2-token-url URL or --oauth2-tenant TENANT"
+    try:
+        oauth.check_token_url(url)
+    except ValueError as exc:
+        return f"--oauth2-token-url {exc}"
+    if not args.oauth2_client_id:
+        return "OAuth needs --oauth2-client-id"
+    try:
+        secret = read_secret(args.oauth2_client_secret_file, OAUTH_SECRET_ENV)
+    except SecretError as exc:
+        return f"--oauth2-client-secret-file: {exc}"
+    if secret is None and args.oauth2_refresh_token_file is None:
+        return ("the client-credentials grant needs a client secret: "
+                f"--oauth2-client-secret-file FILE or ${OAUTH_SECRET_ENV}")
+    for option, path in (("--oauth2-refresh-token-file", args.oauth2_refresh_token_file),
+                         ("--oauth2-ca-file", args.oauth2_ca_file)):
+        if path is not None:
+            try:
+                check_user_file(path, "file")
+            except UserFileError as exc:
+                return f"{option}: {exc}"
+    if args.oauth2_token_cache == "":
+        return "--oauth2-token-cache: empty path"
+    return oauth.OAuthSettings(url, args.oauth2_client_id, secret, args.oauth2_scope,
+                               args.oauth2_refresh_token_file, args.oauth2_token_cache,
+                               args.oauth2_ca_file)

@@ -6,6 +6,7 @@
 - `TimeContext`: a time in seconds with optional thresholds, written in fixed
   point (perfdata parsers choke on "7.9e-05").
 - `StateFileContext`: what a statefile.StateProblem means.
+- `OAuthContext`: what an oauth.OAuthError (no access token) means.
 
 Counts that are perfdata only need no Context of their own: their Metrics use
 nagiosplugin's built-in `default` context.
@@ -133,3 +134,29 @@ class StateFileContext(nagiosplugin.Context):
             return self.result_cls(Ok, None, metric)
         state = Warn if problem.kind == CORRUPT else Unknown
         return self.result_cls(state, one_line(problem.describe(), 200), metric)
+
+
+class OAuthContext(nagiosplugin.Context):
+    """No OAuth access token (metric value: an oauth.OAuthError, None when there is one):
+    the IdP unreachable (--unreachable-state); the grant, client or consent gone
+    (CRITICAL, "re-authorise"); anything else the IdP did (CRITICAL). `who` names the
+    account the token was for."""
+
+    def __init__(self, who: str, unreachable: str):
+        super().__init__("oauth")
+        self.who = who
+        self.unreachable = unreachable
+
+    def evaluate(self, metric, resource):
+        from check_smtp_posture import oauth
+
+        error = metric.value
+        if error is None:
+            return self.result_cls(Ok, "", metric)
+        detail = one_line(error.detail, 120)
+        if error.kind == oauth.REAUTHORISE:
+            return self.result_cls(Critical, f"OAuth: re-authorise {self.who}: {detail}",
+                                   metric)
+        state = states.state(self.unreachable) if error.kind == oauth.UNREACHABLE \
+            else Critical
+        return self.result_cls(state, f"OAuth for {self.who}: {detail}", metric)

@@ -1,4 +1,4 @@
-"""One HTTPS GET, bounded by the run's deadline and a byte cap: pure stdlib, no nagiosplugin.
+"""One HTTPS GET (or form POST), bounded by the run's deadline and a byte cap: pure stdlib.
 
 Address and name are separate, as in the SMTP library: the connection goes to
 an address the family's DNS layer found, SNI and the Host header carry the
@@ -103,6 +103,26 @@ def get(address: str, port: int, hostname: str, path: str, deadline: Deadline, *
 
     `context_factory()` makes the SSLContext (default: smtp.tls.client_context()).
     """
+    return _exchange(address, port, hostname, f"GET {path}", b"", "text/plain", deadline,
+                     limit, context_factory)
+
+
+def post_form(address: str, port: int, hostname: str, path: str, form: str,
+              deadline: Deadline, *, limit: int, context_factory=None) -> HttpsResponse:
+    """POST the urlencoded `form` to https://`hostname``path`, as get() does a GET.
+
+    The form may hold secrets (an OAuth client secret, a refresh token): it is sent,
+    never kept or shown.
+    """
+    head = (f"POST {path} HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded"
+            f"\r\nContent-Length: {len(form.encode('ascii'))}")
+    return _exchange(address, port, hostname, head, form.encode("ascii"), "application/json",
+                     deadline, limit, context_factory)
+
+
+def _exchange(address: str, port: int, hostname: str, head: str, body: bytes, accept: str,
+              deadline: Deadline, limit: int, context_factory) -> HttpsResponse:
+    """`head` (the request line, then any header lines) and `body` sent; the response."""
     import http.client
     import ssl
 
@@ -126,13 +146,13 @@ def get(address: str, port: int, hostname: str, path: str, deadline: Deadline, *
         session = tls.tls_session(sock)
         chain = tuple(tls.peer_chain_der(sock))
         phase = "request"
-        request = (f"GET {path} HTTP/1.1\r\nHost: {hostname}\r\nUser-Agent: {USER_AGENT}\r\n"
-                   "Accept: text/plain\r\nConnection: close\r\n\r\n").encode("ascii")
+        request = (f"{head}\r\nHost: {hostname}\r\nUser-Agent: {USER_AGENT}\r\n"
+                   f"Accept: {accept}\r\nConnection: close\r\n\r\n").encode("ascii")
         sock.settimeout(deadline.timeout(phase))
-        sock.sendall(request)
+        sock.sendall(request + body)
         phase = "response"
         reader = _BoundedReader(sock, deadline, HEADER_LIMIT + limit + 64 * 1024)
-        response = http.client.HTTPResponse(_SocketShim(reader), method="GET")
+        response = http.client.HTTPResponse(_SocketShim(reader), method=head.split()[0])
         response.begin()
         headers = tuple(response.getheaders())
         reader.phase = "body"

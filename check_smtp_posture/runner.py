@@ -104,9 +104,12 @@ def run(check: nagiosplugin.Check, options) -> int:
                    timeout_state=states.exit_code(options.unreachable_state))
 
 
-def plugin_main(argv, build_parser, options_from, build_check) -> int:
+def plugin_main(argv, build_parser, options_from, build_check, mode=None) -> int:
     """A plugin's main(): parse, turn the arguments into Options (a str is a usage
-    error), build the Check against one deadline of -t, run it."""
+    error), build the Check against one deadline of -t, run it.
+
+    `mode(parser, args)` runs first: an exit status ends the run there (a set-up
+    mode of the plugin, not a check), None goes on with the check."""
     from check_smtp_posture import cli
     from check_smtp_posture.deadline import Deadline
 
@@ -114,6 +117,9 @@ def plugin_main(argv, build_parser, options_from, build_check) -> int:
     args = cli.parse(parser, argv)
     if isinstance(args, int):
         return args
+    status = mode(parser, args) if mode is not None else None
+    if status is not None:
+        return status
     options = options_from(args)
     if isinstance(options, str):
         return parser.usage_error(options)

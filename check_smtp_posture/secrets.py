@@ -34,18 +34,19 @@ class SecretError(Exception):
 def read_secret(path: str | None, env: str) -> str | None:
     """The secret from `path` (its first line), else from `$env`; None when neither has one."""
     if path is not None:
-        return _first_line(path)
+        return first_line(path)
     return os.environ.get(env) or None
 
 
-def _first_line(path: str) -> str:
+def first_line(path: str, what: str = "password file") -> str:
+    """The secret in file `path` (its first line); SecretError naming it as `what`."""
     try:
-        text = read_user_text(path, "password file", MAX_SECRET_FILE)
+        text = read_user_text(path, what, MAX_SECRET_FILE)
     except UserFileError as exc:
         raise SecretError(str(exc)) from None
     line = text.splitlines()[0] if text else ""
     if not line:
-        raise SecretError(f"password file {path} has an empty first line")
+        raise SecretError(f"{what} {path} has an empty first line")
     return line
 
 
@@ -53,20 +54,21 @@ def secret_forms(secret: str, user: str = "", authzid: str = "") -> set:
     """Every form in which `secret` crosses a connection for the account `user`, and
     shows in a server's words.
 
-    On the wire: as it is (POP3 PASS, an IMAP atom), as an IMAP quoted string
-    (backslashes and quotes escaped), in base64 (SASL LOGIN), inside the SASL
-    PLAIN token `authzid NUL user NUL secret` in base64. Each of them as it is,
-    or as Python shows bytes in a library's error (b'...': escaped once more).
+    On the wire: as it is (POP3 PASS, an IMAP atom, a bearer token), as an IMAP
+    quoted string (backslashes and quotes escaped), in base64 (SASL LOGIN), inside
+    the SASL PLAIN token `authzid NUL user NUL secret` in base64, inside the
+    XOAUTH2 and OAUTHBEARER initial responses in base64 (sasl.initial_response).
+    Each of them as it is, or as Python shows bytes in a library's error (b'...':
+    escaped once more).
     """
-    import base64
-
-    def b64(text: str) -> str:
-        return base64.b64encode(text.encode("utf-8", "surrogateescape")).decode("ascii")
+    from check_smtp_posture import sasl
+    from check_smtp_posture.sasl import b64
 
     if not secret:
         return set()
     quoted = secret.replace("\\", "\\\\").replace('"', '\\"')
     sent = {secret, quoted, b64(secret), b64(f"{authzid}\0{user}\0{secret}")}
+    sent |= {b64(sasl.initial_response(mech, user, secret)) for mech in sasl.OAUTH_MECHANISMS}
     shown = {repr(form.encode("utf-8", "surrogateescape"))[2:-1] for form in sent}
     return {form for form in sent | shown if form}
 

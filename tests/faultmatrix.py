@@ -21,14 +21,14 @@ import tests
 @dataclasses.dataclass(frozen=True)
 class Fault:
     id: str          # unique, used as the pytest id: "smtp-banner-stall"
-    area: str        # "SMTP", "TLS", "mailbox", "DNS", "arguments", "state files"
+    area: str        # "SMTP", "TLS", "mailbox", "OAuth", "DNS", "arguments", "state files"
     plugins: str     # which plugins the row covers, as the page prints it
     fault: str       # what goes wrong, as a user would describe it
     state: str       # OK, WARNING, CRITICAL or UNKNOWN (the exit status)
     message: str     # what the first line says (a fragment a test asserts)
 
 
-AREAS = ("SMTP", "TLS", "mailbox", "DNS", "arguments", "state files")
+AREAS = ("SMTP", "TLS", "mailbox", "OAuth", "DNS", "arguments", "state files")
 
 
 def all_rows() -> list[Fault]:

@@ -18,9 +18,11 @@ import os
 from urllib.parse import unquote, urlsplit
 
 #: the variables the plugins read passwords from
-PASSWORD_VARIABLES = ("CHECK_SMTP_PASSWORD", "CHECK_MAILBOX_PASSWORD")
-#: the options that name a password file
-PASSWORD_FILE_OPTIONS = ("--sasl-password-file", "--mailbox-password-file")
+PASSWORD_VARIABLES = ("CHECK_SMTP_PASSWORD", "CHECK_MAILBOX_PASSWORD",
+                      "CHECK_OAUTH2_CLIENT_SECRET")
+#: the options that name a password file (an OAuth client secret, a refresh token)
+PASSWORD_FILE_OPTIONS = ("--sasl-password-file", "--mailbox-password-file",
+                         "--oauth2-client-secret-file", "--oauth2-refresh-token-file")
 
 
 class SecretShown(AssertionError):

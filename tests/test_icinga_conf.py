@@ -172,7 +172,8 @@ def _plugin_actions(script: str) -> dict:
     actions = {}
     for action in parser._actions:
         names = [o for o in action.option_strings if o.startswith("--")] or action.option_strings
-        if names and not set(names) & {"--help", "--version", "--list-zones"}:
+        if names and not set(names) & {"--help", "--version", "--list-zones",
+                                         "--oauth2-authorize"}:
             actions[names[0]] = action
     return actions
 

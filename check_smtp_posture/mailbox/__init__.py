@@ -107,10 +107,20 @@ class Seen(namedtuple("Seen", ("folder", "junk", "header", "arrived", "noticed",
     __slots__ = ()
 
 
+#: how a mailbox logs in: its password, or a bearer token (OAUTH: the SASL mechanism the
+#: server offers, sasl.pick; or the one named)
+PASSWORD, OAUTH = "password", "oauth2"
+
+
 def open_mailbox(spec: MailboxSpec, *, address: str | None, password: str | None,
                  ca_file: str | None, deadline, junk_folders: tuple = (), idle: bool = True,
-                 poll_interval: float = 2.0, transcript: list | None = None):
-    """A connected, logged-in client for `spec` (address: where to connect for host)."""
+                 poll_interval: float = 2.0, transcript: list | None = None,
+                 auth: str = PASSWORD):
+    """A connected, logged-in client for `spec` (address: where to connect for host).
+
+    `auth` is PASSWORD, OAUTH, or an OAuth mechanism (sasl.XOAUTH2, sasl.OAUTHBEARER);
+    with OAuth, `password` is the bearer token.
+    """
     if spec.scheme == "maildir":
         from check_smtp_posture.mailbox.maildir import MaildirBox
 
@@ -119,13 +129,27 @@ def open_mailbox(spec: MailboxSpec, *, address: str | None, password: str | None
         from check_smtp_posture.mailbox.imap import ImapBox
 
         box = ImapBox(spec, address, password, ca_file, deadline, junk_folders, idle,
-                      poll_interval, transcript)
+                      poll_interval, transcript, auth)
     else:
         from check_smtp_posture.mailbox.pop3 import Pop3Box
 
-        box = Pop3Box(spec, address, password, ca_file, deadline, poll_interval, transcript)
+        box = Pop3Box(spec, address, password, ca_file, deadline, poll_interval, transcript,
+                      auth)
     box.open()
     return box
+
+
+def oauth_mechanism(auth: str, offered, label: str) -> str:
+    """The OAuth SASL mechanism to log in with (`auth` as open_mailbox takes it) among
+    the `offered` ones; a LOGIN failure naming what is offered when there is none."""
+    from check_smtp_posture import sasl
+
+    mech = sasl.pick(offered, None if auth == OAUTH else auth)
+    if mech is None:
+        wanted = " or ".join(sasl.OAUTH_MECHANISMS) if auth == OAUTH else auth
+        raise MailboxError(LOGIN, f"{label}: the server offers no {wanted} (SASL: "
+                                  f"{' '.join(sorted(offered)) or 'none'})")
+    return mech
 
 
 def header_block(raw: bytes) -> bytes:

@@ -20,11 +20,13 @@ from check_smtp_posture.mailbox import (
     BODY_CAP,
     FOLDER,
     LOGIN,
+    PASSWORD,
     PROTOCOL,
     MailboxError,
     Seen,
     connection_error,
     header_has,
+    oauth_mechanism,
     tls_context,
     tokens_in,
 )
@@ -61,8 +63,10 @@ class _Client(imapclient.IMAPClient):
 class ImapBox:
     skipped = ()  # a server's store has no entries to skip
     def __init__(self, spec, address, password, ca_file, deadline, junk_folders, idle,
-                 poll_interval, transcript):
+                 poll_interval, transcript, auth=PASSWORD):
         self.spec = spec
+        self.auth = auth
+        self.mechanism = None  # the OAuth SASL mechanism logged in with
         self.address = address or spec.host
         self.password = password
         # the server may quote the password back (in a refusal, in garbage): never shown
@@ -108,8 +112,7 @@ class ImapBox:
                 self._log("STARTTLS: certificate verified for " + spec.host)
             elif not implicit:
                 self._log("no STARTTLS offered: logging in without TLS")
-            self._log(f"LOGIN {spec.user} ********")
-            self._call(self.client.login, spec.user, self.password or "")
+            self._login(caps)
             self.idle_offered = self._call(self.client.has_capability, "IDLE")
             self.folders = self._folders()
         except MailboxError:
@@ -121,7 +124,26 @@ class ImapBox:
             # BAD is a refusal; garbage or a hang-up (imaplib's abort) is the server's fault
             if isinstance(exc.__context__, imaplib.IMAP4.abort):
                 raise MailboxError(PROTOCOL, self._text(exc.__context__)) from None
-            raise MailboxError(LOGIN, f"login as {spec.user} refused: {self._text(exc)}") from None
+            how = f"{self.mechanism} login" if self.mechanism else "login"
+            raise MailboxError(LOGIN, f"{how} as {spec.user} refused: {self._text(exc)}") \
+                from None
+
+    def _login(self, caps) -> None:
+        """LOGIN with the password, or AUTHENTICATE with the token (self.mechanism)."""
+        spec = self.spec
+        if self.auth == PASSWORD:
+            self._log(f"LOGIN {spec.user} ********")
+            self._call(self.client.login, spec.user, self.password or "")
+            return
+        if self.tls is not None:  # the capabilities before STARTTLS say nothing of after
+            caps = self._call(self.client.capabilities)
+        offered = [c[5:].decode("ascii", "replace") for c in caps if c.startswith(b"AUTH=")]
+        self.mechanism = mech = oauth_mechanism(self.auth, offered, f"login as {spec.user}")
+        self._log(f"AUTHENTICATE {mech} {spec.user} ********")
+        if mech == "OAUTHBEARER":
+            self._call(self.client.oauthbearer_login, spec.user, self.password)
+        else:
+            self._call(self.client.oauth2_login, spec.user, self.password, mech)
 
     def _folders(self) -> list:
         try:

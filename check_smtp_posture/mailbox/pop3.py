@@ -15,12 +15,14 @@ import time
 from check_smtp_posture.mailbox import (
     BODY_CAP,
     LOGIN,
+    PASSWORD,
     PROTOCOL,
     MailboxError,
     Seen,
     connection_error,
     header_block,
     header_has,
+    oauth_mechanism,
     tls_context,
     tokens_in,
 )
@@ -50,8 +52,10 @@ class Pop3Box:
     idles = False
     folders = (("INBOX", False),)
 
-    def __init__(self, spec, address, password, ca_file, deadline, poll_interval, transcript):
+    def __init__(self, spec, address, password, ca_file, deadline, poll_interval, transcript,
+                 auth=PASSWORD):
         self.spec = spec
+        self.auth = auth
         self.address = address or spec.host
         self.password = password
         # the server may quote the password back (in a refusal, in garbage): never shown
@@ -84,27 +88,33 @@ class Pop3Box:
             except poplib.error_proto as exc:  # -ERR, or no POP3 at all
                 raise MailboxError(PROTOCOL, f"greeting: {self._text(exc)}") from None
             self.tls = "implicit TLS" if implicit else None
-            if not implicit:
-                try:
-                    offered = "STLS" in conn.capa()
-                except poplib.error_proto:  # no CAPA (RFC 2449): no STLS either
-                    offered = False
-                if offered:
-                    conn.stls(context)
-                    self.tls = "STLS"
+            oauth = self.auth != PASSWORD
+            capa = self._capa(conn) if oauth or not implicit else {}
+            if not implicit and "STLS" in capa:
+                conn.stls(context)
+                self.tls = "STLS"
+                capa = self._capa(conn) if oauth else capa
             self._log(f"connected to {self.address} port {spec.port}"
                       + (f" ({self.tls})" if self.tls else " without TLS"))
+            how = "login"
             try:
-                conn.user(spec.user)
-                conn.pass_(self.password or "")
+                if not oauth:
+                    conn.user(spec.user)
+                    conn.pass_(self.password or "")
+                    self._log(f"USER {spec.user} / PASS ********: logged in")
+                else:
+                    mech = oauth_mechanism(self.auth, capa.get("SASL", ()),
+                                           f"login as {spec.user}")
+                    how = f"{mech} login"
+                    _authenticate(conn, mech, spec.user, self.password or "")
+                    self._log(f"AUTH {mech} {spec.user} ********: logged in")
             except poplib.error_proto as exc:
                 # only the server's -ERR refuses (a hang-up or garbage does not)
                 text = self._text(exc)
                 if text.startswith("-ERR"):
-                    raise MailboxError(LOGIN, f"login as {spec.user} refused: {text}") \
+                    raise MailboxError(LOGIN, f"{how} as {spec.user} refused: {text}") \
                         from None
-                raise MailboxError(PROTOCOL, f"login as {spec.user}: {text}") from None
-            self._log(f"USER {spec.user} / PASS ********: logged in")
+                raise MailboxError(PROTOCOL, f"{how} as {spec.user}: {text}") from None
             return conn
         except MailboxError:
             _drop(conn)
@@ -115,6 +125,14 @@ class Pop3Box:
         except OSError as exc:
             _drop(conn)
             raise connection_error(exc, f"{self.address} port {spec.port}") from None
+
+    @staticmethod
+    def _capa(conn) -> dict:
+        """The server's CAPA (RFC 2449), {} when it has none (and so no STLS or SASL)."""
+        try:
+            return conn.capa()
+        except poplib.error_proto:
+            return {}
 
     def scan(self, header: tuple, texts) -> list:
         conn = self._session()
@@ -197,6 +215,19 @@ class Pop3Box:
         if text.startswith("b'") or text.startswith('b"'):
             text = text[2:-1]
         return one_line(text, 100)
+
+
+def _authenticate(conn, mechanism: str, user: str, token: str) -> None:
+    """AUTH with an OAuth mechanism and its initial response (RFC 5034), which poplib
+    has no method for; a refusal raises poplib.error_proto with the server's -ERR."""
+    from check_smtp_posture import sasl
+
+    reply = conn._shortcmd(f"AUTH {mechanism} "
+                           + sasl.b64(sasl.initial_response(mechanism, user, token)))
+    if not reply.startswith(b"+OK"):  # "+ <challenge>": the error, then the -ERR
+        conn._putcmd(sasl.ERROR_ACK[mechanism])
+        conn._getresp()
+        raise poplib.error_proto(b"-ERR " + reply[2:])
 
 
 def _uidl(conn) -> list:

@@ -25,6 +25,7 @@ import nagiosplugin
 from check_smtp_posture import cli, probemail, runner, states, targets
 from check_smtp_posture.contexts import (
     MxContext,
+    OAuthContext,
     StateFileContext,
     TimeContext,
     seconds,
@@ -57,6 +58,7 @@ class Options:
     sender: str
     mailbox: object  # mailbox.MailboxSpec
     mailbox_password: str | None
+    mailbox_auth: str  # mailbox.PASSWORD, mailbox.OAUTH or an OAuth SASL mechanism
     mailbox_ca_file: str | None
     junk_folders: tuple
     idle: bool
@@ -64,6 +66,7 @@ class Options:
     submit: tuple | None  # (host, port)
     submit_implicit_tls: bool
     sasl: object  # smtp.session.SaslCredentials or None
+    oauth: object  # oauth.OAuthSettings or None
     ca_file: str | None
     state_file: str | None
     port: int
@@ -129,6 +132,11 @@ def build_parser() -> cli.PluginArgumentParser:
     box.add_argument("--mailbox-password-file", metavar="FILE",
                      help=f"read the mailbox password from FILE (else from "
                           f"${MAILBOX_PASSWORD_ENV})")
+    box.add_argument("--mailbox-auth", type=str.lower, default="password",
+                     choices=("password", "oauth2", "xoauth2", "oauthbearer"),
+                     help="log in with the password, or with an OAuth access token (the "
+                          "--oauth2-* options) by the SASL mechanism the server offers "
+                          "(oauth2) or the one named (default: password)")
     box.add_argument("--mailbox-ca-file", metavar="FILE",
                      help="PEM bundle of CAs for the mailbox's TLS (default: the system "
                           "trust store)")
@@ -147,8 +155,9 @@ def build_parser() -> cli.PluginArgumentParser:
                              "465: implicit TLS) instead of each MX: no per-MX split")
     submit.add_argument("--sasl-user", metavar="USER", help="authentication identity")
     submit.add_argument("--sasl-mechanism", type=str.upper,
-                        choices=("PLAIN", "LOGIN", "CRAM-MD5"),
-                        help="SASL mechanism (default with --sasl-user: PLAIN)")
+                        choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
+                        help="SASL mechanism (default with --sasl-user: PLAIN); XOAUTH2 and "
+                             "OAUTHBEARER send an OAuth access token (the --oauth2-* options)")
     submit.add_argument("--sasl-password-file", metavar="FILE",
                         help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
     submit.add_argument("--ca-file", metavar="FILE",
@@ -163,6 +172,12 @@ def build_parser() -> cli.PluginArgumentParser:
                               warning=DEFAULT_WARNING, critical=DEFAULT_CRITICAL)
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
+    cli.add_oauth_options(parser)
+    parser.add_argument_group("OAuth 2.0 set-up (once, by a person)").add_argument(
+        "--oauth2-authorize", nargs="?", const="", metavar="AUTH_URL",
+        help="instead of a check: the authorisation-code grant (PKCE, loopback redirect) at "
+             "AUTH_URL (default with --oauth2-tenant: Entra ID's); prints the URL to open, "
+             "stores the refresh token in --oauth2-refresh-token-file (mode 0600)")
     return parser
 
 
@@ -186,7 +201,12 @@ def options_from(args) -> Options | str:
         else:
             return "--from is required when the mailbox user is no address"
     password = None
-    if spec.scheme != "maildir":
+    mailbox_auth = args.mailbox_auth
+    if mailbox_auth != "password":
+        if spec.scheme == "maildir":
+            return "--mailbox-auth is for IMAP and POP3 mailboxes"
+        mailbox_auth = mailbox_auth.upper() if mailbox_auth != "oauth2" else "oauth2"
+    elif spec.scheme != "maildir":
         try:
             password = read_secret(args.mailbox_password_file, MAILBOX_PASSWORD_ENV)
         except SecretError as exc:
@@ -205,15 +225,16 @@ def options_from(args) -> Options | str:
             return "--sasl-user needs --submit (an MX takes no AUTH from a stranger)"
         from check_smtp_posture.smtp.session import SaslCredentials
 
-        try:
-            secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
-        except SecretError as exc:
-            return f"--sasl-password-file: {exc}"
-        if secret is None:
-            return f"SASL needs a password: --sasl-password-file FILE or ${SASL_PASSWORD_ENV}"
+        secret, error = cli.sasl_secret(args, SASL_PASSWORD_ENV)
+        if error:
+            return error
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
     elif args.sasl_mechanism or args.sasl_password_file:
         return "--sasl-mechanism and --sasl-password-file need --sasl-user"
+    oauth = cli.oauth_settings(args, mailbox_auth != "password" or bool(
+        sasl and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS))
+    if isinstance(oauth, str):
+        return oauth
     from check_smtp_posture.userfiles import UserFileError, check_user_file
 
     for option, path in (("--mailbox-ca-file", args.mailbox_ca_file),
@@ -237,10 +258,10 @@ def options_from(args) -> Options | str:
         helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
     return Options(
         domain=args.domain, to=args.to, sender=sender, mailbox=spec,
-        mailbox_password=password, mailbox_ca_file=args.mailbox_ca_file,
+        mailbox_password=password, mailbox_auth=mailbox_auth, mailbox_ca_file=args.mailbox_ca_file,
         junk_folders=tuple(args.junk_folder), idle=not args.no_idle,
         poll_interval=args.poll_interval, submit=submit,
-        submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl,
+        submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl, oauth=oauth,
         ca_file=args.ca_file, state_file=args.state_file, port=args.port,
         family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
         query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
@@ -304,6 +325,8 @@ class RoundTrip(nagiosplugin.Resource):
         self.resolution: targets.Resolution | None = None
         self.outcomes: list[ProbeOutcome] = []
         self.mailbox_error = None
+        self.token: str | None = None  # the OAuth access token of this run
+        self.token_cached = False
         self.transcript: list = []  # the mailbox dialogue, for -vvv
         self.deleted = 0
         self.stale_deleted = 0
@@ -321,6 +344,11 @@ class RoundTrip(nagiosplugin.Resource):
             yield nagiosplugin.Metric("mx", self.resolution, context="mx")
         if not endpoints:
             return
+        if opts.oauth is not None:
+            error = self._get_token()
+            yield nagiosplugin.Metric("oauth", error, context="oauth")
+            if error is not None:  # nothing is sent that could not be collected
+                return
         box = self._open_mailbox()
         if box is None:  # nothing is sent that could not be collected
             yield nagiosplugin.Metric("mailbox", self.mailbox_error, context="mailbox")
@@ -443,11 +471,27 @@ class RoundTrip(nagiosplugin.Resource):
             from check_smtp_posture.smtp.tls import verified_context
 
             context = lambda: verified_context(opts.ca_file)  # noqa: E731
+        sasl = opts.sasl
+        if sasl is not None and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS:
+            sasl = sasl._replace(password=self.token)
         return SessionPlan(helo_name=opts.helo_name, starttls=STARTTLS_AUTO,
                            implicit_tls=opts.submit_implicit_tls,
                            require_tls=opts.sasl is not None, tls_context=context,
-                           sasl=opts.sasl, mail_from=opts.sender, rcpt_to=(opts.to,),
+                           sasl=sasl, mail_from=opts.sender, rcpt_to=(opts.to,),
                            send_data=True, message=message)
+
+    # -- OAuth ---------------------------------------------------------------------------
+    def _get_token(self):
+        """Fetch (or take from the cache) the access token; the oauth.OAuthError, or None."""
+        from check_smtp_posture import oauth
+
+        try:
+            self.token, self.token_cached = oauth.token_for_run(self.options.oauth,
+                                                                self.options, self.deadline)
+        except oauth.OAuthError as exc:
+            return exc
+        self.transcript.append(oauth.transcript_line(self.options.oauth, self.token_cached))
+        return None
 
     # -- the mailbox -------------------------------------------------------------------
     def _open_mailbox(self):
@@ -459,8 +503,10 @@ class RoundTrip(nagiosplugin.Resource):
             address = None
             if spec.host is not None and not _is_literal(spec.host):
                 address = self._mailbox_address(spec.host)
+            oauth = opts.mailbox_auth != mailbox.PASSWORD
             return mailbox.open_mailbox(
-                spec, address=address, password=opts.mailbox_password,
+                spec, address=address, password=self.token if oauth else opts.mailbox_password,
+                auth=opts.mailbox_auth,
                 ca_file=opts.mailbox_ca_file, deadline=self.deadline,
                 junk_folders=opts.junk_folders, idle=opts.idle,
                 poll_interval=opts.poll_interval, transcript=self.transcript)
@@ -798,6 +844,9 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         MxContext(unreachable=options.unreachable_state),
         ProbeContext(options),
         MailboxContext(options),
+        OAuthContext(options.mailbox.label if options.mailbox_auth != "password"
+                     else f"{options.sasl.user} at {options.submit[0]}" if options.sasl
+                     else "", options.unreachable_state),
         SkippedContext(options),
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),
@@ -805,8 +854,50 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         name="MAIL_ROUNDTRIP")
 
 
+def authorize(parser, args) -> int | None:
+    """--oauth2-authorize: the one-time grant that gives the refresh token (oauth.authorize),
+    within -t; None when not asked for."""
+    if args.oauth2_authorize is None:
+        return None
+    import os
+
+    from check_smtp_posture import oauth
+    from check_smtp_posture.deadline import Deadline
+    from check_smtp_posture.secrets import Redactor
+
+    url = args.oauth2_authorize
+    if not url and args.oauth2_tenant:
+        url = oauth.ENTRA_AUTHORIZE_URL.format(tenant=args.oauth2_tenant)
+    try:
+        oauth.check_token_url(url or "")
+    except ValueError as exc:
+        return parser.usage_error(f"--oauth2-authorize: the authorisation endpoint {exc}")
+    path = args.oauth2_refresh_token_file
+    if not path:
+        return parser.usage_error("--oauth2-authorize needs --oauth2-refresh-token-file FILE "
+                                  "(where the refresh token goes)")
+    try:  # the file the token goes into, readable by its owner only, from the start
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except OSError as exc:
+        return parser.usage_error(f"--oauth2-refresh-token-file {path}: {exc.strerror}")
+    settings = cli.oauth_settings(args, True)
+    if isinstance(settings, str):
+        return parser.usage_error(settings)
+    deadline = Deadline(args.timeout)
+    try:
+        oauth.authorize(settings, url, deadline, oauth.run_resolver(args, deadline),
+                        Redactor(), lambda link: print(
+                            f"Open this URL in a browser on this machine and sign in:\n{link}",
+                            flush=True))
+    except oauth.OAuthError as exc:
+        print(f"OAuth authorisation failed: {one_line(exc.detail, 200)}")
+        return 2
+    print(f"Authorised: the refresh token is in {path} (mode 0600).")
+    return 0
+
+
 def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
+    return runner.plugin_main(argv, build_parser, options_from, build_check, authorize)
 
 
 def console_main() -> None:

@@ -17,6 +17,7 @@ import nagiosplugin
 from check_smtp_posture import cli, runner, states, targets
 from check_smtp_posture.contexts import (
     MxContext,
+    OAuthContext,
     TimeContext,
     reply_state,
     seconds,
@@ -25,7 +26,6 @@ from check_smtp_posture.contexts import (
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
 from check_smtp_posture.sanitize import one_line
-from check_smtp_posture.secrets import SecretError, read_secret
 from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
     STARTTLS_AUTO,
@@ -65,6 +65,7 @@ class Options(namedtuple("Options", (
         "cert_crit_days", "cert_error_state", "transient_state", "unreachable_state",
         "ignore_quit_failure", "warning", "critical",
         "phase_thresholds",  # phase -> (warning range, critical range)
+        "oauth",  # oauth.OAuthSettings for an OAuth SASL mechanism, or None
         "verbose", "timeout"))):
     """What the run was asked to do, parsed and checked.
 
@@ -147,8 +148,10 @@ def build_parser() -> cli.PluginArgumentParser:
 
     sasl = parser.add_argument_group("SASL authentication")
     sasl.add_argument("--sasl-mechanism", type=str.upper,
-                      choices=("PLAIN", "LOGIN", "CRAM-MD5"),
-                      help="authenticate with this mechanism (default with --sasl-user: PLAIN)")
+                      choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
+                      help="authenticate with this mechanism (default with --sasl-user: "
+                           "PLAIN); XOAUTH2 and OAUTHBEARER send an OAuth access token (the "
+                           "--oauth2-* options)")
     sasl.add_argument("--sasl-user", metavar="USER", help="authentication identity")
     sasl.add_argument("--sasl-authzid", default="", metavar="ID",
                       help="authorization identity (PLAIN only)")
@@ -182,6 +185,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_transient_option(limits, "a 4xx reply where 2xx was expected")
     cli.add_unreachable_option(limits)
     cli.add_common_options(limits)
+    cli.add_oauth_options(parser)
     return parser
 
 
@@ -239,14 +243,14 @@ def options_from(args) -> Options | str:
             return "--sasl-mechanism needs --sasl-user"
         if args.sasl_authzid and (args.sasl_mechanism or "PLAIN") != "PLAIN":
             return "--sasl-authzid works with the PLAIN mechanism only"
-        try:
-            password = read_secret(args.sasl_password_file, PASSWORD_ENV)
-        except SecretError as exc:
-            return f"--sasl-password-file: {exc}"  # only a file can fail to be read
-        if password is None:
-            return (f"SASL needs a password: --sasl-password-file FILE or ${PASSWORD_ENV}")
+        password, error = cli.sasl_secret(args, PASSWORD_ENV)
+        if error:
+            return error
         sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,
                                args.sasl_authzid)
+    oauth = cli.oauth_settings(args, bool(sasl and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS))
+    if isinstance(oauth, str):
+        return oauth
     helo_note = None
     helo = args.helo_name
     if helo is None:
@@ -294,7 +298,7 @@ def options_from(args) -> Options | str:
         cert_error_state=args.cert_error_state, transient_state=args.transient_state,
         unreachable_state=args.unreachable_state,
         ignore_quit_failure=args.ignore_quit_failure, warning=args.warning,
-        critical=args.critical, phase_thresholds=thresholds, verbose=args.verbose,
+        critical=args.critical, phase_thresholds=thresholds, oauth=oauth, verbose=args.verbose,
         timeout=args.timeout)
 
 
@@ -336,6 +340,7 @@ class SmtpPhases(nagiosplugin.Resource):
         self.results: list[SessionResult] = []
         self.labels: dict = {}  # perfdata label prefix -> the endpoint's name[address]
         self._certificates: dict = {}
+        self.oauth_note: str | None = None  # where the OAuth access token came from
 
     @property
     def name(self):
@@ -347,7 +352,19 @@ class SmtpPhases(nagiosplugin.Resource):
         endpoints = self.resolution.endpoints(self.options.port, self.options.servername)
         if not endpoints:
             return
-        self.results = run_sessions(endpoints, self.options, self.deadline)
+        options = self.options
+        if options.oauth is not None:  # the token first: one for every endpoint
+            from check_smtp_posture import oauth
+
+            try:
+                token, cached = oauth.token_for_run(options.oauth, options, self.deadline)
+            except oauth.OAuthError as exc:
+                yield nagiosplugin.Metric("oauth", exc, context="oauth")
+                return
+            self.oauth_note = oauth.transcript_line(options.oauth, cached)
+            plan = options.plan._replace(sasl=options.plan.sasl._replace(password=token))
+            options = options._replace(plan=plan)
+        self.results = run_sessions(endpoints, options, self.deadline)
         prefixed = self.options.domain is not None or len(endpoints) > 1
         for result in self.results:
             prefix = result.endpoint.perf_prefix(prefixed)
@@ -623,6 +640,8 @@ class PhasesSummary(FamilySummary):
         lines = []
         if self.resource.options.helo_note:
             lines.append(f"note: {self.resource.options.helo_note}")
+        if self.resource.oauth_note and self.verbosity >= 3:
+            lines.append(self.resource.oauth_note)
         for session in self.resource.results:
             lines.extend(describe_session(session, self.resource.certificate(session),
                                           self.verbosity))
@@ -712,6 +731,8 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = SmtpPhases(options, deadline)
     contexts = [
         MxContext(unreachable=options.unreachable_state),
+        OAuthContext(options.plan.sasl.user if options.plan.sasl else "",
+                     options.unreachable_state),
         DialogueContext(options),
         StartTlsContext(options),
         AuthPostureContext(),

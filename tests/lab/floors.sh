@@ -26,7 +26,7 @@ VENV="$CACHE/floors-$key"
         rm -rf "$VENV"
         "$PY" -m venv "$VENV"
         cp "$wanted" "$VENV/constraints.txt"
-        "$VENV/bin/pip" install -q --disable-pip-version-check -c "$VENV/constraints.txt" -e '.[test]'
+        "$VENV/bin/pip" install -q --disable-pip-version-check -c "$VENV/constraints.txt" -e '.[test,oauth]'
         touch "$VENV/.complete"
     fi
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -e .

@@ -39,7 +39,7 @@ fi
 # that day.
 PY=${PYTHON:-python3}
 CONSTRAINTS=${CONSTRAINTS:-constraints.txt}
-"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -e '.[test]'
+"$PY" -m pip install -q --disable-pip-version-check -c "$CONSTRAINTS" -e '.[test,oauth]'
 
 # The plugins where the nagios user (which runs icinga2 and nrpe) can run them: a
 # virtualenv of Debian's python3 in /opt/check_smtp_posture, refreshed when the

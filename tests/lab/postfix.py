@@ -71,6 +71,11 @@ Mail for `posture.test` users (USERS) is delivered to maildirs under
 `<workdir>/mail/posture.test/<user>/`; other posture.test recipients get 550.
 Nothing ever leaves the machine: every other destination goes to `discard`.
 SASL (Dovecot): user SASL_USER, password SASL_PASSWORD (plain, login, cram-md5).
+XOAUTH2 and OAUTHBEARER (SMTP AUTH, IMAP, POP3) take a bearer token of the lab IdP
+(tests/lab/idp.py) instead: Dovecot's oauth2 passdb, consulted for those two mechanisms
+only (the passwd-file one for the others), asks the shared IdP, which runs with Dovecot
+on idp.IDP_ADDRESS:idp.SHARED_PORT, to introspect it (RFC 7662, over TLS with the lab
+CA). Any test's own LabIdp signing with `idp_key` issues tokens it accepts.
 
 The round-trip loop (tests/lab/roundtriplab.py names the domains and addresses).
 loop.test, lossy.test and junky.test are virtual alias domains (loop-alias):
@@ -140,11 +145,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.lab import idp
 from tests.lab import roundtriplab as rt
 from tests.lab.sharedlock import SharedLock
 
@@ -161,6 +168,9 @@ IMAP_ADDRESS = ("127.0.25.3", 143)
 
 #: the lab's shared state (CA, instance directories, locks); LAB_DIR overrides
 LAB_ROOT = Path(os.environ.get("LAB_DIR") or Path(tempfile.gettempdir()) / "check_smtp_posture-lab")
+
+#: the shared lab IdP's pid (see LabPostfix._idp_pid)
+IDP_PID_FILE = LAB_ROOT / "idp.pid"
 
 # Postfix runs its unprivileged daemons as mail_owner and delivers as this uid.
 MAIL_UID = MAIL_GID = 65534  # nobody / nogroup
@@ -391,6 +401,16 @@ monitorcleanup unix n   -       n       -       0       cleanup
   -o header_checks=regexp:$config_directory/monitor-header.regexp
 """
 
+#: the oauth2 passdb's settings: RFC 7662 introspection at the shared lab IdP
+_DOVECOT_OAUTH2_CONF = """\
+introspection_mode = post
+introspection_url = https://{idp_address}:{idp_port}/introspect
+username_attribute = username
+active_attribute = active
+active_value = true
+tls_ca_cert_file = {d}/tls/ca.pem
+"""
+
 _DOVECOT_CONF = """\
 base_dir = {d}/dovecot/run
 state_dir = {d}/dovecot/state
@@ -403,7 +423,7 @@ ssl = yes
 ssl_cert = <{d}/tls/{mailbox_host}.crt
 ssl_key = <{d}/tls/{mailbox_host}.key
 disable_plaintext_auth = no
-auth_mechanisms = plain login cram-md5
+auth_mechanisms = plain login cram-md5 xoauth2 oauthbearer
 # failed logins answer at once: no delay, no per-IP penalty (anvil-auth-penalty off)
 auth_failure_delay = 0
 default_internal_user = dovecot
@@ -423,7 +443,14 @@ namespace inbox {{
 }}
 passdb {{
   driver = passwd-file
+  mechanisms = plain login cram-md5
   args = scheme=PLAIN username_format=%u {d}/dovecot/users
+}}
+# bearer tokens: introspected by the shared lab IdP (tests/lab/idp.py), never a password
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {d}/dovecot/dovecot-oauth2.conf.ext
 }}
 userdb {{
   driver = static
@@ -525,6 +552,11 @@ class LabPostfix:
         box = self.mailbox(user)
         return sorted(p for sub in ("new", "cur") if (box / sub).is_dir()
                       for p in (box / sub).iterdir())
+
+    @property
+    def idp_key(self) -> bytes:
+        """The key the shared IdP checks access tokens with (give it to a LabIdp)."""
+        return (self.workdir / "idp" / "key").read_bytes()
 
     def monitor_maildir(self) -> Path:
         """The Maildir of the round-trip monitor (roundtriplab.MONITOR_USER)."""
@@ -637,6 +669,7 @@ class LabPostfix:
             if alone:
                 self._kill_stale()
                 self._configure()
+                self._start_idp(wait)
                 self._start_dovecot(wait)
                 self._start_postfix(wait)
         except BaseException:
@@ -681,7 +714,8 @@ class LabPostfix:
     def _config_version(self) -> str:
         import hashlib
 
-        text = repr((_MAIN_CF, _MASTER_CF, _DOVECOT_CONF, sorted(self.endpoints.items()),
+        text = repr((_MAIN_CF, _MASTER_CF, _DOVECOT_CONF, _DOVECOT_OAUTH2_CONF,
+                     sorted(self.endpoints.items()),
                      sorted(LAB_MAPS.items()), self.users, self.sasl_user,
                      self.sasl_password, rt.MONITOR_USER, rt.MONITOR_PASSWORD,
                      rt.MAILBOX_HOST))
@@ -693,7 +727,8 @@ class LabPostfix:
         d = self.workdir
         if d.exists():
             shutil.rmtree(d)
-        for sub in ("", "data", "tls", "dovecot", "dovecot/run", "dovecot/state", "queue"):
+        for sub in ("", "data", "tls", "dovecot", "dovecot/run", "dovecot/state", "queue",
+                    "idp"):
             (d / sub).mkdir(parents=True, exist_ok=True)
             os.chmod(d / sub, 0o755)
         for parent in (d.parent, LAB_ROOT):
@@ -724,6 +759,11 @@ class LabPostfix:
         from tests.lab.danelab import write_chain_files
 
         dane_files = write_chain_files(d / "tls")
+        (d / "idp").chmod(0o700)
+        (d / "idp" / "key").write_bytes(os.urandom(32))
+        (d / "idp" / "idp.pem").write_bytes(idp.issue_pem(ca))
+        (d / "dovecot" / "dovecot-oauth2.conf.ext").write_text(_DOVECOT_OAUTH2_CONF.format(
+            d=d, idp_address=idp.IDP_ADDRESS, idp_port=idp.SHARED_PORT))
 
         # inet_interfaces stays loopback-only: Postfix insists its addresses sit on an
         # interface (127.0.25.x only route to lo); each service names its own address.
@@ -765,6 +805,14 @@ class LabPostfix:
                                f"\n{self.log_since()[-3000:]}")
         self._wait_listening(wait)
 
+    def _start_idp(self, wait: float) -> None:
+        code, output = _run_daemon([sys.executable, "-m", "tests.lab.idp",
+                                    str(self.workdir / "idp"), str(IDP_PID_FILE)],
+                                   self.workdir / "idp" / "idp.out", wait,
+                                   cwd=Path(__file__).resolve().parents[2])
+        if code != 0:
+            raise RuntimeError(f"the lab IdP failed to start: {output}")
+
     def _start_dovecot(self, wait: float) -> None:
         conf = self.workdir / "dovecot" / "dovecot.conf"
         code, output = _run_daemon([DOVECOT, "-c", str(conf)],
@@ -794,7 +842,8 @@ class LabPostfix:
             return False
         if _read(self.workdir / "config.version") != self._config_version():
             return True  # another configuration (endpoints may differ): start() decides
-        return all(_listening(e.address, e.port) for e in self.endpoints.values())
+        return self._idp_pid() is not None and _listening(idp.IDP_ADDRESS, idp.SHARED_PORT) \
+            and all(_listening(e.address, e.port) for e in self.endpoints.values())
 
     def _pids(self) -> list[int]:
         pids = []
@@ -806,9 +855,20 @@ class LabPostfix:
                 pass
         return pids
 
+    def _idp_pid(self) -> int | None:
+        """The shared IdP's pid if it runs. Its pid file is outside the workdir, and
+        _pids() leaves it out: a session of an older tests/lab/postfix.py, which knows
+        no IdP, may share this instance (and remake the workdir); this one still finds
+        and stops an IdP such a session left."""
+        try:
+            pid = int(_read(IDP_PID_FILE).split()[0])
+        except (ValueError, IndexError):
+            return None
+        return pid if _alive(pid) else None
+
     def _kill_stale(self, wait: float = 10.0) -> None:
         """Stop the instance that runs from our workdir, if any (ours or a leftover)."""
-        pids = [p for p in self._pids() if _alive(p)]
+        pids = [p for p in (*self._pids(), self._idp_pid()) if p and _alive(p)]
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -834,11 +894,12 @@ def _master_option(option: str) -> str:
     return f"{{ {option} }}" if " " in option else option
 
 
-def _run_daemon(argv: list[str], outfile: Path, wait: float, env=None) -> tuple[int, str]:
+def _run_daemon(argv: list[str], outfile: Path, wait: float, env=None,
+                cwd=None) -> tuple[int, str]:
     """Run a command that daemonizes; its output goes to a file (a pipe would stay open)."""
     with open(outfile, "wb") as out:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                              env=env, timeout=wait)
+                              env=env, timeout=wait, cwd=cwd)
     return proc.returncode, _read(outfile)
 
 

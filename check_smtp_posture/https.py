@@ -103,7 +103,7 @@ def get(address: str, port: int, hostname: str, path: str, deadline: Deadline, *
 
     `context_factory()` makes the SSLContext (default: smtp.tls.client_context()).
     """
-    return _exchange(address, port, hostname, f"GET {path}", b"", "text/plain", deadline,
+    return _exchange(address, port, hostname, f"GET {path} HTTP/1.1", b"", "text/plain", deadline,
                      limit, context_factory)
 
 

@@ -170,6 +170,17 @@ define service {
     _ROUNDTRIP_MAILBOX      imaps://monitor%40monitor.test@mail.monitor.test/INBOX
     _OPTIONS                --mailbox-ca-file {ca} --helo-name monitor.posture.test -t 30
 }
+
+define service {
+    use                     smtp-posture-mail-roundtrip,generic-service
+    host_name               loop.test
+    service_description     mail-roundtrip-oauth2
+    check_command           check_mail_roundtrip_oauth2
+    _ROUNDTRIP_TO           probe@loop.test
+    _ROUNDTRIP_MAILBOX      imaps://monitor%40monitor.test@mail.monitor.test/INBOX
+    _STATE_DIR              {state_dir}
+    _OPTIONS                {oauth2_options} --helo-name monitor.posture.test
+}
 """
 
 
@@ -250,11 +261,30 @@ CHECKS = [
           1, "127.0.0.2 listed on dnsbl.posture.test"),
     Check("loop.test", "mail-roundtrip-sync", (*ROUNDTRIP, "-t", "30"),
           0, "MAIL_ROUNDTRIP OK - 2 probes back via 2 MX endpoints of loop.test"),
+    # the mailbox by an OAuth access token from the lab IdP, which Dovecot checks
+    Check("loop.test", "mail-roundtrip-oauth2",
+          ("check_mail_roundtrip", "-D", "loop.test", "--to", "probe@loop.test",
+           "--mailbox", MAILBOX, "--oauth2-client-secret-file", "{secretfile}",
+           "--oauth2-token-cache", "{oauth_cache}", "-t", "50", "--state-file", "{oauth_state}",
+           D, "{dns}", "--mailbox-auth", "oauth2", "--oauth2-token-url", "{idp_url}",
+           "--oauth2-client-id", "lab-monitor-app", "--oauth2-ca-file", "{idp_ca}",
+           "--mailbox-ca-file", "{ca}", "--helo-name", "monitor.posture.test"),
+          0, "MAIL_ROUNDTRIP OK - first run: 2 probes sent via 2 MX endpoints of loop.test"),
 ]
 BY_KEY = {check.key: check for check in CHECKS}
 DOMAIN_HOSTS = ["posture.test", "loop.test"]
 #: the asynchronous round trip's state file in _STATE_DIR: check_mail_roundtrip-HOST-SERVICE.json
 STATE_FILE = "check_mail_roundtrip-loop.test-mail-roundtrip.json"
+#: the OAuth round trip's state file and token cache in _STATE_DIR
+OAUTH_STATE_FILE = "check_mail_roundtrip-loop.test-mail-roundtrip-oauth2.json"
+OAUTH_CACHE_FILE = "check_mail_roundtrip-oauth2-loop.test-mail-roundtrip-oauth2.json"
+
+
+def _state_values(directory: Path) -> dict:
+    """{state}, {oauth_state} and {oauth_cache}: the asynchronous runs' files in `directory`."""
+    return {"state": str(directory / STATE_FILE),
+            "oauth_state": str(directory / OAUTH_STATE_FILE),
+            "oauth_cache": str(directory / OAUTH_CACHE_FILE)}
 
 
 def _fill(text: str, values: dict) -> str:
@@ -274,7 +304,7 @@ def _nagios_file(path: Path, text: str, mode: int = 0o600) -> Path:
 @dataclass
 class Lab:
     values: dict  # what fills {dns}, {ca}... in CHECKS
-    hand_state: Path  # the state file of the asynchronous round trip run by hand
+    hand_dir: Path  # where the asynchronous round trips run by hand keep their files
     hosts: dict  # host -> hoststatus
     services: dict  # (host, service) -> servicestatus
     executed: dict  # (host, service or None) -> the command line Nagios ran
@@ -282,20 +312,32 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def nagios_lab(lab, lab_dns, lab_resolver):
+    from tests.lab import idp as lab_idp
+    from tests.lab.certs import LabCA
     from tests.lab.roundtriplab import MONITOR_PASSWORD, sweep_probes
 
     files = private_dir("nagios-lab-files-")
     # the asynchronous round trip's state: Nagios's (_STATE_DIR), the run by hand's
     state_dirs = [private_dir("nagios-lab-state-"), private_dir("nagios-lab-by-hand-")]
-    nagios = None
+    nagios = idp = None
     try:
+        # a token endpoint whose tokens the lab Dovecot accepts (tests/test_oauth.py)
+        idp_ca = LabCA()
+        idp = lab_idp.LabIdp(idp_ca, key=lab.idp_key).start()
         installed = install_for_nagios_core(files / "install")
+        ca_file = _nagios_file(files / "ca.pem", Path(lab.ca_file).read_text(), 0o644)
+        idp_ca_file = _nagios_file(files / "idp-ca.pem", idp_ca.cert_pem.decode(), 0o644)
         # Debian's nagios-nrpe-plugin puts check_nrpe into $USER1$, here a private one.
         os.symlink(CHECK_NRPE, installed.plugin_dir / "check_nrpe")
         values = {"dns": lab_dns.server_arg, "resolver": lab_resolver.server_arg,
-                  "ca": str(_nagios_file(files / "ca.pem", Path(lab.ca_file).read_text(),
-                                         0o644)),
-                  "state_dir": str(state_dirs[0]), "state": str(state_dirs[0] / STATE_FILE),
+                  "ca": str(ca_file),
+                  "state_dir": str(state_dirs[0]), **_state_values(state_dirs[0]),
+                  "idp_url": idp.url, "idp_ca": str(idp_ca_file),
+                  "oauth2_options": f"--mailbox-auth oauth2 --oauth2-token-url {idp.url} "
+                                    f"--oauth2-client-id {lab_idp.CLIENT_ID} --oauth2-ca-file "
+                                    f"{idp_ca_file} --mailbox-ca-file {ca_file}",
+                  "secretfile": str(_nagios_file(files / "oauth2-client.secret",
+                                                 lab_idp.CLIENT_SECRET + "\n")),
                   "pwfile": str(_nagios_file(files / "smtp.pw", PASSWORD + "\n")),
                   "mbpwfile": str(_nagios_file(files / "mailbox.pw", MONITOR_PASSWORD + "\n"))}
         with LabNrpe(NRPE_SNIPPET, "posture.test", lab_dns.server_arg) as nrpe:
@@ -304,22 +346,26 @@ def nagios_lab(lab, lab_dns, lab_resolver):
                             cfg_dirs=[STOCK_CFG_DIR], objects=site(installed, values),
                             resources={"USER1": str(installed.plugin_dir),
                                        "USER11": values["pwfile"],
-                                       "USER12": values["mbpwfile"]})
+                                       "USER12": values["mbpwfile"],
+                                       "USER13": values["secretfile"]})
             verified = nagios.validate()
             assert verified.returncode == 0, verified.stdout[-4000:]
             nagios.start()
             since = nagios.force_checks(hosts=sorted({c.host for c in CHECKS}),
                                         host_checks=DOMAIN_HOSTS)
             hosts, services = nagios.wait_checked(since, 90, hosts=DOMAIN_HOSTS)
-            yield Lab(values, state_dirs[1] / STATE_FILE, hosts, services, nagios.executed())
+            yield Lab(values, state_dirs[1], hosts, services, nagios.executed())
     finally:
         if nagios is not None:
             nagios.stop()
             shutil.rmtree(nagios.workdir, ignore_errors=True)
+        if idp is not None:
+            idp.stop()
         # the probes the asynchronous runs left on their way
         for directory in state_dirs:
-            if (directory / STATE_FILE).exists():
-                sweep_probes(lab, directory / STATE_FILE, "loop.test")
+            for name in (STATE_FILE, OAUTH_STATE_FILE):
+                if (directory / name).exists():
+                    sweep_probes(lab, directory / name, "loop.test")
             shutil.rmtree(directory, ignore_errors=True)
         shutil.rmtree(files, ignore_errors=True)
 
@@ -328,7 +374,7 @@ def nagios_lab(lab, lab_dns, lab_resolver):
 def by_hand(nagios_lab):
     """Every check's command, typed by hand and run as the nagios user; the
     asynchronous round trip with a state file of its own (its first run too)."""
-    values = {**nagios_lab.values, "state": str(nagios_lab.hand_state)}
+    values = {**nagios_lab.values, **_state_values(nagios_lab.hand_dir)}
 
     def run(check):
         program = CHECK_NRPE if check.argv[0] == "check_nrpe" else str(PLUGIN_BIN / check.argv[0])

@@ -234,6 +234,24 @@ def test_smtp_phases_authenticates_with_a_token(lab, dovecot_idp, files, mechani
     assert_no_secret(result.output, dovecot_idp)
 
 
+def test_oauth_forced_on_a_password_only_server_is_critical(lab, dovecot_idp, files):
+    """authfirst.posture.test offers PLAIN, LOGIN and CRAM-MD5 only (tests/lab/postfix.py)."""
+    from check_smtp_posture.plugins import check_smtp_phases
+
+    result = run_main(check_smtp_phases.main, [
+        "-H", "127.0.25.4", "--servername", "authfirst.posture.test", "--ca-file", lab.ca_file,
+        "--sasl-user", rt.MONITOR_USER, "--sasl-mechanism", "XOAUTH2",
+        "--oauth2-token-url", dovecot_idp.url, "--oauth2-client-id", lab_idp.CLIENT_ID,
+        "--oauth2-ca-file", files["ca"], "--oauth2-client-secret-file", files["secret"],
+        "-t", "10", "-vvv"])
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        "SMTP_PHASES CRITICAL - authfirst.posture.test[127.0.25.4] auth: XOAUTH2 not offered; "
+        "authfirst.posture.test[127.0.25.4] offers AUTH (PLAIN LOGIN CRAM-MD5) before STARTTLS"
+        " | "), result.first_line
+    assert_no_secret(result.output, dovecot_idp)
+
+
 def test_smtp_phases_idp_down_connects_nowhere(ca, files):
     result = phases(files, f"https://{lab_idp.IDP_ADDRESS}:9/token", "XOAUTH2",
                     "--unreachable-state", "unknown")

@@ -213,8 +213,10 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("smtps", "submit.posture.test", "127.0.25.3", 465,
              ("smtpd_tls_wrappermode=yes",) + _SUBMISSION_OPTS,
              starttls=False, auth="implicit-tls", implicit_tls=True),
+    # password mechanisms only: the server where a forced OAuth mechanism is not offered
     Endpoint("authfirst", "authfirst.posture.test", "127.0.25.4", 25,
-             ("smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=no"), auth="before-tls"),
+             ("smtpd_sasl_auth_enable=yes", "smtpd_tls_auth_only=no",
+              "smtpd_sasl_mechanism_filter=plain,login,cram-md5"), auth="before-tls"),
     Endpoint("notls", "notls.posture.test", "127.0.25.5", 25,
              ("smtpd_tls_security_level=none",), starttls=False),
     Endpoint("openrelay", "openrelay.posture.test", "127.0.25.6", 25,

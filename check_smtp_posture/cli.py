@@ -398,7 +398,7 @@ def oauth_settings(args, needed: bool):
         return None
     from check_smtp_posture import oauth
     from check_smtp_posture.secrets import SecretError, read_secret
-    from check_smtp_posture.userfiles import UserFileError, check_user_file
+    from check_smtp_posture.userfiles import option_file_problem
 
     url = args.oauth2_token_url
     if args.oauth2_tenant is not None:
@@ -421,13 +421,11 @@ def oauth_settings(args, needed: bool):
     if secret is None and args.oauth2_refresh_token_file is None:
         return ("the client-credentials grant needs a client secret: "
                 f"--oauth2-client-secret-file FILE or ${OAUTH_SECRET_ENV}")
-    for option, path in (("--oauth2-refresh-token-file", args.oauth2_refresh_token_file),
-                         ("--oauth2-ca-file", args.oauth2_ca_file)):
-        if path is not None:
-            try:
-                check_user_file(path, "file")
-            except UserFileError as exc:
-                return f"{option}: {exc}"
+    problem = option_file_problem((("--oauth2-refresh-token-file",
+                                    args.oauth2_refresh_token_file),
+                                   ("--oauth2-ca-file", args.oauth2_ca_file)), "file")
+    if problem:
+        return problem
     if args.oauth2_token_cache == "":
         return "--oauth2-token-cache: empty path"
     return oauth.OAuthSettings(url, args.oauth2_client_id, secret, args.oauth2_scope,

@@ -71,6 +71,18 @@ def read_user_text(path: str, what: str, limit: int) -> str:
         raise UserFileError(f"{what} {path} is not UTF-8 text") from None
 
 
+def option_file_problem(pairs, what: str) -> str | None:
+    """The usage error for the first (option, path) of `pairs` whose path is given but
+    is no readable regular file (`--ca-file: cannot read CA file ...`), else None."""
+    for option, path in pairs:
+        if path is not None:
+            try:
+                check_user_file(path, what)
+            except UserFileError as exc:
+                return f"{option}: {exc}"
+    return None
+
+
 def check_user_file(path: str, what: str) -> None:
     """Raise UserFileError unless `path` is a readable regular file (for files a library opens)."""
     if not path:

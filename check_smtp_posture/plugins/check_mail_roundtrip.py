@@ -235,15 +235,12 @@ def options_from(args) -> Options | str:
         sasl and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS))
     if isinstance(oauth, str):
         return oauth
-    from check_smtp_posture.userfiles import UserFileError, check_user_file
+    from check_smtp_posture.userfiles import option_file_problem
 
-    for option, path in (("--mailbox-ca-file", args.mailbox_ca_file),
-                         ("--ca-file", args.ca_file)):
-        if path is not None:
-            try:
-                check_user_file(path, "CA file")
-            except UserFileError as exc:
-                return f"{option}: {exc}"
+    problem = option_file_problem((("--mailbox-ca-file", args.mailbox_ca_file),
+                                   ("--ca-file", args.ca_file)), "CA file")
+    if problem:
+        return problem
     if args.state_file is not None and not args.state_file:
         return "--state-file: empty path"
     if args.ca_file and not submit:

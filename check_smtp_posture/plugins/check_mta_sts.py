@@ -104,15 +104,13 @@ def build_parser() -> cli.PluginArgumentParser:
 
 def options_from(args) -> Options | str:
     """Options from parsed arguments, or a usage error message."""
-    from check_smtp_posture.userfiles import UserFileError, check_user_file
+    from check_smtp_posture.userfiles import option_file_problem
 
     if not args.domain:
         return "-D/--domain is required"
-    if args.ca_file is not None:
-        try:
-            check_user_file(args.ca_file, "CA file")
-        except UserFileError as exc:
-            return f"--ca-file: {exc}"
+    problem = option_file_problem((("--ca-file", args.ca_file),), "CA file")
+    if problem:
+        return problem
     if args.state_file is not None and not args.state_file:
         return "--state-file: empty path"
     helo, helo_note = args.helo_name, None

@@ -38,7 +38,7 @@ from check_smtp_posture.smtp.session import (
     run_session,
 )
 from check_smtp_posture.summary import FamilySummary
-from check_smtp_posture.userfiles import UserFileError, check_user_file, read_user_file
+from check_smtp_posture.userfiles import UserFileError, option_file_problem, read_user_file
 
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
 PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
@@ -267,11 +267,9 @@ def options_from(args) -> Options | str:
     except ValueError as exc:
         return str(exc)
     ca_file = args.ca_file
-    if ca_file is not None:
-        try:
-            check_user_file(ca_file, "CA file")
-        except UserFileError as exc:
-            return f"--ca-file: {exc}"
+    problem = option_file_problem((("--ca-file", ca_file),), "CA file")
+    if problem:
+        return problem
     port = args.port or (465 if args.tls else 25)
     plan = SessionPlan(
         helo_name=helo,

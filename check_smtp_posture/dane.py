@@ -150,7 +150,7 @@ def association(cert_der: bytes, cert, selector: int, mtype: int) -> bytes:
 
 def key_type(cert) -> str:
     """The key's kind as DANE operators name it (ECDSA, not EC), "unknown" if unreadable."""
-    from check_smtp_posture.smtp.tls import key_kind
+    from check_smtp_posture.tls import key_kind
 
     try:
         kind = key_kind(cert.public_key())
@@ -199,7 +199,7 @@ def check_chain(records, chain_der, reference_names, now: datetime.datetime | No
 
 def _trust_anchor_problem(chain, depth: int, names, now) -> str:
     """Why the chain from the leaf to the DANE-TA at `depth` fails senders' checks, or ""."""
-    from check_smtp_posture.smtp.tls import names_match, signed_by
+    from check_smtp_posture.tls import names_match, signed_by
 
     for index in range(depth):
         if not signed_by(chain[index], chain[index + 1]):

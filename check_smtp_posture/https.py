@@ -3,8 +3,8 @@
 Address and name are separate, as in the SMTP library: the connection goes to
 an address the family's DNS layer found, SNI and the Host header carry the
 name. The handshake completes whatever certificate the server shows
-(smtp.tls.client_context); the chain comes back as DER for
-smtp.tls.certificate_facts to judge, so a bad certificate is a fact, not a
+(tls.client_context); the chain comes back as DER for
+tls.certificate_facts to judge, so a bad certificate is a fact, not a
 failed fetch. Redirects are not followed: the response is returned as it
 came. http.client parses the response; every read underneath it gets what is
 left of the deadline, and no more than `limit` bytes of body are kept.
@@ -45,7 +45,7 @@ class HttpsResponse:
     headers: tuple  # (name, value) as sent, in order
     body: bytes  # at most `limit` bytes
     truncated: bool  # the body went on past `limit`
-    tls: object = None  # smtp.tls.TlsSession
+    tls: object = None  # tls.TlsSession
     peer_chain: tuple = ()  # DER, leaf first
     times: dict = field(default_factory=dict)  # connect, tls, response, total (seconds)
 
@@ -101,7 +101,7 @@ def get(address: str, port: int, hostname: str, path: str, deadline: Deadline, *
         limit: int, context_factory=None) -> HttpsResponse:
     """GET https://`hostname``path` from `address`:`port`; raises HttpsError, never more.
 
-    `context_factory()` makes the SSLContext (default: smtp.tls.client_context()).
+    `context_factory()` makes the SSLContext (default: tls.client_context()).
     """
     return _exchange(address, port, hostname, f"GET {path} HTTP/1.1", b"", "text/plain", deadline,
                      limit, context_factory)
@@ -126,7 +126,7 @@ def _exchange(address: str, port: int, hostname: str, head: str, body: bytes, ac
     import http.client
     import ssl
 
-    from check_smtp_posture.smtp import tls
+    from check_smtp_posture import tls
 
     times: dict = {}
     started = time.monotonic()

@@ -88,7 +88,7 @@ def access_token(settings: OAuthSettings, deadline, resolve, redact) -> tuple[st
     `resolve(host)` gives the address to connect to (or raises OAuthError);
     `redact` (secrets.Redactor) learns every secret before any is sent.
     """
-    from check_smtp_posture.statefile import StateFile
+    from check_smtp_posture.nagios.statefile import StateFile
 
     redact.add(settings.client_secret)
     if settings.cache_file is None or not _private(settings.cache_file):
@@ -124,7 +124,8 @@ def token_for_run(settings: OAuthSettings, options, deadline) -> tuple[str, bool
 def run_resolver(options, deadline):
     """resolve(host) -> the address to connect to, by the family's DNS layer with the
     run's `options`; OAuthError (UNREACHABLE) when the name has none."""
-    from check_smtp_posture import cli, targets
+    from check_smtp_posture import targets
+    from check_smtp_posture.nagios import cli
     from check_smtp_posture.names import is_ip_literal
 
     def resolve(host: str) -> str:
@@ -206,7 +207,7 @@ def _token_request(settings: OAuthSettings, client, form: str, deadline, resolve
 
     from check_smtp_posture import https
     from check_smtp_posture.sanitize import one_line
-    from check_smtp_posture.smtp.tls import NoTrustAnchors, verified_context
+    from check_smtp_posture.tls import NoTrustAnchors, verified_context
 
     parts = urlsplit(settings.token_url)
     host = parts.hostname

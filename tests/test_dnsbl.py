@@ -179,7 +179,7 @@ def test_usage_errors_exit_3(run_plugin, argv):
 
 
 def test_ipv4_mapped_address_is_asked_as_ipv4():
-    from check_smtp_posture.cli import ip_address
+    from check_smtp_posture.nagios.cli import ip_address
 
     assert ip_address("::ffff:192.0.2.1") == "192.0.2.1"
     assert ip_address(" 2001:DB8::1 ") == "2001:db8::1"

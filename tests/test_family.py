@@ -172,7 +172,7 @@ def test_startup_imports_neither_dnspython_nor_cryptography(script):
                            "-V"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout
     modules = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
-    assert "check_smtp_posture.cli" in modules  # the plugin really ran
+    assert "check_smtp_posture.nagios.cli" in modules  # the plugin really ran
     assert not {m for m in modules if m == "dns" or m.startswith(("dns.", "cryptography"))}
 
 
@@ -191,7 +191,7 @@ def _loaded(modules: set, packages) -> list:
 #: what an SMTP run of one address without TLS has no use for: dnspython (no name to
 #: look up), cryptography and our TLS module (no certificate), a thread pool (one
 #: endpoint), AUTH's digests, typing (annotations only), the message builder (no DATA)
-NOT_FOR_A_PLAIN_SMTP_RUN = ("dns", "cryptography", "check_smtp_posture.smtp.tls",
+NOT_FOR_A_PLAIN_SMTP_RUN = ("dns", "cryptography", "check_smtp_posture.tls",
                             "check_smtp_posture.dnslookup", "concurrent", "hmac", "hashlib",
                             "typing", "email", "check_smtp_posture.smtp.message",
                             "check_smtp_posture.smtp.proxy")
@@ -336,7 +336,7 @@ def test_a_reader_that_goes_away_gets_no_traceback(script):
 def test_a_fault_before_the_run_is_unknown_without_traceback():
     """A fault while the arguments become a Check, outside the runner's own guard."""
     code = ("import sys; sys.argv[0] = '/usr/local/bin/check_smtp_phases'\n"
-            "from check_smtp_posture import runner\n"
+            "from check_smtp_posture.nagios import runner\n"
             "runner.console(lambda: 1 / 0)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30)

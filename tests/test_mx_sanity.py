@@ -11,7 +11,7 @@ import pytest
 from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import targets
-from check_smtp_posture.contexts import MxContext
+from check_smtp_posture.nagios.contexts import MxContext
 from check_smtp_posture.plugins import check_mx_sanity as mx
 from check_smtp_posture.plugins.check_mx_sanity import AddressFact, ChangeFact, MxFacts, main
 from tests.lab.mxlab import MX_DOMAIN

@@ -13,7 +13,7 @@ import pytest
 from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import targets
-from check_smtp_posture.contexts import MxContext
+from check_smtp_posture.nagios.contexts import MxContext
 from check_smtp_posture.plugins import check_dnsbl, check_mx_sanity, check_smtp_phases, check_spf
 from tests.lab.verdictlab import UNSERVED, VERDICT_DOMAIN
 

@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import dnsbl_zones, names, targets
-from check_smtp_posture.contexts import MxContext
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.dnslookup import (
     ERROR,
@@ -44,6 +43,7 @@ from check_smtp_posture.dnslookup import (
     TIMEOUT,
     DnsAnswer,
 )
+from check_smtp_posture.nagios.contexts import MxContext
 from check_smtp_posture.plugins import check_dnsbl
 from check_smtp_posture.sanitize import one_line, perf_label, printable
 from check_smtp_posture.smtp.dialogue import Extensions

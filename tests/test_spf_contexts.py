@@ -8,7 +8,7 @@ import nagiosplugin
 import pytest
 from nagiosplugin.state import Critical, Ok, Unknown, Warn
 
-from check_smtp_posture import runner
+from check_smtp_posture.nagios import runner
 from check_smtp_posture.plugins import check_spf
 from check_smtp_posture.spf import ZoneDns, check_host, lint
 from check_smtp_posture.spf import linter as L

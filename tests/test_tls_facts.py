@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from check_smtp_posture.smtp.tls import (
+from check_smtp_posture.tls import (
     CertificateFacts,
     certificate_facts,
     client_context,

@@ -180,9 +180,9 @@ def tokens_in(data: bytes, texts) -> str | None:
 
 
 def tls_context(ca_file: str | None):
-    """The verifying TLS context of a mailbox connection (smtp.tls.verified_context); a
+    """The verifying TLS context of a mailbox connection (tls.verified_context); a
     CA file that trusts nothing is a TLS failure before anything is sent."""
-    from check_smtp_posture.smtp.tls import NoTrustAnchors, verified_context
+    from check_smtp_posture.tls import NoTrustAnchors, verified_context
 
     try:
         return verified_context(ca_file)

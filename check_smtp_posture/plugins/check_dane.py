@@ -16,13 +16,14 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
-from check_smtp_posture import cli, names, runner, states, targets
-from check_smtp_posture.contexts import MxContext, smtp_failure_state
+from check_smtp_posture import names, targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import MxContext, smtp_failure_state
+from check_smtp_posture.nagios.summary import FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, SessionResult, run_session
-from check_smtp_posture.summary import FamilySummary, capped
 
 DEFAULT_TIMEOUT = 30.0
 #: the validator proof: a name any validating resolver answers with the AD flag, and one
@@ -290,8 +291,7 @@ class Dane(nagiosplugin.Resource):
                                           context="rrsig_days_left")
 
     def _probe_endpoint(self, endpoint, host: HostTlsa, deadline: Deadline) -> EndpointDane:
-        from check_smtp_posture import dane
-        from check_smtp_posture.smtp import tls
+        from check_smtp_posture import dane, tls
 
         def handshake(asked: str, context) -> Handshake:
             # the certificate is all DANE asks of the session: QUIT once TLS is up

@@ -23,12 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 import nagiosplugin
 from nagiosplugin.state import Ok, Warn
 
-from check_smtp_posture import cli, dnsbl_zones, names, runner, states, targets
-from check_smtp_posture.contexts import DEFAULT, MxContext, TimeContext, seconds
+from check_smtp_posture import dnsbl_zones, names, targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.dnsbl_zones import DOMAIN, IP, ZoneSpec
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import DEFAULT, MxContext, TimeContext, seconds
+from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line
-from check_smtp_posture.summary import FamilySummary
 
 NAME = "DNSBL"
 LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")

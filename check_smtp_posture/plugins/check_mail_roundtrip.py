@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
-from check_smtp_posture import cli, probemail, runner, states, targets
-from check_smtp_posture.contexts import (
+from check_smtp_posture import probemail, targets
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import (
     MxContext,
     OAuthContext,
     StateFileContext,
@@ -31,9 +33,8 @@ from check_smtp_posture.contexts import (
     seconds,
     smtp_failure_state,
 )
-from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line, printable
-from check_smtp_posture.summary import FamilySummary
 
 MAILBOX_PASSWORD_ENV = "CHECK_MAILBOX_PASSWORD"
 SASL_PASSWORD_ENV = "CHECK_SMTP_PASSWORD"  # as check_smtp_phases
@@ -375,7 +376,7 @@ class RoundTrip(nagiosplugin.Resource):
         yield from self._metrics()
 
     def _asynchronous(self, box, endpoints):
-        from check_smtp_posture.statefile import StateFile
+        from check_smtp_posture.nagios.statefile import StateFile
 
         opts = self.options
         with StateFile(opts.state_file, self.deadline) as state:
@@ -465,7 +466,7 @@ class RoundTrip(nagiosplugin.Resource):
         opts = self.options
         context = None
         if opts.submit:
-            from check_smtp_posture.smtp.tls import verified_context
+            from check_smtp_posture.tls import verified_context
 
             context = lambda: verified_context(opts.ca_file)  # noqa: E731
         sasl = opts.sasl

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import cli, runner, states, targets
-from check_smtp_posture.contexts import (
+from check_smtp_posture import targets
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import (
     DEFAULT,
     MxContext,
     StateFileContext,
@@ -28,9 +30,8 @@ from check_smtp_posture.contexts import (
     seconds,
     smtp_failure_state,
 )
-from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.nagios.summary import FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
-from check_smtp_posture.summary import FamilySummary, capped
 
 NAME = "MTA_STS"
 DEFAULT_TIMEOUT = 30.0
@@ -338,8 +339,7 @@ class MtaSts(nagiosplugin.Resource):
     # the parts of the second round, each bounded by the deadline
 
     def _fetch(self, fetch: FetchFacts) -> None:
-        from check_smtp_posture import https, mtasts
-        from check_smtp_posture.smtp import tls
+        from check_smtp_posture import https, mtasts, tls
 
         started = time.monotonic()
         addresses = fetch.resolution.addresses if fetch.resolution else []
@@ -365,8 +365,8 @@ class MtaSts(nagiosplugin.Resource):
             fetch.policy = mtasts.parse_policy(response.body)
 
     def _mx_tls(self) -> None:
+        from check_smtp_posture import tls
         from check_smtp_posture.fanout import each_endpoint
-        from check_smtp_posture.smtp import tls
         from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, run_session
 
         opts = self.options
@@ -407,7 +407,7 @@ class MtaSts(nagiosplugin.Resource):
         self.facts.tlsrpt.mailto_mx.update(found)
 
     def _history(self) -> None:
-        from check_smtp_posture.statefile import StateFile
+        from check_smtp_posture.nagios.statefile import StateFile
 
         facts = self.facts
         with StateFile(self.options.state_file, self.deadline) as state:

@@ -19,17 +19,18 @@ import time
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import cli, names, runner, states, targets
-from check_smtp_posture.contexts import (
+from check_smtp_posture import names, targets
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import (
     DEFAULT,
     MxContext,
     StateFileContext,
     TimeContext,
     seconds,
 )
-from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.statefile import StateFile
-from check_smtp_posture.summary import FamilySummary, capped
+from check_smtp_posture.nagios.statefile import StateFile
+from check_smtp_posture.nagios.summary import FamilySummary, capped
 
 NAME = "MX_SANITY"
 

@@ -16,16 +16,18 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
-from check_smtp_posture import cli, runner, states, targets
-from check_smtp_posture.contexts import (
+from check_smtp_posture import targets
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import (
     MxContext,
     TimeContext,
     reply_state,
     seconds,
     smtp_failure_state,
 )
-from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.nagios.summary import HINT_CAP, FamilySummary
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.session import (
@@ -37,7 +39,6 @@ from check_smtp_posture.smtp.session import (
     SessionResult,
     run_probes,
 )
-from check_smtp_posture.summary import HINT_CAP, FamilySummary
 
 DEFAULT_EXTERNAL_FROM = "relay-probe@example.org"
 DEFAULT_EXTERNAL_RCPT = "relay-probe@example.net"

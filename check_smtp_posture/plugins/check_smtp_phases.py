@@ -14,8 +14,11 @@ from collections import namedtuple
 
 import nagiosplugin
 
-from check_smtp_posture import cli, runner, states, targets
-from check_smtp_posture.contexts import (
+from check_smtp_posture import targets
+from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import (
     MxContext,
     OAuthContext,
     TimeContext,
@@ -23,8 +26,7 @@ from check_smtp_posture.contexts import (
     seconds,
     smtp_failure_state,
 )
-from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
@@ -37,7 +39,6 @@ from check_smtp_posture.smtp.session import (
     SessionResult,
     run_session,
 )
-from check_smtp_posture.summary import FamilySummary
 from check_smtp_posture.userfiles import UserFileError, option_file_problem, read_user_file
 
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
@@ -374,7 +375,7 @@ class SmtpPhases(nagiosplugin.Resource):
         if not result.peer_chain:
             return None
         if id(result) not in self._certificates:
-            from check_smtp_posture.smtp import tls
+            from check_smtp_posture import tls
 
             ep = result.endpoint
             self._certificates[id(result)] = tls.certificate_facts(
@@ -581,7 +582,7 @@ class CertificateContext(nagiosplugin.Context):
         self.options = options
 
     def evaluate(self, metric, resource):
-        from check_smtp_posture.smtp import tls
+        from check_smtp_posture import tls
 
         fact, cert = metric.value
         severity = {tls.UNREADABLE: nagiosplugin.Critical, tls.EXPIRED: nagiosplugin.Critical,

@@ -13,10 +13,11 @@ import argparse
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import cli, runner, states, targets
-from check_smtp_posture.contexts import DEFAULT, MxContext, TimeContext, seconds
+from check_smtp_posture import targets
 from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.summary import FamilySummary
+from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios.contexts import DEFAULT, MxContext, TimeContext, seconds
+from check_smtp_posture.nagios.summary import FamilySummary
 
 NAME = "SPF"
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")

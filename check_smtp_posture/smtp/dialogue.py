@@ -201,7 +201,7 @@ class SmtpDialogue:
             raise SmtpProtocolError(phase, "server sent data before the TLS handshake")
         with self.timed(phase):
             if callable(context):
-                from check_smtp_posture.smtp.tls import NoTrustAnchors
+                from check_smtp_posture.tls import NoTrustAnchors
 
                 try:
                     context = context()
@@ -221,7 +221,7 @@ class SmtpDialogue:
             except (ConnectionError, OSError) as exc:
                 raise SmtpTlsError(phase, "handshake failed: "
                                    f"{exc.strerror or 'connection closed'}") from None
-            from check_smtp_posture.smtp import tls as tls_facts
+            from check_smtp_posture import tls as tls_facts
 
             self.peer_chain = tls_facts.peer_chain_der(tls_sock)
             self.tls = tls_facts.tls_session(tls_sock)

@@ -392,6 +392,6 @@ def _pipelined_probes(dialogue: SmtpDialogue, plan: SessionPlan, result: Session
 def _context(plan: SessionPlan) -> ssl.SSLContext:
     if plan.tls_context is not None:
         return plan.tls_context()
-    from check_smtp_posture.smtp import tls
+    from check_smtp_posture import tls
 
     return tls.client_context()

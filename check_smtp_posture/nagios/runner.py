@@ -15,8 +15,8 @@ from collections import namedtuple
 
 import nagiosplugin
 
-from check_smtp_posture import states, warningpolicy
 from check_smtp_posture.deadline import DeadlineExceeded
+from check_smtp_posture.nagios import states, warningpolicy
 from check_smtp_posture.sanitize import one_line, printable
 
 # The deadline should end the run by itself; the alarm is the last resort for
@@ -110,8 +110,8 @@ def plugin_main(argv, build_parser, options_from, build_check, mode=None) -> int
 
     `mode(parser, args)` runs first: an exit status ends the run there (a set-up
     mode of the plugin, not a check), None goes on with the check."""
-    from check_smtp_posture import cli
     from check_smtp_posture.deadline import Deadline
+    from check_smtp_posture.nagios import cli
 
     parser = build_parser()
     args = cli.parse(parser, argv)

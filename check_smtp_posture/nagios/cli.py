@@ -11,7 +11,8 @@ import ipaddress
 import math
 import sys
 
-from check_smtp_posture import __version__, names, states
+from check_smtp_posture import __version__, names
+from check_smtp_posture.nagios import states
 
 UNKNOWN_EXIT = 3
 

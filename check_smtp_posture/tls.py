@@ -22,7 +22,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..sanitize import one_line
+from .sanitize import one_line
 
 UTC = datetime.timezone.utc
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Unknown, Warn
 
-from check_smtp_posture import states, targets
+from check_smtp_posture import targets
+from check_smtp_posture.nagios import states
 from check_smtp_posture.sanitize import one_line
 
 DEFAULT = "default"  # nagiosplugin's own perfdata-only context
@@ -127,7 +128,7 @@ class StateFileContext(nagiosplugin.Context):
         super().__init__(name)
 
     def evaluate(self, metric, resource):
-        from check_smtp_posture.statefile import CORRUPT
+        from check_smtp_posture.nagios.statefile import CORRUPT
 
         problem = metric.value
         if problem is None:

@@ -352,3 +352,22 @@ def test_auth_usage_errors(argv, message):
     result = run("-H", MX1, *argv)
     assert result.exitcode == 3, result.output
     assert f"check_smtp_phases: error: {message}\n" in result.output
+
+
+def test_an_unfinished_unasked_line_quoting_the_password_shows_none_of_it(fake_smtp,
+                                                                          monkeypatch):
+    # The password, quoted back across the 60th byte of an unfinished line that came
+    # before MAIL: the error quotes that line cut short, and no piece of it may show.
+    secret = "unasked-sasl-secret-0123456789"
+    monkeypatch.setenv("CHECK_SMTP_PASSWORD", secret)
+    pending = b"250-" + b"x" * 50 + secret.encode()
+    # one write, so the unfinished line is there before MAIL goes out
+    server = fake_smtp({"AUTH": b"235 2.7.0 Authentication successful\r\n" + pending},
+                       ehlo_keywords=("AUTH PLAIN",))
+    result = run("-H", server.host, "-p", server.port, "--to", "p@posture.test",
+                 "--sasl-user", "u", "--allow-plaintext-auth")
+    assert result.exitcode == 2, result.output
+    assert result.first_line.startswith(
+        f"SMTP_PHASES CRITICAL - {server.host} mail: reply before MAIL was sent: "
+        "b'250-" + "x" * 50 + "********'; "), result.first_line
+    assert secret[:6] not in result.output

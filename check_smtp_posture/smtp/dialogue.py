@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 
 from check_smtp_posture.deadline import Deadline, DeadlineExceeded
+from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.secrets import MASK, Redactor
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.errors import (
@@ -42,6 +43,8 @@ QUIT_SETTLE = 0.5
 #: seconds to read the rest of an unasked reply whose first bytes are already here,
 #: to quote it whole
 UNASKED_READ = 0.2
+#: how much of an unfinished unasked line an error quotes, in characters of its repr
+UNASKED_QUOTE = 80
 
 
 class Extensions:
@@ -351,7 +354,9 @@ class SmtpDialogue:
         if unasked is not None and unasked.code == 421 and not self._proxy_unconfirmed:
             self.transcript.note(f"the server closes: {verb} not sent")
             return unasked
-        what = str(unasked) if unasked is not None else self.redact(repr(self._reader.pending[:60]))
+        # Masked whole, then cut: a secret across the cut would otherwise show its head.
+        what = (str(unasked) if unasked is not None
+                else one_line(self.redact(repr(self._reader.pending)), UNASKED_QUOTE))
         if self._proxy_unconfirmed:
             raise SmtpProtocolError("connect", f"PROXY header not accepted: {what}")
         raise SmtpProtocolError(phase, f"reply before {verb} was sent: {what}")

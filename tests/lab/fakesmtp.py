@@ -93,7 +93,8 @@ class Delayed:
     action: Any
 
 
-Action = Union[str, Act, Delayed, tuple, Callable[["Session", bytes], Any]]
+#: bytes are sent as they are: an unfinished line, or anything no reply is
+Action = Union[str, bytes, Act, Delayed, tuple, Callable[["Session", bytes], Any]]
 
 STALL, DRIP, GARBAGE, OVERLONG, ENDLESS, RESET, CLOSE, TLS_GARBAGE, TLS_CLOSE = Act
 
@@ -366,6 +367,9 @@ class FakeSmtpServer(ThreadedServer):
             if action.startswith("421"):
                 raise _EndSession
             return action
+        if isinstance(action, bytes):
+            io.send(action)
+            return action.decode("utf-8", "replace")
         code = b"220" if phase == "banner" else b"250"
         if action is STALL:
             io.drain_until_closed(session)

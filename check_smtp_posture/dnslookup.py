@@ -24,6 +24,7 @@ import dns.reversename
 
 from check_smtp_posture import names
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.sanitize import one_line
 
 NOERROR = "NOERROR"
 NXDOMAIN = "NXDOMAIN"
@@ -95,6 +96,12 @@ class DnsAnswer:
     def is_alias(self) -> bool:
         return (bool(self.canonical_name)
                 and names.normalize(self.canonical_name) != names.normalize(self.qname))
+
+    def failure(self) -> str:
+        """The family's one wording of an answer that is not one: the status, then what
+        went wrong and the resolver's extended error, "SERVFAIL (DNSSEC Bogus (6): ...)"."""
+        extra = "; ".join(x for x in (self.detail, self.extended_error) if x)
+        return self.status + (f" ({one_line(extra, 120)})" if extra else "")
 
 
 @dataclass

@@ -172,7 +172,7 @@ def resolve_mx(client, domain: str, *, family: int | None = None,
     answer = client.query(domain, "MX")
     authenticated = answer.authenticated if client.dnssec else None
     if answer.failed:
-        return done(FAILED, detail=_failure(answer))
+        return done(FAILED, detail=answer.failure())
     if answer.status == dnslookup.NXDOMAIN:
         return done(NXDOMAIN)
     if answer.status != dnslookup.NOERROR:  # NODATA: the address records are the MX
@@ -246,14 +246,10 @@ def _target_facts(target: Target, answers: list, alias_problem: bool) -> Target:
                        canonical=canonical)
     if failed:  # addresses from the lookups that answered are still used
         return target._replace(addresses=addresses, problem=LOOKUP_FAILED,
-                       detail="; ".join(f"{a.rdtype}: {_failure(a)}" for a in failed),
+                       detail="; ".join(f"{a.rdtype}: {a.failure()}" for a in failed),
                        canonical=canonical)
     if any(a.status == dnslookup.NXDOMAIN for a in answers):
         return target._replace(problem=TARGET_NXDOMAIN, canonical=canonical)
     if not addresses:
         return target._replace(problem=NO_ADDRESS, canonical=canonical)
     return target._replace(addresses=addresses, canonical=canonical)
-
-
-def _failure(answer) -> str:
-    return answer.status + (f" ({answer.detail})" if answer.detail else "")

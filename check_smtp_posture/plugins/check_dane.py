@@ -146,7 +146,7 @@ class ValidatorProof:
     @property
     def problem(self) -> str:
         if self.secure.failed:
-            return f"lookup of {self.secure.qname} failed: " + _failure(self.secure)
+            return f"lookup of {self.secure.qname} failed: " + self.secure.failure()
         if not self.secure.authenticated:
             return f"{self.secure.qname} came back without the AD flag"
         if not self.bogus.failed:
@@ -361,9 +361,8 @@ def _host_tlsa(client, target, port: int) -> HostTlsa:
         tlsa_name = f"_{port}._tcp.{base}"
         answer = client.query(tlsa_name, "TLSA")
         if answer.failed:
-            detail = _failure(answer)
             return HostTlsa(name, LOOKUP_FAILED, tlsa_name, answer=answer,
-                            why=f"TLSA lookup of {tlsa_name} failed: {detail}")
+                            why=f"TLSA lookup of {tlsa_name} failed: {answer.failure()}")
         if not answer.authenticated:
             return HostTlsa(name, NOT_APPLICABLE, tlsa_name, answer=answer,
                             why=f"the TLSA records of {name} are not signed (insecure)")
@@ -373,12 +372,6 @@ def _host_tlsa(client, target, port: int) -> HostTlsa:
                             reference_names=tuple(names))
     return HostTlsa(name, NO_TLSA, f"_{port}._tcp.{name}", answer=answer,
                     why=f"{name} has no TLSA records")
-
-
-def _failure(answer) -> str:
-    detail = answer.status
-    extra = "; ".join(x for x in (answer.detail, answer.extended_error) if x)
-    return detail + (f" ({one_line(extra, 120)})" if extra else "")
 
 
 # -- contexts ------------------------------------------------------------------------

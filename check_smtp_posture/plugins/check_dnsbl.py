@@ -137,7 +137,7 @@ def classify(zone: ZoneSpec, answer) -> tuple:
     if answer.status == TIMEOUT:
         return (OUT_OF_TIME if answer.out_of_time else TIMED_OUT), (), answer.detail
     if not answer.ok:
-        return FAILED, (), answer.status + (f" ({answer.detail})" if answer.detail else "")
+        return FAILED, (), answer.failure()
     codes = tuple(sorted(answer.records, key=ipaddress.ip_address))
     outside = [c for c in codes if ipaddress.ip_address(c) not in LOOPBACK_NET]
     if outside:

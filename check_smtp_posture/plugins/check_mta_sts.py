@@ -698,7 +698,7 @@ class HistoryContext(FactContext):
 
 
 def _dns_failure(answer) -> str:
-    return one_line(answer.status + (f" ({answer.detail})" if answer.detail else ""), 80)
+    return one_line(answer.failure(), 80)
 
 
 def _mx_kind(res: targets.Resolution) -> str:

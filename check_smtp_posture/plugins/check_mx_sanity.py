@@ -170,7 +170,7 @@ class MxResource(nagiosplugin.Resource):
         """Forward-confirmed reverse DNS: a PTR name that resolves back to the address."""
         ptr = self.client.reverse(fact.address)
         if ptr.failed:
-            fact.detail = f"PTR lookup {ptr.status}"
+            fact.detail = f"PTR lookup {ptr.failure()}"
             return
         if not ptr.ok:
             fact.fcrdns, fact.detail = False, "no PTR"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import namedtuple
 
-from check_smtp_posture import names
+from check_smtp_posture import fanout, names
 
 # kinds of MX set
 MX = "mx"
@@ -217,16 +217,8 @@ def _resolve_targets(client, targets: list, family, concurrency: int, *,
     questions = [(t.name, kind) for t in targets if not t.problem for kind in kinds]
     if not questions:
         return list(targets)
-    if len(questions) == 1:
-        answers = {questions[0]: client.query(*questions[0])}
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions))))
-        try:  # every query is bounded by the deadline, so waiting here is bounded too
-            answers = dict(zip(questions, pool.map(lambda q: client.query(*q), questions)))
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+    answers = dict(zip(questions, fanout.each(questions, lambda q: client.query(*q),
+                                              concurrency)))
     return [t if t.problem else _target_facts(t, [answers[(t.name, k)] for k in kinds],
                                               alias_problem)
             for t in targets]

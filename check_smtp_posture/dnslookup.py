@@ -226,6 +226,42 @@ class DnsClient:
         """PTR answer for an IPv4 or IPv6 address."""
         return self.query(dns.reversename.from_address(address).to_text(), "PTR")
 
+    def prove_validation(self, secure_name: str, bogus_name: str) -> ValidatorProof:
+        """Ask, at once, for a signed name and for one whose signatures are broken."""
+        from check_smtp_posture.fanout import all_at_once
+
+        answers = all_at_once({"secure": lambda: self.query(secure_name, "SOA"),
+                               "bogus": lambda: self.query(bogus_name, "A")})
+        return ValidatorProof(answers["secure"], answers["bogus"])
+
+
+class ValidatorProof:
+    """Has the resolver just shown that it validates DNSSEC? Only then does its AD flag
+    mean anything: a signed name must come back with the flag, and a name whose
+    signatures are broken must not be answered at all."""
+
+    __slots__ = ("secure", "bogus")
+
+    def __init__(self, secure: DnsAnswer, bogus: DnsAnswer):
+        self.secure = secure
+        self.bogus = bogus
+
+    @property
+    def holds(self) -> bool:
+        return not self.problem
+
+    @property
+    def problem(self) -> str:
+        """Why the proof fails, or ""."""
+        if self.secure.failed:
+            return f"lookup of {self.secure.qname} failed: " + self.secure.failure()
+        if not self.secure.authenticated:
+            return f"{self.secure.qname} came back without the AD flag"
+        if not self.bogus.failed:
+            return f"{self.bogus.qname}, whose signatures are broken, was answered " \
+                   f"({self.bogus.status})"
+        return ""
+
 
 class _Runners:
     """Daemon threads that run one query at a time and are kept for the next.

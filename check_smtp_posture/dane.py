@@ -29,6 +29,8 @@ import datetime
 import hashlib
 from dataclasses import dataclass
 
+from check_smtp_posture.fanout import each
+
 USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
 SELECTORS = {0: "certificate", 1: "public key"}
 MATCHING = {0: "full", 1: "SHA-256", 2: "SHA-512"}
@@ -279,8 +281,6 @@ class HostTlsa:
 
 def lookup_tlsa(client, hosts, port: int, concurrency: int) -> list:
     """HostTlsa of every MX host (targets.Target), `concurrency` lookups at once."""
-    from check_smtp_posture.fanout import each
-
     return each(hosts, lambda target: host_tlsa(client, target, port), concurrency)
 
 

@@ -24,6 +24,7 @@ import dns.reversename
 
 from check_smtp_posture import names
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.fanout import all_at_once
 from check_smtp_posture.sanitize import one_line
 
 NOERROR = "NOERROR"
@@ -228,8 +229,6 @@ class DnsClient:
 
     def prove_validation(self, secure_name: str, bogus_name: str) -> ValidatorProof:
         """Ask, at once, for a signed name and for one whose signatures are broken."""
-        from check_smtp_posture.fanout import all_at_once
-
         answers = all_at_once({"secure": lambda: self.query(secure_name, "SOA"),
                                "bogus": lambda: self.query(bogus_name, "A")})
         return ValidatorProof(answers["secure"], answers["bogus"])

@@ -1,6 +1,7 @@
 """DANE for SMTP (RFC 7672, RFC 7671, RFC 6698): TLSA records against a presented chain.
 
-Pure logic on DER bytes and record text: no I/O, no nagiosplugin. What SMTP
+Logic on DER bytes and record text, no nagiosplugin; its one I/O, the TLSA
+lookup, goes through the DnsClient a caller hands in. What SMTP
 senders do with each record:
 
 - usages 2 (DANE-TA) and 3 (DANE-EE) only; 0 and 1 (PKIX) are unusable for
@@ -15,6 +16,11 @@ senders do with each record:
 Rollover by meaning, not by count: a key change keeps mail flowing when a
 DANE-TA record matches an issuer of the live chain, or a DANE-EE record matches
 no live key (an announced next key).
+
+Where the records are (RFC 7672 §2.2): `lookup_tlsa` asks for the TLSA RRset of
+every MX host through the DnsClient (DNSSEC) handed in; a host whose address
+records are insecure, or whose TLSA RRset is, has no DANE; a host name that is a
+secure alias is asked about where it leads first, then under its own name.
 """
 
 from __future__ import annotations
@@ -23,10 +29,18 @@ import datetime
 import hashlib
 from dataclasses import dataclass
 
+from check_smtp_posture.fanout import each
+
 USAGES = {0: "PKIX-TA", 1: "PKIX-EE", 2: "DANE-TA", 3: "DANE-EE"}
 SELECTORS = {0: "certificate", 1: "public key"}
 MATCHING = {0: "full", 1: "SHA-256", 2: "SHA-512"}
 DIGEST_SIZES = {1: 32, 2: 64}
+
+# what DNS says about one MX host's TLSA records
+PUBLISHED = "published"  # secure, non-empty
+NO_TLSA = "no TLSA"  # securely denied: no DANE for this host
+NOT_APPLICABLE = "not applicable"  # the host's addresses or the TLSA RRset are insecure
+LOOKUP_FAILED = "lookup failed"  # senders defer mail
 
 # what became of a record against one chain
 MATCHED = "matched"
@@ -241,3 +255,58 @@ def rollover(checks) -> Rollover:
     if announced:
         return Rollover(True, f"a next key is published ({announced[0].short})", stale)
     return Rollover(False, "a new key would match no TLSA record", stale)
+
+
+@dataclass(frozen=True)
+class HostTlsa:
+    """What DNS says about one MX host for DANE."""
+
+    name: str
+    status: str
+    tlsa_name: str
+    records: tuple = ()  # TlsaRecord
+    answer: object = None  # the TLSA DnsAnswer (None when not asked)
+    why: str = ""  # for NOT_APPLICABLE and LOOKUP_FAILED
+    reference_names: tuple = ()  # names the certificate may carry (RFC 7672 §3.2.3)
+
+    @property
+    def usable(self) -> list:
+        return [r for r in self.records if r.usable]
+
+    @property
+    def bogus(self) -> bool:
+        answer = self.answer
+        return answer is not None and answer.bogus
+
+
+def lookup_tlsa(client, hosts, port: int, concurrency: int) -> list:
+    """HostTlsa of every MX host (targets.Target), `concurrency` lookups at once."""
+    return each(hosts, lambda target: host_tlsa(client, target, port), concurrency)
+
+
+def host_tlsa(client, target, port: int) -> HostTlsa:
+    """The TLSA RRset of one MX host, with the RFC 7672 §2.2.2 alias rule."""
+    name = target.name
+    if not target.authenticated:
+        return HostTlsa(name, NOT_APPLICABLE, f"_{port}._tcp.{name}",
+                        why=f"the address records of {name} are not signed (insecure)")
+    # A host name that is a (secure) alias: the TLSA records of where it leads come first,
+    # the original name's are the fallback; both names are reference names (§3.2.3).
+    names = [target.canonical, name] if target.canonical and target.canonical != name \
+        else [name]
+    answer = None
+    for base in names:
+        tlsa_name = f"_{port}._tcp.{base}"
+        answer = client.query(tlsa_name, "TLSA")
+        if answer.failed:
+            return HostTlsa(name, LOOKUP_FAILED, tlsa_name, answer=answer,
+                            why=f"TLSA lookup of {tlsa_name} failed: {answer.failure()}")
+        if not answer.authenticated:
+            return HostTlsa(name, NOT_APPLICABLE, tlsa_name, answer=answer,
+                            why=f"the TLSA records of {name} are not signed (insecure)")
+        if answer.ok:
+            records = tuple(TlsaRecord.from_text(r) for r in answer.records)
+            return HostTlsa(name, PUBLISHED, tlsa_name, records, answer,
+                            reference_names=tuple(names))
+    return HostTlsa(name, NO_TLSA, f"_{port}._tcp.{name}", answer=answer,
+                    why=f"{name} has no TLSA records")

@@ -24,6 +24,8 @@ import dns.reversename
 
 from check_smtp_posture import names
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.fanout import all_at_once
+from check_smtp_posture.sanitize import one_line
 
 NOERROR = "NOERROR"
 NXDOMAIN = "NXDOMAIN"
@@ -95,6 +97,12 @@ class DnsAnswer:
     def is_alias(self) -> bool:
         return (bool(self.canonical_name)
                 and names.normalize(self.canonical_name) != names.normalize(self.qname))
+
+    def failure(self) -> str:
+        """The family's one wording of an answer that is not one: the status, then what
+        went wrong and the resolver's extended error, "SERVFAIL (DNSSEC Bogus (6): ...)"."""
+        extra = "; ".join(x for x in (self.detail, self.extended_error) if x)
+        return self.status + (f" ({one_line(extra, 120)})" if extra else "")
 
 
 @dataclass
@@ -218,6 +226,40 @@ class DnsClient:
     def reverse(self, address: str) -> DnsAnswer:
         """PTR answer for an IPv4 or IPv6 address."""
         return self.query(dns.reversename.from_address(address).to_text(), "PTR")
+
+    def prove_validation(self, secure_name: str, bogus_name: str) -> ValidatorProof:
+        """Ask, at once, for a signed name and for one whose signatures are broken."""
+        answers = all_at_once({"secure": lambda: self.query(secure_name, "SOA"),
+                               "bogus": lambda: self.query(bogus_name, "A")})
+        return ValidatorProof(answers["secure"], answers["bogus"])
+
+
+class ValidatorProof:
+    """Has the resolver just shown that it validates DNSSEC? Only then does its AD flag
+    mean anything: a signed name must come back with the flag, and a name whose
+    signatures are broken must not be answered at all."""
+
+    __slots__ = ("secure", "bogus")
+
+    def __init__(self, secure: DnsAnswer, bogus: DnsAnswer):
+        self.secure = secure
+        self.bogus = bogus
+
+    @property
+    def holds(self) -> bool:
+        return not self.problem
+
+    @property
+    def problem(self) -> str:
+        """Why the proof fails, or ""."""
+        if self.secure.failed:
+            return f"lookup of {self.secure.qname} failed: " + self.secure.failure()
+        if not self.secure.authenticated:
+            return f"{self.secure.qname} came back without the AD flag"
+        if not self.bogus.failed:
+            return f"{self.bogus.qname}, whose signatures are broken, was answered " \
+                   f"({self.bogus.status})"
+        return ""
 
 
 class _Runners:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import namedtuple
 
-from check_smtp_posture import names
+from check_smtp_posture import fanout, names
 
 # kinds of MX set
 MX = "mx"
@@ -172,7 +172,7 @@ def resolve_mx(client, domain: str, *, family: int | None = None,
     answer = client.query(domain, "MX")
     authenticated = answer.authenticated if client.dnssec else None
     if answer.failed:
-        return done(FAILED, detail=_failure(answer))
+        return done(FAILED, detail=answer.failure())
     if answer.status == dnslookup.NXDOMAIN:
         return done(NXDOMAIN)
     if answer.status != dnslookup.NOERROR:  # NODATA: the address records are the MX
@@ -217,16 +217,8 @@ def _resolve_targets(client, targets: list, family, concurrency: int, *,
     questions = [(t.name, kind) for t in targets if not t.problem for kind in kinds]
     if not questions:
         return list(targets)
-    if len(questions) == 1:
-        answers = {questions[0]: client.query(*questions[0])}
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(questions))))
-        try:  # every query is bounded by the deadline, so waiting here is bounded too
-            answers = dict(zip(questions, pool.map(lambda q: client.query(*q), questions)))
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+    answers = dict(zip(questions, fanout.each(questions, lambda q: client.query(*q),
+                                              concurrency)))
     return [t if t.problem else _target_facts(t, [answers[(t.name, k)] for k in kinds],
                                               alias_problem)
             for t in targets]
@@ -246,14 +238,10 @@ def _target_facts(target: Target, answers: list, alias_problem: bool) -> Target:
                        canonical=canonical)
     if failed:  # addresses from the lookups that answered are still used
         return target._replace(addresses=addresses, problem=LOOKUP_FAILED,
-                       detail="; ".join(f"{a.rdtype}: {_failure(a)}" for a in failed),
+                       detail="; ".join(f"{a.rdtype}: {a.failure()}" for a in failed),
                        canonical=canonical)
     if any(a.status == dnslookup.NXDOMAIN for a in answers):
         return target._replace(problem=TARGET_NXDOMAIN, canonical=canonical)
     if not addresses:
         return target._replace(problem=NO_ADDRESS, canonical=canonical)
     return target._replace(addresses=addresses, canonical=canonical)
-
-
-def _failure(answer) -> str:
-    return answer.status + (f" ({answer.detail})" if answer.detail else "")

@@ -75,6 +75,19 @@ def client_context(*, ca_file: str | None = None,
     return ctx
 
 
+def key_type_context(key_type: str) -> ssl.SSLContext:
+    """A `client_context()` that asks for the server's certificate of `key_type` ("RSA" or
+    "ECDSA"), for a server that has one of each.
+
+    TLS 1.2 lets the client choose the certificate's key type by the cipher suites
+    it offers (TLS 1.3 suites say nothing about it): only suites authenticated by
+    that key type are offered, at security level 0 like every client context.
+    """
+    ctx = client_context(max_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers(("aECDSA" if key_type == "ECDSA" else "aRSA") + ":@SECLEVEL=0")
+    return ctx
+
+
 # --------------------------------------------------------------------------- session
 
 @dataclass(frozen=True)

@@ -9,54 +9,55 @@ import nagiosplugin
 import pytest
 from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import dnsbl_zones
+from check_smtp_posture import dnsbl
+from check_smtp_posture.dnsbl import Lookup, ZoneHealth
 from check_smtp_posture.dnslookup import DnsAnswer
 from check_smtp_posture.plugins import check_dnsbl as bl
-from check_smtp_posture.plugins.check_dnsbl import DnsblFacts, Lookup, ZoneHealth, main
+from check_smtp_posture.plugins.check_dnsbl import DnsblFacts, main
 from tests.lab.dnsbllab import TARGET_DOMAIN, TIMEOUT_ZONE, dnsbl_forwarder
 
-ZONE = dnsbl_zones.ZoneSpec("bl.example", errors=dnsbl_zones._nets("127.255.255.0/24"))
+ZONE = dnsbl.ZoneSpec("bl.example", errors=dnsbl._nets("127.255.255.0/24"))
 
 
 # --------------------------------------------------------------------------- zone data
 
 
 def test_query_names_ipv4_ipv6_domain():
-    assert bl.query_name("192.0.2.99", ZONE) == "99.2.0.192.bl.example"
-    assert bl.query_name("2001:db8:1:2::ab", ZONE) == (
+    assert dnsbl.query_name("192.0.2.99", ZONE) == "99.2.0.192.bl.example"
+    assert dnsbl.query_name("2001:db8:1:2::ab", ZONE) == (
         "b.a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.bl.example")
-    dzone = dnsbl_zones.ZoneSpec("dbl.example", dnsbl_zones.DOMAIN)
-    assert bl.query_name("example.org", dzone) == "example.org.dbl.example"
+    dzone = dnsbl.ZoneSpec("dbl.example", dnsbl.DOMAIN)
+    assert dnsbl.query_name("example.org", dzone) == "example.org.dbl.example"
 
 
 def test_builtin_zones_carry_documented_errors():
-    zen = dnsbl_zones.parse_zone("ZEN.spamhaus.org.")
+    zen = dnsbl.parse_zone("ZEN.spamhaus.org.")
     assert zen.name == "zen.spamhaus.org"
     assert zen.error_answer("127.255.255.254") and zen.error_answer("127.255.255.252")
     assert not zen.error_answer("127.0.0.2")
-    dbl = next(z for z in dnsbl_zones.DEFAULT_DOMAIN_ZONES if z.name == "dbl.spamhaus.org")
+    dbl = next(z for z in dnsbl.DEFAULT_DOMAIN_ZONES if z.name == "dbl.spamhaus.org")
     assert dbl.error_answer("127.0.1.255") and not dbl.error_answer("127.0.1.2")
-    assert dnsbl_zones.parse_zone("multi.uribl.com", "domain").error_answer("127.0.0.1")
-    custom = dnsbl_zones.parse_zone("bl.lab=127.0.0.250,127.0.1.0/24")
+    assert dnsbl.parse_zone("multi.uribl.com", "domain").error_answer("127.0.0.1")
+    custom = dnsbl.parse_zone("bl.lab=127.0.0.250,127.0.1.0/24")
     assert custom.error_answer("127.0.1.7") and custom.error_answer("127.0.0.250")
     assert not custom.error_answer("127.0.0.2")
     with pytest.raises(ValueError):
-        dnsbl_zones.parse_zone("bl.lab=nonsense")
+        dnsbl.parse_zone("bl.lab=nonsense")
     with pytest.raises(ValueError):
-        dnsbl_zones.parse_zone("=127.0.0.1")
+        dnsbl.parse_zone("=127.0.0.1")
 
 
 def test_zones_file(tmp_path):
     path = tmp_path / "zones"
     path.write_text("# comment\nbl.one\n\nbl.two 127.255.255.254 127.0.1.0/24  # err\n"
                     "domain dbl.three\n")
-    zones = dnsbl_zones.read_zones_file(str(path))
+    zones = dnsbl.read_zones_file(str(path))
     assert [(z.name, z.kind) for z in zones] == [
         ("bl.one", "ip"), ("bl.two", "ip"), ("dbl.three", "domain")]
     assert zones[1].error_answer("127.0.1.9")
     path.write_text("bl.one bad-answer\n")
     with pytest.raises(ValueError, match=":1: bad error answer"):
-        dnsbl_zones.read_zones_file(str(path))
+        dnsbl.read_zones_file(str(path))
 
 
 def answer(status, *records):
@@ -64,38 +65,38 @@ def answer(status, *records):
 
 
 @pytest.mark.parametrize("ans, outcome", [
-    (answer("NXDOMAIN"), bl.CLEAN),
-    (answer("NODATA"), bl.CLEAN),
-    (answer("NOERROR", "127.0.0.2"), bl.LISTED),
-    (answer("NOERROR", "127.0.0.2", "127.0.0.10"), bl.LISTED),
-    (answer("NOERROR", "127.255.255.254"), bl.ERROR_ANSWER),
-    (answer("NOERROR", "198.51.100.7"), bl.INVALID_ANSWER),
-    (answer("NOERROR", "127.0.0.2", "10.0.0.1"), bl.INVALID_ANSWER),
-    (answer("TIMEOUT"), bl.TIMED_OUT),
-    (answer("SERVFAIL"), bl.FAILED),
+    (answer("NXDOMAIN"), dnsbl.CLEAN),
+    (answer("NODATA"), dnsbl.CLEAN),
+    (answer("NOERROR", "127.0.0.2"), dnsbl.LISTED),
+    (answer("NOERROR", "127.0.0.2", "127.0.0.10"), dnsbl.LISTED),
+    (answer("NOERROR", "127.255.255.254"), dnsbl.ERROR_ANSWER),
+    (answer("NOERROR", "198.51.100.7"), dnsbl.INVALID_ANSWER),
+    (answer("NOERROR", "127.0.0.2", "10.0.0.1"), dnsbl.INVALID_ANSWER),
+    (answer("TIMEOUT"), dnsbl.TIMED_OUT),
+    (answer("SERVFAIL"), dnsbl.FAILED),
 ])
 def test_classify(ans, outcome):
-    assert bl.classify(ZONE, ans)[0] == outcome
+    assert dnsbl.classify(ZONE, ans)[0] == outcome
 
 
 def lookup(subject, outcome, canary=False, codes=("127.0.0.2",), zone=ZONE, **kw):
-    return Lookup(zone, subject, bl.query_name(subject, zone), canary=canary,
+    return Lookup(zone, subject, dnsbl.query_name(subject, zone), canary=canary,
                   outcome=outcome, codes=codes, **kw)
 
 
 def test_zone_health():
-    assert bl.zone_health(ZONE, [lookup("127.0.0.1", bl.CLEAN, True),
-                                 lookup("192.0.2.1", bl.LISTED)]).state == bl.ZONE_OK
-    broken = bl.zone_health(ZONE, [lookup("127.0.0.1", bl.LISTED, True),
-                                   lookup("192.0.2.1", bl.LISTED)])
-    assert (broken.state, broken.detail) == (bl.BROKEN, "lists test address 127.0.0.1 "
+    assert dnsbl.zone_health(ZONE, [lookup("127.0.0.1", dnsbl.CLEAN, True),
+                                 lookup("192.0.2.1", dnsbl.LISTED)]).state == dnsbl.ZONE_OK
+    broken = dnsbl.zone_health(ZONE, [lookup("127.0.0.1", dnsbl.LISTED, True),
+                                   lookup("192.0.2.1", dnsbl.LISTED)])
+    assert (broken.state, broken.detail) == (dnsbl.BROKEN, "lists test address 127.0.0.1 "
                                                         "(127.0.0.2)")
-    timed = bl.zone_health(ZONE, [lookup("127.0.0.1", bl.TIMED_OUT, True),
-                                  lookup("192.0.2.1", bl.SKIPPED)])
-    assert (timed.state, timed.detail) == (bl.UNUSABLE, "timed out")
-    err = bl.zone_health(ZONE, [lookup("127.0.0.1", bl.ERROR_ANSWER, True,
+    timed = dnsbl.zone_health(ZONE, [lookup("127.0.0.1", dnsbl.TIMED_OUT, True),
+                                  lookup("192.0.2.1", dnsbl.SKIPPED)])
+    assert (timed.state, timed.detail) == (dnsbl.UNUSABLE, "timed out")
+    err = dnsbl.zone_health(ZONE, [lookup("127.0.0.1", dnsbl.ERROR_ANSWER, True,
                                        detail="error answer 127.255.255.254")])
-    assert (err.state, err.detail) == (bl.UNUSABLE, "error answer 127.255.255.254")
+    assert (err.state, err.detail) == (dnsbl.UNUSABLE, "error answer 127.255.255.254")
 
 
 # --------------------------------------------------------------------------- contexts, summary
@@ -123,21 +124,21 @@ def run_check(facts, *, warning="0", critical="1", strict=False):
 
 
 def test_listing_thresholds_default_one_warns_two_critical():
-    one = facts_with([lookup("192.0.2.1", bl.LISTED, reason="spam")])
+    one = facts_with([lookup("192.0.2.1", dnsbl.LISTED, reason="spam")])
     check = run_check(one)
     assert check.state == Warn
     assert check.summary_str == '192.0.2.1 listed on bl.example (127.0.0.2 "spam")'
-    two = facts_with([lookup("192.0.2.1", bl.LISTED), lookup("192.0.2.2", bl.LISTED)])
+    two = facts_with([lookup("192.0.2.1", dnsbl.LISTED), lookup("192.0.2.2", dnsbl.LISTED)])
     assert run_check(two).state == Critical
     assert run_check(two, warning="5", critical="10").state == Ok
-    assert run_check(facts_with([lookup("192.0.2.1", bl.CLEAN)])).summary_str == (
+    assert run_check(facts_with([lookup("192.0.2.1", dnsbl.CLEAN)])).summary_str == (
         "1 address not listed on 1 zone")
 
 
 def test_broken_zone_listings_do_not_count_and_strict_warns():
-    zones = {ZONE.name: ZoneHealth(ZONE, bl.BROKEN, "lists test address 127.0.0.1 (127.0.0.2)")}
-    facts = facts_with([lookup("127.0.0.1", bl.LISTED, True),
-                        lookup("192.0.2.1", bl.LISTED)], zones)
+    zones = {ZONE.name: ZoneHealth(ZONE, dnsbl.BROKEN, "lists test address 127.0.0.1 (127.0.0.2)")}
+    facts = facts_with([lookup("127.0.0.1", dnsbl.LISTED, True),
+                        lookup("192.0.2.1", dnsbl.LISTED)], zones)
     assert facts.listings == []
     check = run_check(facts)
     assert check.state == Ok
@@ -150,7 +151,7 @@ def test_broken_zone_listings_do_not_count_and_strict_warns():
 
 
 def test_verbose_names_zone_address_code_reason():
-    check = run_check(facts_with([lookup("192.0.2.1", bl.LISTED, reason="trap hit")]))
+    check = run_check(facts_with([lookup("192.0.2.1", dnsbl.LISTED, reason="trap hit")]))
     assert check.verbose_str[0] == ("listed: zone bl.example, address 192.0.2.1, "
                                     "code 127.0.0.2, reason: trap hit")
 

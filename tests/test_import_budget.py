@@ -72,7 +72,7 @@ def test_a_plain_smtp_run_does_not_import_dataclasses(fake_smtp):
 #: modules of others that still build dataclasses on these paths (dnspython loads the
 #: dataclasses module anyway, so each costs only its own build)
 DNS_PATH_DATACLASSES = {"check_smtp_posture.dnslookup",
-                        "check_smtp_posture.nagios.statefile", "check_smtp_posture.dnsbl_zones"}
+                        "check_smtp_posture.nagios.statefile", "check_smtp_posture.dnsbl"}
 
 
 @pytest.mark.parametrize("script, args", [

@@ -3,18 +3,23 @@
 One lab domain per case (tests/lab/verdictlab.py), each run through
 check_smtp_phases -D, check_mx_sanity, check_dnsbl -D and check_spf --check-mx
 against the real lab NSD and Postfix: the same exit status and the same phrase
-in the first line from all four.
+in the first line from all four. And one wording of a failed DNS answer, whichever
+library meets it.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import nagiosplugin
 import pytest
 from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import targets
+from check_smtp_posture import dane, dnsbl, targets
+from check_smtp_posture.dnslookup import SERVFAIL, DnsAnswer, ValidatorProof
 from check_smtp_posture.nagios.contexts import MxContext
 from check_smtp_posture.plugins import check_dnsbl, check_mx_sanity, check_smtp_phases, check_spf
+from check_smtp_posture.spf.adapter import DnsClientLookup
 from tests.lab.verdictlab import UNSERVED, VERDICT_DOMAIN
 
 
@@ -90,3 +95,35 @@ def test_every_plugin_gives_the_same_mx_verdict(lab, lab_dns, run_plugin, name, 
     assert run.first_line.startswith(f"{name} {state} - "), run.output
     if phrase is not None:
         assert phrase in run.first_line, run.output
+
+
+# -- one wording of a failed DNS answer ------------------------------------------------
+
+#: what a validating resolver says of a name whose signatures are broken
+BOGUS = DnsAnswer("d.example", "A", SERVFAIL, detail="REFUSED", extended_code=6,
+                  extended_error="DNSSEC Bogus (6): signature expired")
+BOGUS_WORDING = "SERVFAIL (REFUSED; DNSSEC Bogus (6): signature expired)"
+
+
+class FailingClient:
+    """A DnsClient whose every answer is BOGUS, asked about the name and type given."""
+
+    dnssec = True
+
+    def query(self, name, rdtype):
+        return replace(BOGUS, qname=name, rdtype=rdtype)
+
+
+def test_a_failed_dns_answer_reads_the_same_in_every_library():
+    client = FailingClient()
+    mx = targets.resolve_mx(client, "d.example")
+    tlsa = dane.host_tlsa(client, targets.Target(10, "mx.d.example", authenticated=True), 25)
+    zone = dnsbl.ZoneSpec("bl.example")
+    spf = DnsClientLookup(client).query("d.example", "TXT")
+    proof = ValidatorProof(client.query(".", "SOA"), client.query("bogus.example", "A"))
+    assert BOGUS.failure() == BOGUS_WORDING
+    assert mx.detail == BOGUS_WORDING
+    assert tlsa.why == f"TLSA lookup of _25._tcp.mx.d.example failed: {BOGUS_WORDING}"
+    assert dnsbl.classify(zone, BOGUS)[2] == BOGUS_WORDING
+    assert spf.detail == BOGUS_WORDING
+    assert proof.problem == f"lookup of . failed: {BOGUS_WORDING}"

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from nagiosplugin.state import Critical, Ok, Warn
 
-from check_smtp_posture import dnsbl_zones, names, targets
+from check_smtp_posture import dnsbl, names, targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.dnslookup import (
     ERROR,
@@ -518,7 +518,7 @@ dnsbl_answers = st.one_of(
         lambda r: _answer(NOERROR, r)),
     st.sampled_from([NXDOMAIN, NODATA, TIMEOUT, SERVFAIL, ERROR]).map(_answer))
 zone_specs = st.builds(
-    lambda name, errs: dnsbl_zones.ZoneSpec(name, dnsbl_zones.IP, tuple(errs)),
+    lambda name, errs: dnsbl.ZoneSpec(name, dnsbl.IP, tuple(errs)),
     st.sampled_from(["bl.example", "zen.spamhaus.org", "multi.uribl.com"]),
     st.lists(s.loopback_nets, max_size=3))
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
@@ -527,25 +527,25 @@ LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 def expected_outcome(zone, answer):
     """The rules of check_dnsbl(1), 'Answers are validated', for one A answer."""
     if answer.status in (NXDOMAIN, NODATA):
-        return check_dnsbl.CLEAN
+        return dnsbl.CLEAN
     if answer.status == TIMEOUT:
-        return check_dnsbl.TIMED_OUT
+        return dnsbl.TIMED_OUT
     if answer.status != NOERROR:
-        return check_dnsbl.FAILED
+        return dnsbl.FAILED
     addrs = [ipaddress.ip_address(a) for a in answer.records]
     if any(a not in LOOPBACK for a in addrs):
-        return check_dnsbl.INVALID_ANSWER
+        return dnsbl.INVALID_ANSWER
     if any(a in net for a in addrs for net in zone.errors):
-        return check_dnsbl.ERROR_ANSWER
-    return check_dnsbl.LISTED
+        return dnsbl.ERROR_ANSWER
+    return dnsbl.LISTED
 
 
 @budget(400)
 @given(zone=zone_specs, answer=dnsbl_answers)
 def test_dnsbl_answers_are_classified_by_the_documented_rules(zone, answer):
-    outcome, codes, detail = check_dnsbl.classify(zone, answer)
+    outcome, codes, detail = dnsbl.classify(zone, answer)
     assert outcome == expected_outcome(zone, answer)
-    if outcome in (check_dnsbl.LISTED, check_dnsbl.ERROR_ANSWER, check_dnsbl.INVALID_ANSWER):
+    if outcome in (dnsbl.LISTED, dnsbl.ERROR_ANSWER, dnsbl.INVALID_ANSWER):
         assert sorted(codes) == sorted(answer.records)
     else:
         assert codes == ()
@@ -554,9 +554,9 @@ def test_dnsbl_answers_are_classified_by_the_documented_rules(zone, answer):
 @PROFILE
 @given(low=st.integers(0, 255))
 def test_spamhaus_error_range_is_never_a_listing(low):
-    zen = next(z for z in dnsbl_zones.DEFAULT_IP_ZONES if z.name == "zen.spamhaus.org")
-    outcome, _, _ = check_dnsbl.classify(zen, _answer(NOERROR, [f"127.255.255.{low}"]))
-    assert outcome == check_dnsbl.ERROR_ANSWER
+    zen = next(z for z in dnsbl.DEFAULT_IP_ZONES if z.name == "zen.spamhaus.org")
+    outcome, _, _ = dnsbl.classify(zen, _answer(NOERROR, [f"127.255.255.{low}"]))
+    assert outcome == dnsbl.ERROR_ANSWER
 
 
 @budget(300)
@@ -564,20 +564,20 @@ def test_spamhaus_error_range_is_never_a_listing(low):
        answers=st.lists(dnsbl_answers, min_size=1, max_size=4))
 def test_a_zone_that_lists_the_canary_or_answers_outside_127_counts_nothing(
         zone, canary, answers):
-    lookups = [check_dnsbl.Lookup(zone, "127.0.0.1", "1.0.0.127." + zone.name, canary=True)]
-    lookups += [check_dnsbl.Lookup(zone, f"192.0.2.{n}", f"{n}.2.0.192.{zone.name}")
+    lookups = [dnsbl.Lookup(zone, "127.0.0.1", "1.0.0.127." + zone.name, canary=True)]
+    lookups += [dnsbl.Lookup(zone, f"192.0.2.{n}", f"{n}.2.0.192.{zone.name}")
                 for n in range(len(answers))]
     for lk, answer in zip(lookups, [canary, *answers]):
-        lk.outcome, lk.codes, lk.detail = check_dnsbl.classify(zone, answer)
+        lk.outcome, lk.codes, lk.detail = dnsbl.classify(zone, answer)
     facts = check_dnsbl.DnsblFacts(lookups=lookups,
-                                   zones={zone.name: check_dnsbl.zone_health(zone, lookups)})
+                                   zones={zone.name: dnsbl.zone_health(zone, lookups)})
     outcomes = [lk.outcome for lk in lookups]
-    broken = lookups[0].outcome == check_dnsbl.LISTED or check_dnsbl.INVALID_ANSWER in outcomes
-    unusable = {check_dnsbl.ERROR_ANSWER, check_dnsbl.TIMED_OUT, check_dnsbl.FAILED}
-    state = (check_dnsbl.BROKEN if broken else check_dnsbl.UNUSABLE
-             if unusable & set(outcomes) else check_dnsbl.ZONE_OK)
+    broken = lookups[0].outcome == dnsbl.LISTED or dnsbl.INVALID_ANSWER in outcomes
+    unusable = {dnsbl.ERROR_ANSWER, dnsbl.TIMED_OUT, dnsbl.FAILED}
+    state = (dnsbl.BROKEN if broken else dnsbl.UNUSABLE
+             if unusable & set(outcomes) else dnsbl.ZONE_OK)
     assert facts.zones[zone.name].state == state
-    listed = [lk for lk in lookups[1:] if lk.outcome == check_dnsbl.LISTED]
+    listed = [lk for lk in lookups[1:] if lk.outcome == dnsbl.LISTED]
     assert facts.listings == ([] if broken else listed)
 
 
@@ -589,7 +589,7 @@ def test_a_zone_that_lists_the_canary_or_answers_outside_127_counts_nothing(
                        s.loopback_nets.map(str), st.just("::1")), max_size=3))))
 def test_zone_argument_parser_raises_only_value_errors(text):
     try:
-        spec = dnsbl_zones.parse_zone(text)
+        spec = dnsbl.parse_zone(text)
     except ValueError:
         return
     assert names.is_hostname(spec.name)
@@ -621,7 +621,7 @@ _txt_reasons = st.one_of(s.nasty_text, st.text(max_size=300))
        errs=st.lists(s.loopback_nets, max_size=2), strict=st.booleans())
 def test_check_dnsbl_states_follow_the_classification(canary, subject, txt, errs, strict):
     zone = "bl.example" + ("=" + ",".join(map(str, errs)) if errs else "")
-    spec = dnsbl_zones.parse_zone(zone)
+    spec = dnsbl.parse_zone(zone)
     client = _DnsblClient(canary, subject, txt)
     # one query at a time, canary first: a timed-out canary leaves the address unasked
     argv = ["--no-default-zones", "--zone", zone, "--ip", "192.0.2.25", "--concurrency", "1"] + (
@@ -633,11 +633,11 @@ def test_check_dnsbl_states_follow_the_classification(canary, subject, txt, errs
     first = buf.getvalue().split("\n")[0]
 
     c_out, s_out = expected_outcome(spec, canary), expected_outcome(spec, subject)
-    if c_out == check_dnsbl.TIMED_OUT:
-        s_out = check_dnsbl.SKIPPED
-    broken = c_out == check_dnsbl.LISTED or check_dnsbl.INVALID_ANSWER in (c_out, s_out)
-    listed = s_out == check_dnsbl.LISTED and not broken
-    zone_bad = broken or {c_out, s_out} - {check_dnsbl.LISTED, check_dnsbl.CLEAN}
+    if c_out == dnsbl.TIMED_OUT:
+        s_out = dnsbl.SKIPPED
+    broken = c_out == dnsbl.LISTED or dnsbl.INVALID_ANSWER in (c_out, s_out)
+    listed = s_out == dnsbl.LISTED and not broken
+    zone_bad = broken or {c_out, s_out} - {dnsbl.LISTED, dnsbl.CLEAN}
     expected = 1 if listed or (strict and zone_bad) else 0
     assert code == expected, buf.getvalue()
     assert first.startswith(f"DNSBL {['OK', 'WARNING'][expected]} - ")
@@ -646,14 +646,14 @@ def test_check_dnsbl_states_follow_the_classification(canary, subject, txt, errs
     assert first.count("|") == 1 and "listed=" in first.partition(" | ")[2]
     assert first.isprintable()
     asked_txt = [q for q in client.asked if q[1] == "TXT"]
-    assert bool(asked_txt) == (s_out == check_dnsbl.LISTED)
+    assert bool(asked_txt) == (s_out == dnsbl.LISTED)
 
 
 @PROFILE
 @given(ip=st.one_of(s.ipv4_addresses, s.ipv6_addresses))
 def test_dnsbl_query_name_is_the_reversed_address_under_the_zone(ip):
-    zone = dnsbl_zones.ZoneSpec("bl.example")
-    qname = check_dnsbl.query_name(str(ip), zone)
+    zone = dnsbl.ZoneSpec("bl.example")
+    qname = dnsbl.query_name(str(ip), zone)
     arpa = ip.reverse_pointer.rsplit(".", 2)[0]
     assert qname == f"{arpa}.bl.example"
     assert len(qname.split(".")) == (4 if ip.version == 4 else 32) + 2

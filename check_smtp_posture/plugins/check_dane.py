@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import nagiosplugin
 
-from check_smtp_posture import names, targets
+from check_smtp_posture import dane, names, targets
+from check_smtp_posture.dane import LOOKUP_FAILED, NO_TLSA, NOT_APPLICABLE, PUBLISHED, HostTlsa
 from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.fanout import each_endpoint
+from check_smtp_posture.fanout import all_at_once, each_endpoint
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import MxContext, smtp_failure_state
 from check_smtp_posture.nagios.summary import FamilySummary, capped
@@ -31,13 +32,6 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_SECURE_NAME = "."
 DEFAULT_BOGUS_NAME = "dnssec-failed.org"
 DAY = 86400.0
-
-# what DNS says about one MX host's TLSA records
-PUBLISHED = "published"  # secure, non-empty
-NO_TLSA = "no TLSA"  # securely denied: no DANE for this host
-NOT_APPLICABLE = "not applicable"  # the host's addresses or the TLSA RRset are insecure
-LOOKUP_FAILED = "lookup failed"  # senders defer mail
-
 
 
 # -- configuration ---------------------------------------------------------------
@@ -137,47 +131,6 @@ def options_from(args) -> Options | str:
 
 
 @dataclass(frozen=True)
-class ValidatorProof:
-    """Did the resolver just show it validates? (AD on a signed name, bogus refused)"""
-
-    secure: object  # DnsAnswer
-    bogus: object  # DnsAnswer
-
-    @property
-    def problem(self) -> str:
-        if self.secure.failed:
-            return f"lookup of {self.secure.qname} failed: " + _failure(self.secure)
-        if not self.secure.authenticated:
-            return f"{self.secure.qname} came back without the AD flag"
-        if not self.bogus.failed:
-            return f"{self.bogus.qname}, whose signatures are broken, was answered " \
-                   f"({self.bogus.status})"
-        return ""
-
-
-@dataclass(frozen=True)
-class HostTlsa:
-    """What DNS says about one MX host for DANE."""
-
-    name: str
-    status: str
-    tlsa_name: str
-    records: tuple = ()  # dane.TlsaRecord
-    answer: object = None  # the TLSA DnsAnswer (None when not asked)
-    why: str = ""  # for NOT_APPLICABLE and LOOKUP_FAILED
-    reference_names: tuple = ()  # names the certificate may carry (RFC 7672 §3.2.3)
-
-    @property
-    def usable(self) -> list:
-        return [r for r in self.records if r.usable]
-
-    @property
-    def bogus(self) -> bool:
-        answer = self.answer
-        return answer is not None and answer.bogus
-
-
-@dataclass(frozen=True)
 class Handshake:
     """One STARTTLS session and what its chain says against the TLSA records."""
 
@@ -207,8 +160,6 @@ class EndpointDane:
 
     @property
     def rollover(self):
-        from check_smtp_posture import dane
-
         return dane.rollover(self.checks)
 
 
@@ -216,7 +167,7 @@ class Dane(nagiosplugin.Resource):
     def __init__(self, options: Options, deadline: Deadline):
         self.options = options
         self.deadline = deadline
-        self.proof: ValidatorProof | None = None
+        self.proof = None  # dnslookup.ValidatorProof
         self.resolution: targets.Resolution | None = None
         self.hosts: list[HostTlsa] = []
         self.endpoints: list[EndpointDane] = []
@@ -227,29 +178,22 @@ class Dane(nagiosplugin.Resource):
         return "DANE"
 
     def probe(self):
-        from concurrent.futures import ThreadPoolExecutor
-
         opts = self.options
         client = cli.dns_client(opts, self.deadline, dnssec=True)
         # Questions that need no answer first are asked at once: the validator proof
         # beside the MX set (believed only once the proof holds), later the TLSA
         # records beside _mta-sts. Every query is bounded by the deadline.
-        pool = ThreadPoolExecutor(max_workers=3)
-        try:
-            secure = pool.submit(client.query, opts.secure_name, "SOA")
-            bogus = pool.submit(client.query, opts.bogus_name, "A")
+        first = all_at_once({
+            "proof": lambda: client.prove_validation(opts.secure_name, opts.bogus_name),
             # -H: that host only (-D then names the domain for the MTA-STS note)
-            mx = pool.submit(targets.resolve_target, opts.hostname, opts.domain,
-                             lambda: client, family=opts.family,
-                             concurrency=opts.concurrency)
-            self.proof = ValidatorProof(secure.result(), bogus.result())
-            if not self.proof.problem:
-                self.resolution = mx.result()
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            "mx": lambda: targets.resolve_target(opts.hostname, opts.domain, lambda: client,
+                                                 family=opts.family,
+                                                 concurrency=opts.concurrency)})
+        self.proof = first["proof"]
         yield nagiosplugin.Metric("resolver", self.proof, context="resolver")
-        if self.proof.problem:
+        if not self.proof.holds:
             return  # nothing it says about DNSSEC can be believed
+        self.resolution = first["mx"]
         yield nagiosplugin.Metric("mx", self.resolution, context="mx")
         res = self.resolution
         usable_targets = [t for t in res.targets if t.addresses]
@@ -258,13 +202,13 @@ class Dane(nagiosplugin.Resource):
         if res.kind != targets.HOST and not res.authenticated:
             yield nagiosplugin.Metric("applicable", res, context="applicable")
             return
-        pool = ThreadPoolExecutor(max_workers=1)
-        try:
-            mta_sts = pool.submit(_has_mta_sts, client, opts.domain) if opts.domain else None
-            self.hosts = _lookup_tlsa(client, usable_targets, opts)
-            self.mta_sts = mta_sts.result() if mta_sts is not None else False
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        jobs = {"hosts": lambda: dane.lookup_tlsa(client, usable_targets, opts.port,
+                                                  opts.concurrency)}
+        if opts.domain:
+            jobs["mta_sts"] = lambda: _has_mta_sts(client, opts.domain)
+        found = all_at_once(jobs)
+        self.hosts = found["hosts"]
+        self.mta_sts = found.get("mta_sts", False)
         yield nagiosplugin.Metric("coverage", self.hosts, context="coverage")
         for host in self.hosts:
             if host.status != PUBLISHED:
@@ -291,7 +235,7 @@ class Dane(nagiosplugin.Resource):
                                           context="rrsig_days_left")
 
     def _probe_endpoint(self, endpoint, host: HostTlsa, deadline: Deadline) -> EndpointDane:
-        from check_smtp_posture import dane, tls
+        from check_smtp_posture import tls
 
         def handshake(asked: str, context) -> Handshake:
             # the certificate is all DANE asks of the session: QUIT once TLS is up
@@ -306,12 +250,9 @@ class Dane(nagiosplugin.Resource):
         first = handshake("default", tls.client_context())
         handshakes = [first]
         if first.check is not None and first.check.key_type in ("RSA", "ECDSA"):
-            # the other key type, if the server has a certificate for it: TLS 1.2 lets
-            # the client choose the certificate's type by the cipher suites it offers
+            # the other key type, if the server has a certificate for it
             other = "ECDSA" if first.check.key_type == "RSA" else "RSA"
-            context = tls.client_context(max_version=_tls12())
-            context.set_ciphers(("aECDSA" if other == "ECDSA" else "aRSA") + ":@SECLEVEL=0")
-            second = handshake(other, context)
+            second = handshake(other, tls.key_type_context(other))
             if second.check is not None and second.check.key_type == other:
                 handshakes.append(second)
         expirations = [e for e in (self.resolution.rrsig_expiration,
@@ -321,64 +262,9 @@ class Dane(nagiosplugin.Resource):
                             min(expirations) if expirations else None)
 
 
-def _tls12():
-    import ssl
-
-    return ssl.TLSVersion.TLSv1_2
-
-
 def _has_mta_sts(client, domain: str) -> bool:
     answer = client.query(f"_mta-sts.{domain}", "TXT")
     return answer.ok and any(r.startswith("v=STSv1") for r in answer.records)
-
-
-def _lookup_tlsa(client, hosts, opts: Options) -> list:
-    """TLSA RRset of every MX host at once (bounded), with the RFC 7672 §2.2.2 alias rule."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(target) -> HostTlsa:
-        return _host_tlsa(client, target, opts.port)
-
-    if len(hosts) == 1:
-        return [one(hosts[0])]
-    with ThreadPoolExecutor(max_workers=max(1, min(opts.concurrency, len(hosts)))) as pool:
-        return list(pool.map(one, hosts))
-
-
-def _host_tlsa(client, target, port: int) -> HostTlsa:
-    from check_smtp_posture import dane, dnslookup
-
-    name = target.name
-    if not target.authenticated:
-        return HostTlsa(name, NOT_APPLICABLE, f"_{port}._tcp.{name}",
-                        why=f"the address records of {name} are not signed (insecure)")
-    # A host name that is a (secure) alias: the TLSA records of where it leads come first,
-    # the original name's are the fallback; both names are reference names (§3.2.3).
-    names = [target.canonical, name] if target.canonical and target.canonical != name \
-        else [name]
-    answer = None
-    for base in names:
-        tlsa_name = f"_{port}._tcp.{base}"
-        answer = client.query(tlsa_name, "TLSA")
-        if answer.failed:
-            detail = _failure(answer)
-            return HostTlsa(name, LOOKUP_FAILED, tlsa_name, answer=answer,
-                            why=f"TLSA lookup of {tlsa_name} failed: {detail}")
-        if not answer.authenticated:
-            return HostTlsa(name, NOT_APPLICABLE, tlsa_name, answer=answer,
-                            why=f"the TLSA records of {name} are not signed (insecure)")
-        if answer.status == dnslookup.NOERROR:
-            records = tuple(dane.TlsaRecord.from_text(r) for r in answer.records)
-            return HostTlsa(name, PUBLISHED, tlsa_name, records, answer,
-                            reference_names=tuple(names))
-    return HostTlsa(name, NO_TLSA, f"_{port}._tcp.{name}", answer=answer,
-                    why=f"{name} has no TLSA records")
-
-
-def _failure(answer) -> str:
-    detail = answer.status
-    extra = "; ".join(x for x in (answer.detail, answer.extended_error) if x)
-    return detail + (f" ({one_line(extra, 120)})" if extra else "")
 
 
 # -- contexts ------------------------------------------------------------------------
@@ -392,7 +278,7 @@ class ResolverContext(nagiosplugin.Context):
         self.unreachable = states.state(unreachable)
 
     def evaluate(self, metric, resource):
-        proof: ValidatorProof = metric.value
+        proof = metric.value  # dnslookup.ValidatorProof
         problem = proof.problem
         if not problem:
             return self.result_cls(nagiosplugin.Ok, "", metric)

@@ -5,11 +5,11 @@ zone about every address concurrently (a bounded pool, each query bounded by
 the run's deadline) and records the answers as facts; the Contexts count
 listings against -w/-c and judge unusable zones; `DnsblSummary` phrases.
 
-Answers are validated before they count (RFC 5782): only A records in
-127.0.0.0/8 are listings; a zone's documented error answers (Spamhaus's
-127.255.255.254 "public resolver", ...) make the zone unusable, not the
-address listed; a zone that lists 127.0.0.1, which no list may list, is
-broken and its answers are ignored.
+Answers are validated before they count, by the RFC 5782 rules of
+`check_smtp_posture.dnsbl`: only A records in 127.0.0.0/8 are listings; a
+zone's documented error answers (Spamhaus's 127.255.255.254 "public
+resolver", ...) make the zone unusable, not the address listed; a zone that
+lists 127.0.0.1, which no list may list, is broken and its answers are ignored.
 """
 
 from __future__ import annotations
@@ -18,73 +18,36 @@ import argparse
 import ipaddress
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import nagiosplugin
 from nagiosplugin.state import Ok, Warn
 
-from check_smtp_posture import dnsbl_zones, names, targets
+from check_smtp_posture import dnsbl, names, targets
 from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.dnsbl_zones import DOMAIN, IP, ZoneSpec
+from check_smtp_posture.dnsbl import (
+    BROKEN,
+    DOMAIN,
+    ERROR_ANSWER,
+    IP,
+    LISTED,
+    OUT_OF_TIME,
+    SKIPPED,
+    TIMED_OUT,
+    ZONE_OK,
+    ZoneSpec,
+)
+from check_smtp_posture.fanout import each
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import DEFAULT, MxContext, TimeContext, seconds
 from check_smtp_posture.nagios.summary import FamilySummary
-from check_smtp_posture.sanitize import one_line
 
 NAME = "DNSBL"
-LOOPBACK_NET = ipaddress.ip_network("127.0.0.0/8")
 #: queries in flight at once: 30 zones x 4 addresses and each zone's test entry
 #: (150 queries) in two waves, for each wave costs a whole DNS round trip
 DEFAULT_CONCURRENCY = 128
 
-# outcome of one blocklist query
-LISTED = "listed"
-CLEAN = "clean"
-ERROR_ANSWER = "error answer"  # a documented "I won't answer you" code
-INVALID_ANSWER = "invalid answer"  # an A record outside 127.0.0.0/8
-TIMED_OUT = "timeout"
-FAILED = "failed"  # SERVFAIL, REFUSED, network error
-SKIPPED = "skipped"  # not asked: the zone had already timed out
-OUT_OF_TIME = "out of time"  # the run's -t ran out first: says nothing about the zone
-
-# health of a zone, worst first
-BROKEN = "broken"
-UNUSABLE = "unusable"
-ZONE_OK = "ok"
-
 
 # --------------------------------------------------------------------------- facts
-
-
-# Plain classes, not dataclasses: a dataclass costs each run a third of a millisecond
-# to build at import (issue 13).
-
-
-class Lookup:
-    __slots__ = ("zone", "subject", "qname", "canary", "outcome", "codes", "reason", "detail",
-                 "elapsed")
-
-    def __init__(self, zone: ZoneSpec, subject: str, qname: str, canary: bool = False,
-                 outcome: str = "", codes: tuple = (), reason: str = "", detail: str = "",
-                 elapsed: float = 0.0):
-        self.zone = zone
-        self.subject = subject  # the address or domain asked about
-        self.qname = qname
-        self.canary = canary  # the RFC 5782 never-listed test entry
-        self.outcome = outcome
-        self.codes = codes
-        self.reason = reason  # TXT
-        self.detail = detail
-        self.elapsed = elapsed
-
-
-class ZoneHealth:
-    __slots__ = ("zone", "state", "detail")
-
-    def __init__(self, zone: ZoneSpec, state: str = ZONE_OK, detail: str = ""):
-        self.zone = zone
-        self.state = state
-        self.detail = detail
 
 
 class DnsblFacts:
@@ -117,55 +80,6 @@ class DnsblFacts:
         return [lk for lk in self.lookups if lk.outcome == OUT_OF_TIME]
 
 
-def query_name(subject: str, zone: ZoneSpec) -> str:
-    """Reversed octets (IPv4) or nibbles (IPv6, RFC 5782 §2.4) under the zone; a domain as is."""
-    if zone.kind == DOMAIN:
-        return f"{subject}.{zone.name}"
-    pointer = ipaddress.ip_address(subject).reverse_pointer
-    for suffix in (".in-addr.arpa", ".ip6.arpa"):
-        if pointer.endswith(suffix):
-            pointer = pointer[: -len(suffix)]
-    return f"{pointer}.{zone.name}"
-
-
-def classify(zone: ZoneSpec, answer) -> tuple:
-    """(outcome, codes, detail) of one A answer, by RFC 5782 and the zone's errors."""
-    from check_smtp_posture.dnslookup import NODATA, NXDOMAIN, TIMEOUT
-
-    if answer.status in (NXDOMAIN, NODATA):
-        return CLEAN, (), ""
-    if answer.status == TIMEOUT:
-        return (OUT_OF_TIME if answer.out_of_time else TIMED_OUT), (), answer.detail
-    if not answer.ok:
-        return FAILED, (), answer.status + (f" ({answer.detail})" if answer.detail else "")
-    codes = tuple(sorted(answer.records, key=ipaddress.ip_address))
-    outside = [c for c in codes if ipaddress.ip_address(c) not in LOOPBACK_NET]
-    if outside:
-        return INVALID_ANSWER, codes, "answer outside 127.0.0.0/8: " + ", ".join(outside)
-    errors = [c for c in codes if zone.error_answer(c)]
-    if errors:
-        return ERROR_ANSWER, codes, "error answer " + ", ".join(errors)
-    return LISTED, codes, ""
-
-
-def zone_health(zone: ZoneSpec, lookups: list) -> ZoneHealth:
-    """One zone's state from all its lookups, the most telling reason first."""
-    canary = [lk for lk in lookups if lk.canary and lk.outcome == LISTED]
-    if canary:
-        return ZoneHealth(zone, BROKEN, f"lists test address {canary[0].subject} "
-                                        f"({', '.join(canary[0].codes)})")
-    for outcome in (INVALID_ANSWER, ERROR_ANSWER, TIMED_OUT, SKIPPED, FAILED):
-        hit = next((lk for lk in lookups if lk.outcome == outcome), None)
-        if hit is None:
-            continue
-        if outcome == INVALID_ANSWER:  # a parked or hijacked zone: nothing it says counts
-            return ZoneHealth(zone, BROKEN, hit.detail)
-        if outcome in (TIMED_OUT, SKIPPED):
-            return ZoneHealth(zone, UNUSABLE, "timed out")
-        return ZoneHealth(zone, UNUSABLE, hit.detail)
-    return ZoneHealth(zone)
-
-
 # --------------------------------------------------------------------------- probe
 
 
@@ -193,11 +107,7 @@ class DnsblResource(nagiosplugin.Resource):
         started = time.monotonic()
         facts = DnsblFacts()
         addresses = self._addresses(facts)
-        pool = ThreadPoolExecutor(max_workers=self.concurrency)
-        try:
-            self._ask(facts, addresses, pool)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._ask(facts, addresses)
         facts.query_time = time.monotonic() - started
         for res in facts.resolutions:
             yield nagiosplugin.Metric(res.what, res, context="mx")
@@ -226,44 +136,32 @@ class DnsblResource(nagiosplugin.Resource):
 
     # -- the blocklist queries
 
-    def _ask(self, facts: DnsblFacts, addresses: list, pool) -> None:
+    def _ask(self, facts: DnsblFacts, addresses: list) -> None:
         lookups = []
         zones = self.ip_zones + (self.domain_zones if self.domain else [])
         for zone in zones:
-            if zone.kind == IP:
-                subjects = list(addresses)
-                canary = dnsbl_zones.IPV4_CANARY
-            else:
-                subjects = [self.domain]
-                canary = dnsbl_zones.DOMAIN_CANARY
-            if not subjects:
-                continue
-            lookups.append(Lookup(zone, canary, query_name(canary, zone), canary=True))
-            lookups.extend(Lookup(zone, s, query_name(s, zone)) for s in subjects)
-        list(pool.map(self._lookup, lookups))
+            subjects = list(addresses) if zone.kind == IP else [self.domain]
+            if subjects:
+                lookups.extend(dnsbl.lookups(zone, subjects))
+        each(lookups, self._lookup, self.concurrency)
         facts.subjects = list(dict.fromkeys(lk.subject for lk in lookups if not lk.canary))
         facts.lookups = lookups
         by_zone = {}
         for lk in lookups:
             by_zone.setdefault(lk.zone.name, []).append(lk)
-        facts.zones = {name: zone_health(lks[0].zone, lks) for name, lks in by_zone.items()}
+        facts.zones = {name: dnsbl.zone_health(lks[0].zone, lks)
+                       for name, lks in by_zone.items()}
 
-    def _lookup(self, lk: Lookup) -> None:
+    def _lookup(self, lk: dnsbl.Lookup) -> None:
         with self._lock:
             dead = lk.zone.name in self._dead
         if dead:
             lk.outcome = SKIPPED
             return
-        answer = self.client.query(lk.qname, "A")
-        lk.elapsed = answer.elapsed
-        lk.outcome, lk.codes, lk.detail = classify(lk.zone, answer)
+        dnsbl.ask(self.client, lk)
         if lk.outcome == TIMED_OUT:
             with self._lock:
                 self._dead.add(lk.zone.name)
-        elif lk.outcome == LISTED and not lk.canary:
-            txt = self.client.query(lk.qname, "TXT")
-            if txt.ok:
-                lk.reason = one_line(" ".join(txt.records), limit=200)
 
 
 # --------------------------------------------------------------------------- decide
@@ -318,7 +216,7 @@ class ListedContext(nagiosplugin.ScalarContext):
 # --------------------------------------------------------------------------- phrase
 
 
-def describe_listing(lk: Lookup) -> str:
+def describe_listing(lk: dnsbl.Lookup) -> str:
     text = f"{lk.subject} listed on {lk.zone.name} ({', '.join(lk.codes)}"
     if lk.reason:
         text += f' "{lk.reason}"'
@@ -399,7 +297,7 @@ def zone_arg(kind: str):
         if kind == DOMAIN and text.strip().lower() == "default":
             return "default"
         try:
-            return dnsbl_zones.parse_zone(text, kind)
+            return dnsbl.parse_zone(text, kind)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
@@ -453,12 +351,12 @@ def build_parser() -> cli.PluginArgumentParser:
 def select_zones(args) -> tuple:
     ip_zones, domain_zones = [], []
     if not args.no_default_zones:
-        ip_zones.extend(dnsbl_zones.DEFAULT_IP_ZONES)
+        ip_zones.extend(dnsbl.DEFAULT_IP_ZONES)
     ip_zones.extend(args.zone)
     for spec in args.domain_zone:
-        domain_zones.extend(dnsbl_zones.DEFAULT_DOMAIN_ZONES if spec == "default" else [spec])
+        domain_zones.extend(dnsbl.DEFAULT_DOMAIN_ZONES if spec == "default" else [spec])
     for path in args.zones_file:
-        for spec in dnsbl_zones.read_zones_file(path):
+        for spec in dnsbl.read_zones_file(path):
             (domain_zones if spec.kind == DOMAIN else ip_zones).append(spec)
 
     def unique(specs):

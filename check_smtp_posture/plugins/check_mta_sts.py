@@ -21,6 +21,7 @@ from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import targets
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.fanout import all_at_once
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import (
     DEFAULT,
@@ -249,21 +250,6 @@ class StsFacts:
 # -- probe -------------------------------------------------------------------------
 
 
-def _all_at_once(jobs: dict, workers: int) -> dict:
-    """name -> job() for every job, run concurrently; a job's exception is raised here.
-
-    Every job is bounded by the run's deadline, so waiting for them is bounded too.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs))))
-    try:
-        futures = {name: pool.submit(job) for name, job in jobs.items()}
-        return {name: future.result() for name, future in futures.items()}
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
 class MtaSts(nagiosplugin.Resource):
     def __init__(self, options: Options, deadline: Deadline):
         self.options = options
@@ -282,7 +268,7 @@ class MtaSts(nagiosplugin.Resource):
         domain = opts.domain
         client = cli.dns_client(opts, self.deadline)
         host = f"mta-sts.{domain}"
-        first = _all_at_once({
+        first = all_at_once({
             "sts": lambda: client.query(f"_mta-sts.{domain}", "TXT"),
             "tlsrpt": lambda: client.query(f"_smtp._tls.{domain}", "TXT"),
             "mx": lambda: targets.resolve_mx(client, domain, family=opts.family,
@@ -313,7 +299,7 @@ class MtaSts(nagiosplugin.Resource):
         if published:
             second["fetch"] = lambda: self._fetch(facts.fetch)
             second["tls"] = self._mx_tls
-        _all_at_once(second, len(second))
+        all_at_once(second)
 
         if facts.usable_policy is not None:
             for mx in facts.mx:
@@ -396,12 +382,12 @@ class MtaSts(nagiosplugin.Resource):
             mx.tlsa = len(answer.records) if answer.ok else 0
 
         if self.facts.mx:
-            _all_at_once({mx.name: (lambda mx=mx: ask(mx)) for mx in self.facts.mx},
+            all_at_once({mx.name: (lambda mx=mx: ask(mx)) for mx in self.facts.mx},
                          self.options.concurrency)
 
     def _report_domains(self, client, domains: list) -> None:
         opts = self.options
-        found = _all_at_once({d: (lambda d=d: targets.resolve_mx(
+        found = all_at_once({d: (lambda d=d: targets.resolve_mx(
             client, d, family=opts.family, concurrency=opts.concurrency)) for d in domains},
             opts.concurrency)
         self.facts.tlsrpt.mailto_mx.update(found)
@@ -698,7 +684,7 @@ class HistoryContext(FactContext):
 
 
 def _dns_failure(answer) -> str:
-    return one_line(answer.status + (f" ({answer.detail})" if answer.detail else ""), 80)
+    return one_line(answer.failure(), 80)
 
 
 def _mx_kind(res: targets.Resolution) -> str:

@@ -21,6 +21,7 @@ from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import names, targets
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.fanout import each
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import (
     DEFAULT,
@@ -156,21 +157,13 @@ class MxResource(nagiosplugin.Resource):
         yield seconds("dns_time", facts.dns_time, "dns_time")
 
     def _fcrdns_all(self, addresses: list) -> None:
-        if not addresses:
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(addresses)))
-        try:  # every query is bounded by the deadline; never wait on a straggler
-            list(pool.map(self._fcrdns, addresses))
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+        each(addresses, self._fcrdns, self.concurrency)
 
     def _fcrdns(self, fact: AddressFact) -> None:
         """Forward-confirmed reverse DNS: a PTR name that resolves back to the address."""
         ptr = self.client.reverse(fact.address)
         if ptr.failed:
-            fact.detail = f"PTR lookup {ptr.status}"
+            fact.detail = f"PTR lookup {ptr.failure()}"
             return
         if not ptr.ok:
             fact.fcrdns, fact.detail = False, "no PTR"

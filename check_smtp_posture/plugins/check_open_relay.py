@@ -27,7 +27,7 @@ from check_smtp_posture.nagios.contexts import (
     seconds,
     smtp_failure_state,
 )
-from check_smtp_posture.nagios.summary import HINT_CAP, FamilySummary
+from check_smtp_posture.nagios.summary import HINT_CAP, FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.session import (
@@ -364,9 +364,9 @@ class RelayContext(nagiosplugin.Context):
 
 
 def _listed(outcomes: list) -> str:
-    names = [o.probe.name for o in outcomes]
-    return ", ".join(names[:HINT_CAP]) + (
-        f" (+{len(names) - HINT_CAP} more)" if len(names) > HINT_CAP else "")
+    names = capped([o.probe.name for o in outcomes])
+    more = names.pop() if len(outcomes) > HINT_CAP else ""  # "(+N more)", after no comma
+    return " ".join(filter(None, (", ".join(names), more)))
 
 
 class AcceptanceContext(nagiosplugin.Context):

@@ -18,11 +18,11 @@ from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import DEFAULT, MxContext, TimeContext, seconds
 from check_smtp_posture.nagios.summary import FamilySummary
+from check_smtp_posture.spf.evaluate import MAX_LOOKUPS as RFC_MAX_LOOKUPS
+from check_smtp_posture.spf.evaluate import MAX_VOID as RFC_MAX_VOID
+from check_smtp_posture.spf.evaluate import RESULTS
 
 NAME = "SPF"
-RESULTS = ("pass", "fail", "softfail", "neutral", "none", "permerror", "temperror")
-RFC_MAX_LOOKUPS = 10
-RFC_MAX_VOID = 2
 
 
 # --------------------------------------------------------------------------- probe

@@ -43,8 +43,7 @@ class DnsClientLookup:
         elif raw.status == dnslookup.NODATA:
             answer = Answer(NODATA)
         else:
-            answer = Answer(ERROR, detail=(raw.status + (f" ({raw.detail})" if raw.detail
-                                                         else "")))
+            answer = Answer(ERROR, detail=raw.failure())
         if not answer.error:
             self._cache[key] = answer
         return answer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import redirect_stdout
 
 import nagiosplugin
 import pytest
@@ -118,7 +119,8 @@ def run_check(zone: dict, domain: str = "d.example", *, ips=(), expect=None, war
     args = check_spf.build_parser().parse_args(argv)
     check = check_spf.build_check(args, None, lookup=ZoneDns(zone))
     out = io.StringIO()
-    code = runner.execute(check, verbose=verbose, timeout=5, stream=out)
+    with redirect_stdout(out):
+        code = runner.execute(check, verbose=verbose, timeout=5)
     return code, out.getvalue()
 
 

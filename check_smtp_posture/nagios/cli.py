@@ -17,10 +17,6 @@ from check_smtp_posture.nagios import states
 UNKNOWN_EXIT = 3
 
 
-class UsageError(Exception):
-    """Raised for arguments that parse but contradict each other."""
-
-
 class PluginArgumentParser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors print to stdout and exit 3."""
 

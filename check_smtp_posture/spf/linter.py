@@ -83,9 +83,6 @@ class LintReport:
     def record_length(self) -> int:
         return len(self.record.encode("utf-8"))
 
-    def has(self, kind: str) -> bool:
-        return any(f.kind == kind for f in self.findings)
-
     @property
     def permerror(self) -> bool:
         return any(f.kind in PERMERROR_KINDS for f in self.findings)

@@ -365,22 +365,42 @@ def add_oauth_options(parser: argparse.ArgumentParser) -> None:
 OAUTH_SASL_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 
 
-def sasl_secret(args, env: str) -> tuple[str | None, str | None]:
-    """(the SASL password from --sasl-password-file or `$env`, None) or (None, a usage
-    error); "" for an OAuth mechanism, whose access token the run fetches."""
-    from check_smtp_posture.secrets import SecretError, read_secret
+#: where the SASL password comes from when no file is named
+SASL_PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 
-    if args.sasl_mechanism in OAUTH_SASL_MECHANISMS:
+
+def add_sasl_options(group) -> None:
+    """--sasl-user, --sasl-mechanism and --sasl-password-file: AUTH to an SMTP server."""
+    group.add_argument("--sasl-user", metavar="USER", help="authentication identity")
+    group.add_argument("--sasl-mechanism", type=str.upper,
+                       choices=("PLAIN", "LOGIN", "CRAM-MD5", *OAUTH_SASL_MECHANISMS),
+                       help="authenticate with this mechanism (default with --sasl-user: "
+                            "PLAIN); XOAUTH2 and OAUTHBEARER send an OAuth access token (the "
+                            "--oauth2-* options)")
+    group.add_argument("--sasl-password-file", metavar="FILE",
+                       help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
+
+
+def sasl_credentials(args, authzid: str = ""):
+    """The run's smtp.session.SaslCredentials for --sasl-user, with --sasl-mechanism
+    (default PLAIN) and the password from --sasl-password-file or $CHECK_SMTP_PASSWORD
+    ("" for an OAuth mechanism, whose access token the run fetches); or a usage error."""
+    from check_smtp_posture.secrets import SecretError, read_secret
+    from check_smtp_posture.smtp.session import SaslCredentials
+
+    mechanism = args.sasl_mechanism or "PLAIN"
+    if mechanism in OAUTH_SASL_MECHANISMS:
         if args.sasl_password_file:
-            return None, f"--sasl-mechanism {args.sasl_mechanism} sends a token, not a password"
-        return "", None
-    try:
-        secret = read_secret(args.sasl_password_file, env)
-    except SecretError as exc:
-        return None, f"--sasl-password-file: {exc}"
-    if secret is None:
-        return None, f"SASL needs a password: --sasl-password-file FILE or ${env}"
-    return secret, None
+            return f"--sasl-mechanism {mechanism} sends a token, not a password"
+        secret = ""
+    else:
+        try:
+            secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
+        except SecretError as exc:
+            return f"--sasl-password-file: {exc}"
+        if secret is None:
+            return f"SASL needs a password: --sasl-password-file FILE or ${SASL_PASSWORD_ENV}"
+    return SaslCredentials(mechanism, args.sasl_user, secret, authzid)
 
 
 def oauth_settings(args, needed: bool):

@@ -37,7 +37,6 @@ from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line, printable
 
 MAILBOX_PASSWORD_ENV = "CHECK_MAILBOX_PASSWORD"
-SASL_PASSWORD_ENV = "CHECK_SMTP_PASSWORD"  # as check_smtp_phases
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_WARNING, DEFAULT_CRITICAL = "60", "300"
 SUBMISSION_PORT, SMTPS_PORT = 587, 465
@@ -154,13 +153,7 @@ def build_parser() -> cli.PluginArgumentParser:
     submit.add_argument("--submit", metavar="HOST[:PORT]",
                         help="send every probe through this server (port 587: STARTTLS, "
                              "465: implicit TLS) instead of each MX: no per-MX split")
-    submit.add_argument("--sasl-user", metavar="USER", help="authentication identity")
-    submit.add_argument("--sasl-mechanism", type=str.upper,
-                        choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
-                        help="SASL mechanism (default with --sasl-user: PLAIN); XOAUTH2 and "
-                             "OAUTHBEARER send an OAuth access token (the --oauth2-* options)")
-    submit.add_argument("--sasl-password-file", metavar="FILE",
-                        help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
+    cli.add_sasl_options(submit)
     submit.add_argument("--ca-file", metavar="FILE",
                         help="PEM bundle of CAs for the submission server's certificate")
 
@@ -224,12 +217,9 @@ def options_from(args) -> Options | str:
     if args.sasl_user:
         if not submit:
             return "--sasl-user needs --submit (an MX takes no AUTH from a stranger)"
-        from check_smtp_posture.smtp.session import SaslCredentials
-
-        secret, error = cli.sasl_secret(args, SASL_PASSWORD_ENV)
-        if error:
-            return error
-        sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
+        sasl = cli.sasl_credentials(args)
+        if isinstance(sasl, str):
+            return sasl
     elif args.sasl_mechanism or args.sasl_password_file:
         return "--sasl-mechanism and --sasl-password-file need --sasl-user"
     oauth = cli.oauth_settings(args, mailbox_auth != "password" or bool(

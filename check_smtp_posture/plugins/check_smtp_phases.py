@@ -42,7 +42,6 @@ from check_smtp_posture.smtp.session import (
 from check_smtp_posture.userfiles import UserFileError, option_file_problem, read_user_file
 
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
-PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 PROBE_SUBJECT = "check_smtp_phases probe"
 PROBE_BODY = "Probe message of check_smtp_phases.\n"
 #: --cert-days beyond this is a typo: no certificate lives 100 years
@@ -148,19 +147,12 @@ def build_parser() -> cli.PluginArgumentParser:
                      help="state for an untrusted chain or a name mismatch (default: warning)")
 
     sasl = parser.add_argument_group("SASL authentication")
-    sasl.add_argument("--sasl-mechanism", type=str.upper,
-                      choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
-                      help="authenticate with this mechanism (default with --sasl-user: "
-                           "PLAIN); XOAUTH2 and OAUTHBEARER send an OAuth access token (the "
-                           "--oauth2-* options)")
-    sasl.add_argument("--sasl-user", metavar="USER", help="authentication identity")
+    cli.add_sasl_options(sasl)
     sasl.add_argument("--sasl-authzid", default="", metavar="ID",
                       help="authorization identity (PLAIN only)")
     sasl.add_argument("--allow-plaintext-auth", action="store_true",
                       help="send AUTH even when the connection has no TLS (default: AUTH "
                            "is withheld and the check is CRITICAL)")
-    sasl.add_argument("--sasl-password-file", metavar="FILE",
-                      help=f"read the password from FILE (else from ${PASSWORD_ENV})")
 
     proxy = parser.add_argument_group("PROXY protocol")
     proxy.add_argument("--proxy-protocol", type=int, choices=(1, 2), metavar="VERSION",
@@ -244,11 +236,9 @@ def options_from(args) -> Options | str:
             return "--sasl-mechanism needs --sasl-user"
         if args.sasl_authzid and (args.sasl_mechanism or "PLAIN") != "PLAIN":
             return "--sasl-authzid works with the PLAIN mechanism only"
-        password, error = cli.sasl_secret(args, PASSWORD_ENV)
-        if error:
-            return error
-        sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,
-                               args.sasl_authzid)
+        sasl = cli.sasl_credentials(args, args.sasl_authzid)
+        if isinstance(sasl, str):
+            return sasl
     oauth = cli.oauth_settings(args, bool(sasl and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS))
     if isinstance(oauth, str):
         return oauth

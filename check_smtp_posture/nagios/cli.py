@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import math
 import sys
+from collections import namedtuple
 
 from check_smtp_posture import __version__, names
 from check_smtp_posture.nagios import states
@@ -327,6 +328,43 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, what: str,
     parser.add_argument("-c", "--critical", type=nagios_range, default=critical,
                         metavar="RANGE", help=f"critical range for {what}"
                         + (f" (default: {critical})" if critical else ""))
+
+
+class CommonOptions(namedtuple("CommonOptions", (
+        "family",  # 4 or 6 (-4, -6), None for both
+        "dns_server",  # tuple of (address, port) (--dns-server), None: the system resolver
+        "query_timeout",  # --query-timeout, None: half of -t
+        "concurrency",
+        "helo_name",  # the EHLO name (--helo-name, else this host's name when asked for)
+        "helo_note",  # why the default EHLO name may be refused, or None
+        "unreachable_state", "warning", "critical", "verbose", "timeout"))):
+    """The family's common options, parsed: the first fields of every plugin's Options.
+
+    A plugin declares its Options as a named tuple of these fields and its own,
+    `namedtuple("Options", cli.CommonOptions._fields + (...))`, and builds it as
+    `Options(*cli.common_options(args), own=...)`: `options.timeout` and
+    `options.family` read the same in every plugin. An option a plugin does not
+    have is None. (Named tuples, not dataclasses: tests/test_import_budget.py.)
+    """
+
+    __slots__ = ()
+
+
+def common_options(args, *, default_helo: bool = False) -> CommonOptions:
+    """The common options of the parsed arguments `args`.
+
+    With `default_helo`, a missing --helo-name becomes this host's name (and its
+    note); that may ask DNS, so a plugin calls this once its usage errors are out.
+    """
+    helo_name, helo_note = getattr(args, "helo_name", None), None
+    if helo_name is None and default_helo:
+        helo_name, helo_note = default_helo_name(min(1.0, args.timeout / 10))
+    return CommonOptions(
+        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
+        query_timeout=args.query_timeout, concurrency=getattr(args, "concurrency", None),
+        helo_name=helo_name, helo_note=helo_note, unreachable_state=args.unreachable_state,
+        warning=getattr(args, "warning", None), critical=getattr(args, "critical", None),
+        verbose=args.verbose, timeout=args.timeout)
 
 
 #: where a client secret comes from when no file is named

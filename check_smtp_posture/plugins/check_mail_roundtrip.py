@@ -18,7 +18,7 @@ failure if any); the Contexts judge; RoundTripSummary phrases.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 import nagiosplugin
 
@@ -36,6 +36,7 @@ from check_smtp_posture.nagios.contexts import (
 from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line, printable
 
+NAME = "MAIL_ROUNDTRIP"
 MAILBOX_PASSWORD_ENV = "CHECK_MAILBOX_PASSWORD"
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_WARNING, DEFAULT_CRITICAL = "60", "300"
@@ -51,36 +52,20 @@ BACK, JUNK, LOST, IN_FLIGHT, SENT, SEND_FAILED, UNCHECKED = (
 # -- configuration ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    domain: str
-    to: str
-    sender: str
-    mailbox: object  # mailbox.MailboxSpec
-    mailbox_password: str | None
-    mailbox_auth: str  # mailbox.PASSWORD, mailbox.OAUTH or an OAuth SASL mechanism
-    mailbox_ca_file: str | None
-    junk_folders: tuple
-    idle: bool
-    poll_interval: float
-    submit: tuple | None  # (host, port)
-    submit_implicit_tls: bool
-    sasl: object  # smtp.session.SaslCredentials or None
-    oauth: object  # oauth.OAuthSettings or None
-    ca_file: str | None
-    state_file: str | None
-    port: int
-    family: int | None
-    dns_server: tuple | None
-    query_timeout: float | None
-    concurrency: int
-    helo_name: str
-    helo_note: str | None
-    unreachable_state: str
-    warning: str | None
-    critical: str | None
-    verbose: int
-    timeout: float
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "to", "sender",
+        "mailbox",  # mailbox.MailboxSpec
+        "mailbox_password",
+        "mailbox_auth",  # mailbox.PASSWORD, mailbox.OAUTH or an OAuth SASL mechanism
+        "mailbox_ca_file", "junk_folders", "idle", "poll_interval",
+        "submit",  # (host, port) or None
+        "submit_implicit_tls",
+        "sasl",  # smtp.session.SaslCredentials or None
+        "oauth",  # oauth.OAuthSettings or None
+        "ca_file", "state_file", "port"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
 
     @property
     def lost_after(self) -> float:
@@ -241,21 +226,13 @@ def options_from(args) -> Options | str:
     for name, text in (("-w", args.warning), ("-c", args.critical)):
         if text and _range_end(text) is None:
             return f"{name} {text}: a roundtrip range needs an upper end (e.g. 60 or 10:60)"
-    helo, helo_note = args.helo_name, None
-    if helo is None:
-        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
     return Options(
-        domain=args.domain, to=args.to, sender=sender, mailbox=spec,
-        mailbox_password=password, mailbox_auth=mailbox_auth, mailbox_ca_file=args.mailbox_ca_file,
-        junk_folders=tuple(args.junk_folder), idle=not args.no_idle,
-        poll_interval=args.poll_interval, submit=submit,
+        *cli.common_options(args, default_helo=True), domain=args.domain, to=args.to,
+        sender=sender, mailbox=spec, mailbox_password=password, mailbox_auth=mailbox_auth,
+        mailbox_ca_file=args.mailbox_ca_file, junk_folders=tuple(args.junk_folder),
+        idle=not args.no_idle, poll_interval=args.poll_interval, submit=submit,
         submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl, oauth=oauth,
-        ca_file=args.ca_file, state_file=args.state_file, port=args.port,
-        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
-        query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
-        helo_note=helo_note, unreachable_state=args.unreachable_state,
-        warning=args.warning, critical=args.critical, verbose=args.verbose,
-        timeout=args.timeout)
+        ca_file=args.ca_file, state_file=args.state_file, port=args.port)
 
 
 def _host_port(text: str) -> tuple:
@@ -323,7 +300,7 @@ class RoundTrip(nagiosplugin.Resource):
 
     @property
     def name(self):
-        return "MAIL_ROUNDTRIP"
+        return NAME
 
     def probe(self):
         opts = self.options
@@ -839,7 +816,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),
         RoundTripSummary(resource),
-        name="MAIL_ROUNDTRIP")
+        name=NAME)
 
 
 def authorize(parser, args) -> int | None:

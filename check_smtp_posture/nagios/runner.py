@@ -95,10 +95,8 @@ def internal_error(name: str, exc: Exception) -> Outcome:
 
 
 def run(check: nagiosplugin.Check, options) -> int:
-    """execute() with the family's common options: -v, -t and --unreachable-state.
-
-    `options` is the parsed arguments or a plugin's Options; both carry these names.
-    """
+    """execute() with the family's common options (cli.CommonOptions): -v, -t and
+    --unreachable-state."""
     return execute(check, verbose=options.verbose, timeout=options.timeout,
                    timeout_state=states.exit_code(options.unreachable_state))
 

@@ -120,10 +120,6 @@ def options_from(args) -> Options | str:
 # --------------------------------------------------------------------------- facts
 
 
-# Plain classes, not dataclasses: a dataclass costs each run a third of a millisecond
-# to build at import (issue 13).
-
-
 class AddressFact:
     __slots__ = ("address", "scope", "ptr_names", "fcrdns", "detail")
 

@@ -49,10 +49,6 @@ PERMERROR_KINDS = frozenset({MULTIPLE, SYNTAX, INCLUDE_NONE, LOOP, LOOKUP_LIMIT,
                              MX_LIMIT})
 
 
-# Named tuples and plain classes, not dataclasses: a dataclass costs each run a third
-# of a millisecond to build at import (issue 13).
-
-
 class Finding(namedtuple("Finding", ("kind", "domain", "text"))):
     __slots__ = ()
 

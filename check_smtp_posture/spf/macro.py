@@ -26,10 +26,6 @@ class MacroError(ValueError):
     """A macro string that does not follow the RFC 7208 §7.1 syntax."""
 
 
-# Named tuples and plain classes, not dataclasses: a dataclass costs each run a third
-# of a millisecond to build at import (issue 13).
-
-
 class Macro(namedtuple("Macro", (
         "letter",  # as written: upper case asks for URL escaping
         "digits",  # keep this many right-hand parts (None: all)

@@ -36,7 +36,7 @@ from check_smtp_posture.nagios.summary import FamilySummary, capped
 NAME = "MX_SANITY"
 
 
-# --------------------------------------------------------------------------- configuration
+# -- configuration -----------------------------------------------------------------
 
 
 class Options(namedtuple("Options", cli.CommonOptions._fields + (
@@ -117,7 +117,7 @@ def options_from(args) -> Options | str:
         dnssec=args.dnssec or args.require_dnssec, require_dnssec=args.require_dnssec)
 
 
-# --------------------------------------------------------------------------- facts
+# -- facts -------------------------------------------------------------------------
 
 
 class AddressFact:
@@ -190,7 +190,7 @@ def address_scope(text: str) -> str:
     return "global"
 
 
-# --------------------------------------------------------------------------- probe
+# -- probe -------------------------------------------------------------------------
 
 
 class MxResource(nagiosplugin.Resource):
@@ -299,7 +299,7 @@ class MxResource(nagiosplugin.Resource):
                           tuple(sorted(baseline - current)))
 
 
-# --------------------------------------------------------------------------- decide
+# -- contexts ----------------------------------------------------------------------
 
 
 class FactContext(nagiosplugin.Context):
@@ -417,7 +417,7 @@ class DnssecContext(FactContext):
 CONTEXT_NAMES = ("scope", "duplicates", "fcrdns", "ipv6", "redundancy", "changes", "dnssec")
 
 
-# --------------------------------------------------------------------------- phrase
+# -- summary -----------------------------------------------------------------------
 
 
 class MxSummary(FamilySummary):
@@ -473,7 +473,7 @@ class MxSummary(FamilySummary):
         return lines
 
 
-# --------------------------------------------------------------------------- main
+# -- main --------------------------------------------------------------------------
 
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:

@@ -26,7 +26,7 @@ RFC_MAX_LOOKUPS = 10
 RFC_MAX_VOID = 2
 
 
-# --------------------------------------------------------------------------- configuration
+# -- configuration -----------------------------------------------------------------
 
 
 class Options(namedtuple("Options", cli.CommonOptions._fields + (
@@ -99,7 +99,7 @@ def options_from(args) -> Options | str:
         max_length=args.max_length, missing=args.missing, ptr=args.ptr)
 
 
-# --------------------------------------------------------------------------- probe
+# -- probe -------------------------------------------------------------------------
 
 
 class SpfResource(nagiosplugin.Resource):
@@ -167,7 +167,7 @@ def visible_findings(report) -> list:
             and not (f.kind in skip_top and f.domain.lower() == report.domain.lower())]
 
 
-# --------------------------------------------------------------------------- contexts
+# -- contexts ----------------------------------------------------------------------
 
 
 class RecordContext(nagiosplugin.Context):
@@ -273,7 +273,7 @@ class CheckHostContext(nagiosplugin.Context):
         return self.result_cls(Ok, text, metric)
 
 
-# --------------------------------------------------------------------------- summary
+# -- summary -----------------------------------------------------------------------
 
 
 class SpfSummary(FamilySummary):
@@ -336,7 +336,7 @@ class SpfSummary(FamilySummary):
         return lines
 
 
-# --------------------------------------------------------------------------- main
+# -- main --------------------------------------------------------------------------
 
 
 def build_check(options: Options, deadline: Deadline, lookup=None) -> nagiosplugin.Check:

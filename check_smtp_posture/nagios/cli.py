@@ -278,6 +278,13 @@ def add_dns_options(parser: argparse.ArgumentParser) -> None:
                         help="cap for a single DNS query (default: half of -t)")
 
 
+def add_helo_option(parser: argparse.ArgumentParser, command: str = "EHLO") -> None:
+    """--helo-name: what a plugin that speaks SMTP announces (CommonOptions.helo_name)."""
+    parser.add_argument("--helo-name", type=helo_name, metavar="NAME",
+                        help=f"name to announce in {command} (default: this host's fully "
+                             "qualified name)")
+
+
 def add_unreachable_option(parser: argparse.ArgumentParser) -> None:
     """The family's one name for "the target cannot be reached or resolved"."""
     parser.add_argument("--unreachable-state", choices=states.FAILURE_NAMES,

@@ -82,9 +82,7 @@ def build_parser() -> cli.PluginArgumentParser:
                              f"answer (default: {DEFAULT_BOGUS_NAME})")
 
     smtp = parser.add_argument_group("SMTP")
-    smtp.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                      help="name to announce in EHLO (default: this host's fully qualified "
-                           "name)")
+    cli.add_helo_option(smtp)
 
     limits = parser.add_argument_group("thresholds and states")
     limits.add_argument("--missing", choices=("ok", "warning", "critical"), default="critical",

@@ -106,9 +106,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_concurrency_option(target, "endpoints sent to (and DNS queries asked)")
     cli.add_family_options(target)
     cli.add_dns_options(target)
-    target.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                        help="name to announce in EHLO (default: this host's fully qualified "
-                             "name)")
+    cli.add_helo_option(target)
 
     box = parser.add_argument_group("the mailbox where the loop ends")
     box.add_argument("--mailbox", metavar="URL",

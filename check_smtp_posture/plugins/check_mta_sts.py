@@ -70,9 +70,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     probes = parser.add_argument_group("probes")
-    probes.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                        help="name to announce in EHLO (default: this host's fully qualified "
-                             "name)")
+    cli.add_helo_option(probes)
     probes.add_argument("--ca-file", metavar="FILE",
                         help="trust anchors (PEM) for the policy host's and the MX "
                              "certificates (default: the system trust store)")

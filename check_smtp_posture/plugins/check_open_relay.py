@@ -99,9 +99,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     smtp = parser.add_argument_group("probes")
-    smtp.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                      help="name to announce in EHLO (default: this host's fully qualified "
-                           "name)")
+    cli.add_helo_option(smtp)
     smtp.add_argument("--no-starttls", action="store_true",
                       help="probe in clear text even when STARTTLS is offered")
     smtp.add_argument("--no-pipelining", action="store_true",

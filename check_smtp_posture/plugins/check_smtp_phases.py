@@ -91,9 +91,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     smtp = parser.add_argument_group("SMTP dialogue")
-    smtp.add_argument("--helo-name", type=cli.helo_name, default=None, metavar="NAME",
-                      help="name to announce in EHLO/HELO (default: this host's fully "
-                           "qualified name)")
+    cli.add_helo_option(smtp, "EHLO/HELO")
     smtp.add_argument("--from", dest="mail_from", type=cli.sender_address, metavar="ADDR",
                       help="envelope sender for MAIL FROM: addr, <addr>, or <> (also '') for "
                            "the null sender; sent in one pair of brackets")

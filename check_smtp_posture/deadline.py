@@ -25,15 +25,11 @@ class Deadline:
     def __init__(self, seconds: float, clock=time.monotonic):
         self.budget = float(seconds)
         self._clock = clock
-        self.started = clock()
-        self.ends = self.started + self.budget
+        self.ends = clock() + self.budget
 
     def remaining(self) -> float:
         """Seconds left, never negative."""
         return max(0.0, self.ends - self._clock())
-
-    def elapsed(self) -> float:
-        return self._clock() - self.started
 
     @property
     def expired(self) -> bool:

@@ -47,9 +47,6 @@ NO_ADDRESS = "no address"
 LOOKUP_FAILED = "lookup failed"
 
 
-# Named tuples, not dataclasses: building a dataclass at import costs every run of
-# every plugin (this module is on every path) the dataclasses module and more.
-
 class Endpoint(namedtuple("Endpoint", ("address", "port", "name", "dns_time"),
                           defaults=(None, None))):
     """Where to connect (address) and whom to expect there (name, for SNI and the certificate).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+from contextlib import redirect_stdout
 
 import nagiosplugin
 import pytest
 from nagiosplugin.state import Critical, Ok, Unknown, Warn
 
+from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.nagios import runner
 from check_smtp_posture.plugins import check_spf
 from check_smtp_posture.spf import ZoneDns, check_host, lint
@@ -115,10 +117,11 @@ def run_check(zone: dict, domain: str = "d.example", *, ips=(), expect=None, war
         argv += ["--ip", ip]
     if expect:
         argv += ["--expect", ",".join(expect)]
-    args = check_spf.build_parser().parse_args(argv)
-    check = check_spf.build_check(args, None, lookup=ZoneDns(zone))
+    options = check_spf.options_from(check_spf.build_parser().parse_args(argv))
+    check = check_spf.build_check(options, Deadline(5), lookup=ZoneDns(zone))
     out = io.StringIO()
-    code = runner.execute(check, verbose=verbose, timeout=5, stream=out)
+    with redirect_stdout(out):
+        code = runner.execute(check, verbose=verbose, timeout=5)
     return code, out.getvalue()
 
 

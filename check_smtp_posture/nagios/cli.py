@@ -10,15 +10,12 @@ import argparse
 import ipaddress
 import math
 import sys
+from collections import namedtuple
 
 from check_smtp_posture import __version__, names
 from check_smtp_posture.nagios import states
 
 UNKNOWN_EXIT = 3
-
-
-class UsageError(Exception):
-    """Raised for arguments that parse but contradict each other."""
 
 
 class PluginArgumentParser(argparse.ArgumentParser):
@@ -281,6 +278,13 @@ def add_dns_options(parser: argparse.ArgumentParser) -> None:
                         help="cap for a single DNS query (default: half of -t)")
 
 
+def add_helo_option(parser: argparse.ArgumentParser, command: str = "EHLO") -> None:
+    """--helo-name: what a plugin that speaks SMTP announces (CommonOptions.helo_name)."""
+    parser.add_argument("--helo-name", type=helo_name, metavar="NAME",
+                        help=f"name to announce in {command} (default: this host's fully "
+                             "qualified name)")
+
+
 def add_unreachable_option(parser: argparse.ArgumentParser) -> None:
     """The family's one name for "the target cannot be reached or resolved"."""
     parser.add_argument("--unreachable-state", choices=states.FAILURE_NAMES,
@@ -333,6 +337,43 @@ def add_threshold_options(parser: argparse.ArgumentParser, *, what: str,
                         + (f" (default: {critical})" if critical else ""))
 
 
+class CommonOptions(namedtuple("CommonOptions", (
+        "family",  # 4 or 6 (-4, -6), None for both
+        "dns_server",  # tuple of (address, port) (--dns-server), None: the system resolver
+        "query_timeout",  # --query-timeout, None: half of -t
+        "concurrency",
+        "helo_name",  # the EHLO name (--helo-name, else this host's name when asked for)
+        "helo_note",  # why the default EHLO name may be refused, or None
+        "unreachable_state", "warning", "critical", "verbose", "timeout"))):
+    """The family's common options, parsed: the first fields of every plugin's Options.
+
+    A plugin declares its Options as a named tuple of these fields and its own,
+    `namedtuple("Options", cli.CommonOptions._fields + (...))`, and builds it as
+    `Options(*cli.common_options(args), own=...)`: `options.timeout` and
+    `options.family` read the same in every plugin. An option a plugin does not
+    have is None. (Named tuples, not dataclasses: tests/test_import_budget.py.)
+    """
+
+    __slots__ = ()
+
+
+def common_options(args, *, default_helo: bool = False) -> CommonOptions:
+    """The common options of the parsed arguments `args`.
+
+    With `default_helo`, a missing --helo-name becomes this host's name (and its
+    note); that may ask DNS, so a plugin calls this once its usage errors are out.
+    """
+    helo_name, helo_note = getattr(args, "helo_name", None), None
+    if helo_name is None and default_helo:
+        helo_name, helo_note = default_helo_name(min(1.0, args.timeout / 10))
+    return CommonOptions(
+        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
+        query_timeout=args.query_timeout, concurrency=getattr(args, "concurrency", None),
+        helo_name=helo_name, helo_note=helo_note, unreachable_state=args.unreachable_state,
+        warning=getattr(args, "warning", None), critical=getattr(args, "critical", None),
+        verbose=args.verbose, timeout=args.timeout)
+
+
 #: where a client secret comes from when no file is named
 OAUTH_SECRET_ENV = "CHECK_OAUTH2_CLIENT_SECRET"
 
@@ -369,22 +410,42 @@ def add_oauth_options(parser: argparse.ArgumentParser) -> None:
 OAUTH_SASL_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 
 
-def sasl_secret(args, env: str) -> tuple[str | None, str | None]:
-    """(the SASL password from --sasl-password-file or `$env`, None) or (None, a usage
-    error); "" for an OAuth mechanism, whose access token the run fetches."""
-    from check_smtp_posture.secrets import SecretError, read_secret
+#: where the SASL password comes from when no file is named
+SASL_PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 
-    if args.sasl_mechanism in OAUTH_SASL_MECHANISMS:
+
+def add_sasl_options(group) -> None:
+    """--sasl-user, --sasl-mechanism and --sasl-password-file: AUTH to an SMTP server."""
+    group.add_argument("--sasl-user", metavar="USER", help="authentication identity")
+    group.add_argument("--sasl-mechanism", type=str.upper,
+                       choices=("PLAIN", "LOGIN", "CRAM-MD5", *OAUTH_SASL_MECHANISMS),
+                       help="authenticate with this mechanism (default with --sasl-user: "
+                            "PLAIN); XOAUTH2 and OAUTHBEARER send an OAuth access token (the "
+                            "--oauth2-* options)")
+    group.add_argument("--sasl-password-file", metavar="FILE",
+                       help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
+
+
+def sasl_credentials(args, authzid: str = ""):
+    """The run's smtp.session.SaslCredentials for --sasl-user, with --sasl-mechanism
+    (default PLAIN) and the password from --sasl-password-file or $CHECK_SMTP_PASSWORD
+    ("" for an OAuth mechanism, whose access token the run fetches); or a usage error."""
+    from check_smtp_posture.secrets import SecretError, read_secret
+    from check_smtp_posture.smtp.session import SaslCredentials
+
+    mechanism = args.sasl_mechanism or "PLAIN"
+    if mechanism in OAUTH_SASL_MECHANISMS:
         if args.sasl_password_file:
-            return None, f"--sasl-mechanism {args.sasl_mechanism} sends a token, not a password"
-        return "", None
-    try:
-        secret = read_secret(args.sasl_password_file, env)
-    except SecretError as exc:
-        return None, f"--sasl-password-file: {exc}"
-    if secret is None:
-        return None, f"SASL needs a password: --sasl-password-file FILE or ${env}"
-    return secret, None
+            return f"--sasl-mechanism {mechanism} sends a token, not a password"
+        secret = ""
+    else:
+        try:
+            secret = read_secret(args.sasl_password_file, SASL_PASSWORD_ENV)
+        except SecretError as exc:
+            return f"--sasl-password-file: {exc}"
+        if secret is None:
+            return f"SASL needs a password: --sasl-password-file FILE or ${SASL_PASSWORD_ENV}"
+    return SaslCredentials(mechanism, args.sasl_user, secret, authzid)
 
 
 def oauth_settings(args, needed: bool):

@@ -64,9 +64,8 @@ def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
 
 
 def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
-            timeout_state: int = 2, stream=None) -> int:
+            timeout_state: int = 2) -> int:
     """Run `check` within `timeout` seconds, print its output, return the exit code."""
-    stream = stream or sys.stdout
     name = check.name.upper()
     previous = _arm_alarm(timeout + ALARM_GRACE)
     try:
@@ -84,8 +83,8 @@ def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
     if verbose >= 3 and noise:
         kept = "".join(printable(line, 300) + "\n" for line in noise)
         outcome = outcome._replace(text=outcome.text + kept)
-    stream.write(outcome.text)
-    stream.flush()
+    sys.stdout.write(outcome.text)
+    sys.stdout.flush()
     return outcome.exitcode
 
 
@@ -96,10 +95,8 @@ def internal_error(name: str, exc: Exception) -> Outcome:
 
 
 def run(check: nagiosplugin.Check, options) -> int:
-    """execute() with the family's common options: -v, -t and --unreachable-state.
-
-    `options` is the parsed arguments or a plugin's Options; both carry these names.
-    """
+    """execute() with the family's common options (cli.CommonOptions): -v, -t and
+    --unreachable-state."""
     return execute(check, verbose=options.verbose, timeout=options.timeout,
                    timeout_state=states.exit_code(options.unreachable_state))
 

@@ -12,6 +12,7 @@ either). Contexts judge; DaneSummary phrases.
 from __future__ import annotations
 
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 
 import nagiosplugin
@@ -26,6 +27,7 @@ from check_smtp_posture.nagios.summary import FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, SessionResult, run_session
 
+NAME = "DANE"
 DEFAULT_TIMEOUT = 30.0
 #: the validator proof: a name any validating resolver answers with the AD flag, and one
 #: whose signatures are broken on purpose (kept so by Comcast for this use)
@@ -37,25 +39,11 @@ DAY = 86400.0
 # -- configuration ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    domain: str | None
-    hostname: str | None
-    port: int
-    family: int | None
-    dns_server: tuple | None
-    query_timeout: float | None
-    concurrency: int
-    helo_name: str
-    helo_note: str | None
-    secure_name: str
-    bogus_name: str
-    missing_state: str
-    unreachable_state: str
-    warning: str | None
-    critical: str | None
-    verbose: int
-    timeout: float
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "hostname", "port", "secure_name", "bogus_name", "missing_state"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
 
 
 def build_parser() -> cli.PluginArgumentParser:
@@ -88,9 +76,7 @@ def build_parser() -> cli.PluginArgumentParser:
                              f"answer (default: {DEFAULT_BOGUS_NAME})")
 
     smtp = parser.add_argument_group("SMTP")
-    smtp.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                      help="name to announce in EHLO (default: this host's fully qualified "
-                           "name)")
+    cli.add_helo_option(smtp)
 
     limits = parser.add_argument_group("thresholds and states")
     limits.add_argument("--missing", choices=("ok", "warning", "critical"), default="critical",
@@ -114,17 +100,10 @@ def options_from(args) -> Options | str:
     if args.hostname and names.is_ip_literal(args.hostname):
         return f"-H/--hostname needs a host name, not the address {args.hostname}: TLSA " \
                "records belong to names"
-    helo, helo_note = args.helo_name, None
-    if helo is None:
-        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
     return Options(
-        domain=args.domain, hostname=args.hostname, port=args.port, family=args.family,
-        dns_server=tuple(args.dns_server) if args.dns_server else None,
-        query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
-        helo_note=helo_note, secure_name=args.secure_name, bogus_name=args.bogus_name,
-        missing_state=args.missing, unreachable_state=args.unreachable_state,
-        warning=args.warning, critical=args.critical, verbose=args.verbose,
-        timeout=args.timeout)
+        *cli.common_options(args, default_helo=True), domain=args.domain,
+        hostname=args.hostname, port=args.port, secure_name=args.secure_name,
+        bogus_name=args.bogus_name, missing_state=args.missing)
 
 
 # -- probe -------------------------------------------------------------------------
@@ -175,7 +154,7 @@ class Dane(nagiosplugin.Resource):
 
     @property
     def name(self):
-        return "DANE"
+        return NAME
 
     def probe(self):
         opts = self.options
@@ -485,7 +464,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         DaneContext(options.unreachable_state),
         RrsigContext(options.warning, options.critical),
         DaneSummary(resource),
-        name="DANE")
+        name=NAME)
 
 
 def main(argv=None) -> int:

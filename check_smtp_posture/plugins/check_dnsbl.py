@@ -18,6 +18,7 @@ import argparse
 import ipaddress
 import threading
 import time
+from collections import namedtuple
 
 import nagiosplugin
 from nagiosplugin.state import Ok, Warn
@@ -45,6 +46,138 @@ NAME = "DNSBL"
 #: queries in flight at once: 30 zones x 4 addresses and each zone's test entry
 #: (150 queries) in two waves, for each wave costs a whole DNS round trip
 DEFAULT_CONCURRENCY = 128
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "hosts", "ips",
+        "ip_zones", "domain_zones",  # of dnsbl.ZoneSpec
+        "strict"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
+
+
+def zone_arg(kind: str):
+    def parse(text: str) -> ZoneSpec:
+        if kind == DOMAIN and text.strip().lower() == "default":
+            return "default"
+        try:
+            return dnsbl.parse_zone(text, kind)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def build_parser() -> cli.PluginArgumentParser:
+    parser = cli.PluginArgumentParser(
+        prog="check_dnsbl",
+        description="Check whether a domain's MX addresses, or given hosts or IP addresses, "
+                    "are listed on DNS blocklists. Answers are validated (RFC 5782): "
+                    "documented error answers and broken zones are reported apart from "
+                    "listings.")
+    what = parser.add_argument_group("what to check (at least one)")
+    what.add_argument("-D", "--domain", type=cli.domain_name,
+                      help="check every MX address of this domain")
+    what.add_argument("-H", "--hostname", action="append", default=[], metavar="HOST",
+                      type=cli.host_or_address,
+                      help="check this host name's addresses, or this address (repeatable)")
+    what.add_argument("--ip", action="append", default=[], type=cli.ip_address, metavar="ADDR",
+                      help="check this IPv4 or IPv6 address (repeatable)")
+    zones = parser.add_argument_group("zones")
+    zones.add_argument("--zone", action="append", default=[], type=zone_arg(IP),
+                       metavar="ZONE[=ERR,...]",
+                       help="add an IP blocklist zone, optionally with its error answers "
+                            "(addresses or networks in 127.0.0.0/8) (repeatable)")
+    zones.add_argument("--zones-file", action="append", default=[], metavar="PATH",
+                       help="add zones from a file: one 'ZONE [ERR ...]' or "
+                            "'domain ZONE [ERR ...]' a line")
+    zones.add_argument("--no-default-zones", action="store_true",
+                       help="do not use the built-in list of IP blocklists")
+    zones.add_argument("--domain-zone", action="append", default=[], type=zone_arg(DOMAIN),
+                       metavar="ZONE[=ERR,...]",
+                       help="check the -D domain itself on this domain blocklist; 'default' "
+                            "for the built-in ones (repeatable)")
+    zones.add_argument("--list-zones", action="store_true",
+                       help="print the zones that would be asked, with their error answers, "
+                            "and exit")
+    cli.add_common_options(parser)
+    cli.add_dns_options(parser)
+    cli.add_family_options(parser)
+    cli.add_threshold_options(parser, what="the number of listings", warning="0",
+                              critical="1")
+    cli.add_concurrency_option(parser, "DNS queries asked", default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--strict", action="store_true",
+                        help="WARNING when a zone is unusable, timed out or broken "
+                             "(default: a note)")
+    cli.add_unreachable_option(parser)
+    return parser
+
+
+def select_zones(args) -> tuple:
+    ip_zones, domain_zones = [], []
+    if not args.no_default_zones:
+        ip_zones.extend(dnsbl.DEFAULT_IP_ZONES)
+    ip_zones.extend(args.zone)
+    for spec in args.domain_zone:
+        domain_zones.extend(dnsbl.DEFAULT_DOMAIN_ZONES if spec == "default" else [spec])
+    for path in args.zones_file:
+        for spec in dnsbl.read_zones_file(path):
+            (domain_zones if spec.kind == DOMAIN else ip_zones).append(spec)
+
+    def unique(specs):
+        seen = {}
+        for spec in specs:
+            seen.setdefault(spec.name, spec)
+        return list(seen.values())
+
+    return unique(ip_zones), unique(domain_zones)
+
+
+def zones_from(args) -> tuple | str:
+    """(IP zones, domain zones) to ask, or a usage error message."""
+    try:
+        ip_zones, domain_zones = select_zones(args)
+    except ValueError as exc:
+        return f"--zones-file: {exc}"
+    if not ip_zones and not domain_zones:
+        return "no zones to ask (--no-default-zones without --zone or --zones-file)"
+    return ip_zones, domain_zones
+
+
+def list_zones(parser, args) -> int | None:
+    """--list-zones: print the zones a run would ask, with their error answers, instead
+    of a check; None when not asked for."""
+    if not args.list_zones:
+        return None
+    zones = zones_from(args)
+    if isinstance(zones, str):
+        return parser.usage_error(zones)
+    for spec in zones[0] + zones[1]:
+        errors = ",".join(str(n) for n in spec.errors) or "-"
+        print(f"{spec.kind}\t{spec.name}\t{errors}\t{spec.note}")
+    return 0
+
+
+def options_from(args) -> Options | str:
+    """Options from parsed arguments, or a usage error message."""
+    zones = zones_from(args)
+    if isinstance(zones, str):
+        return zones
+    ip_zones, domain_zones = zones
+    if not (args.domain or args.hostname or args.ip):
+        return "give -D, -H or --ip"
+    if domain_zones and not args.domain:
+        return "--domain-zone needs -D"
+    hosts, ips = [], list(args.ip)
+    for host in args.hostname:  # already checked and normalised by cli.host_or_address
+        (ips if names.is_ip_literal(host) else hosts).append(host)
+    return Options(
+        *cli.common_options(args), domain=args.domain, hosts=tuple(hosts),
+        ips=tuple(dict.fromkeys(ips)), ip_zones=tuple(ip_zones),
+        domain_zones=tuple(domain_zones), strict=args.strict)
 
 
 # --------------------------------------------------------------------------- facts
@@ -289,125 +422,27 @@ class DnsblSummary(FamilySummary):
         return lines
 
 
-# --------------------------------------------------------------------------- CLI
+# --------------------------------------------------------------------------- main
 
 
-def zone_arg(kind: str):
-    def parse(text: str) -> ZoneSpec:
-        if kind == DOMAIN and text.strip().lower() == "default":
-            return "default"
-        try:
-            return dnsbl.parse_zone(text, kind)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return parse
-
-
-def build_parser() -> cli.PluginArgumentParser:
-    parser = cli.PluginArgumentParser(
-        prog="check_dnsbl",
-        description="Check whether a domain's MX addresses, or given hosts or IP addresses, "
-                    "are listed on DNS blocklists. Answers are validated (RFC 5782): "
-                    "documented error answers and broken zones are reported apart from "
-                    "listings.")
-    what = parser.add_argument_group("what to check (at least one)")
-    what.add_argument("-D", "--domain", type=cli.domain_name,
-                      help="check every MX address of this domain")
-    what.add_argument("-H", "--hostname", action="append", default=[], metavar="HOST",
-                      type=cli.host_or_address,
-                      help="check this host name's addresses, or this address (repeatable)")
-    what.add_argument("--ip", action="append", default=[], type=cli.ip_address, metavar="ADDR",
-                      help="check this IPv4 or IPv6 address (repeatable)")
-    zones = parser.add_argument_group("zones")
-    zones.add_argument("--zone", action="append", default=[], type=zone_arg(IP),
-                       metavar="ZONE[=ERR,...]",
-                       help="add an IP blocklist zone, optionally with its error answers "
-                            "(addresses or networks in 127.0.0.0/8) (repeatable)")
-    zones.add_argument("--zones-file", action="append", default=[], metavar="PATH",
-                       help="add zones from a file: one 'ZONE [ERR ...]' or "
-                            "'domain ZONE [ERR ...]' a line")
-    zones.add_argument("--no-default-zones", action="store_true",
-                       help="do not use the built-in list of IP blocklists")
-    zones.add_argument("--domain-zone", action="append", default=[], type=zone_arg(DOMAIN),
-                       metavar="ZONE[=ERR,...]",
-                       help="check the -D domain itself on this domain blocklist; 'default' "
-                            "for the built-in ones (repeatable)")
-    zones.add_argument("--list-zones", action="store_true",
-                       help="print the zones that would be asked, with their error answers, "
-                            "and exit")
-    cli.add_common_options(parser)
-    cli.add_dns_options(parser)
-    cli.add_family_options(parser)
-    cli.add_threshold_options(parser, what="the number of listings", warning="0",
-                              critical="1")
-    cli.add_concurrency_option(parser, "DNS queries asked", default=DEFAULT_CONCURRENCY)
-    parser.add_argument("--strict", action="store_true",
-                        help="WARNING when a zone is unusable, timed out or broken "
-                             "(default: a note)")
-    cli.add_unreachable_option(parser)
-    return parser
-
-
-def select_zones(args) -> tuple:
-    ip_zones, domain_zones = [], []
-    if not args.no_default_zones:
-        ip_zones.extend(dnsbl.DEFAULT_IP_ZONES)
-    ip_zones.extend(args.zone)
-    for spec in args.domain_zone:
-        domain_zones.extend(dnsbl.DEFAULT_DOMAIN_ZONES if spec == "default" else [spec])
-    for path in args.zones_file:
-        for spec in dnsbl.read_zones_file(path):
-            (domain_zones if spec.kind == DOMAIN else ip_zones).append(spec)
-
-    def unique(specs):
-        seen = {}
-        for spec in specs:
-            seen.setdefault(spec.name, spec)
-        return list(seen.values())
-
-    return unique(ip_zones), unique(domain_zones)
+def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
+    return runner.new_check(
+        DnsblResource(cli.dns_client(options, deadline), ip_zones=options.ip_zones,
+                      domain_zones=options.domain_zones, domain=options.domain,
+                      hosts=options.hosts, ips=options.ips, family=options.family,
+                      concurrency=options.concurrency),
+        MxContext(unreachable=options.unreachable_state),
+        ZonesContext(strict=options.strict),
+        UnansweredContext(unreachable=options.unreachable_state, timeout=options.timeout),
+        ListedContext(options.warning, options.critical),
+        TimeContext("query_time"),
+        DnsblSummary(options.verbose),
+        name=NAME,
+    )
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if not isinstance(args, argparse.Namespace):
-        return args
-    try:
-        ip_zones, domain_zones = select_zones(args)
-    except ValueError as exc:
-        return parser.usage_error(f"--zones-file: {exc}")
-    if not ip_zones and not domain_zones:
-        return parser.usage_error("no zones to ask (--no-default-zones without --zone "
-                                  "or --zones-file)")
-    if args.list_zones:
-        for spec in ip_zones + domain_zones:
-            errors = ",".join(str(n) for n in spec.errors) or "-"
-            print(f"{spec.kind}\t{spec.name}\t{errors}\t{spec.note}")
-        return 0
-    if not (args.domain or args.hostname or args.ip):
-        return parser.usage_error("give -D, -H or --ip")
-    if domain_zones and not args.domain:
-        return parser.usage_error("--domain-zone needs -D")
-    hosts, ips = [], list(args.ip)
-    for host in args.hostname:  # already checked and normalised by cli.host_or_address
-        (ips if names.is_ip_literal(host) else hosts).append(host)
-
-    deadline = Deadline(args.timeout)
-    client = cli.dns_client(args, deadline)
-    check = runner.new_check(
-        DnsblResource(client, ip_zones=ip_zones, domain_zones=domain_zones,
-                      domain=args.domain, hosts=hosts, ips=list(dict.fromkeys(ips)),
-                      family=args.family, concurrency=args.concurrency),
-        MxContext(unreachable=args.unreachable_state),
-        ZonesContext(strict=args.strict),
-        UnansweredContext(unreachable=args.unreachable_state, timeout=args.timeout),
-        ListedContext(args.warning, args.critical),
-        TimeContext("query_time"),
-        DnsblSummary(args.verbose),
-        name=NAME,
-    )
-    return runner.run(check, args)
+    return runner.plugin_main(argv, build_parser, options_from, build_check, list_zones)
 
 
 def console_main() -> None:

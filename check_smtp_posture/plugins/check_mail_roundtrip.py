@@ -18,7 +18,7 @@ failure if any); the Contexts judge; RoundTripSummary phrases.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import namedtuple
 
 import nagiosplugin
 
@@ -36,8 +36,8 @@ from check_smtp_posture.nagios.contexts import (
 from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line, printable
 
+NAME = "MAIL_ROUNDTRIP"
 MAILBOX_PASSWORD_ENV = "CHECK_MAILBOX_PASSWORD"
-SASL_PASSWORD_ENV = "CHECK_SMTP_PASSWORD"  # as check_smtp_phases
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_WARNING, DEFAULT_CRITICAL = "60", "300"
 SUBMISSION_PORT, SMTPS_PORT = 587, 465
@@ -52,36 +52,20 @@ BACK, JUNK, LOST, IN_FLIGHT, SENT, SEND_FAILED, UNCHECKED = (
 # -- configuration ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    domain: str
-    to: str
-    sender: str
-    mailbox: object  # mailbox.MailboxSpec
-    mailbox_password: str | None
-    mailbox_auth: str  # mailbox.PASSWORD, mailbox.OAUTH or an OAuth SASL mechanism
-    mailbox_ca_file: str | None
-    junk_folders: tuple
-    idle: bool
-    poll_interval: float
-    submit: tuple | None  # (host, port)
-    submit_implicit_tls: bool
-    sasl: object  # smtp.session.SaslCredentials or None
-    oauth: object  # oauth.OAuthSettings or None
-    ca_file: str | None
-    state_file: str | None
-    port: int
-    family: int | None
-    dns_server: tuple | None
-    query_timeout: float | None
-    concurrency: int
-    helo_name: str
-    helo_note: str | None
-    unreachable_state: str
-    warning: str | None
-    critical: str | None
-    verbose: int
-    timeout: float
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "to", "sender",
+        "mailbox",  # mailbox.MailboxSpec
+        "mailbox_password",
+        "mailbox_auth",  # mailbox.PASSWORD, mailbox.OAUTH or an OAuth SASL mechanism
+        "mailbox_ca_file", "junk_folders", "idle", "poll_interval",
+        "submit",  # (host, port) or None
+        "submit_implicit_tls",
+        "sasl",  # smtp.session.SaslCredentials or None
+        "oauth",  # oauth.OAuthSettings or None
+        "ca_file", "state_file", "port"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
 
     @property
     def lost_after(self) -> float:
@@ -122,9 +106,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_concurrency_option(target, "endpoints sent to (and DNS queries asked)")
     cli.add_family_options(target)
     cli.add_dns_options(target)
-    target.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                        help="name to announce in EHLO (default: this host's fully qualified "
-                             "name)")
+    cli.add_helo_option(target)
 
     box = parser.add_argument_group("the mailbox where the loop ends")
     box.add_argument("--mailbox", metavar="URL",
@@ -154,13 +136,7 @@ def build_parser() -> cli.PluginArgumentParser:
     submit.add_argument("--submit", metavar="HOST[:PORT]",
                         help="send every probe through this server (port 587: STARTTLS, "
                              "465: implicit TLS) instead of each MX: no per-MX split")
-    submit.add_argument("--sasl-user", metavar="USER", help="authentication identity")
-    submit.add_argument("--sasl-mechanism", type=str.upper,
-                        choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
-                        help="SASL mechanism (default with --sasl-user: PLAIN); XOAUTH2 and "
-                             "OAUTHBEARER send an OAuth access token (the --oauth2-* options)")
-    submit.add_argument("--sasl-password-file", metavar="FILE",
-                        help=f"read the password from FILE (else from ${SASL_PASSWORD_ENV})")
+    cli.add_sasl_options(submit)
     submit.add_argument("--ca-file", metavar="FILE",
                         help="PEM bundle of CAs for the submission server's certificate")
 
@@ -224,12 +200,9 @@ def options_from(args) -> Options | str:
     if args.sasl_user:
         if not submit:
             return "--sasl-user needs --submit (an MX takes no AUTH from a stranger)"
-        from check_smtp_posture.smtp.session import SaslCredentials
-
-        secret, error = cli.sasl_secret(args, SASL_PASSWORD_ENV)
-        if error:
-            return error
-        sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, secret)
+        sasl = cli.sasl_credentials(args)
+        if isinstance(sasl, str):
+            return sasl
     elif args.sasl_mechanism or args.sasl_password_file:
         return "--sasl-mechanism and --sasl-password-file need --sasl-user"
     oauth = cli.oauth_settings(args, mailbox_auth != "password" or bool(
@@ -251,21 +224,13 @@ def options_from(args) -> Options | str:
     for name, text in (("-w", args.warning), ("-c", args.critical)):
         if text and _range_end(text) is None:
             return f"{name} {text}: a roundtrip range needs an upper end (e.g. 60 or 10:60)"
-    helo, helo_note = args.helo_name, None
-    if helo is None:
-        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
     return Options(
-        domain=args.domain, to=args.to, sender=sender, mailbox=spec,
-        mailbox_password=password, mailbox_auth=mailbox_auth, mailbox_ca_file=args.mailbox_ca_file,
-        junk_folders=tuple(args.junk_folder), idle=not args.no_idle,
-        poll_interval=args.poll_interval, submit=submit,
+        *cli.common_options(args, default_helo=True), domain=args.domain, to=args.to,
+        sender=sender, mailbox=spec, mailbox_password=password, mailbox_auth=mailbox_auth,
+        mailbox_ca_file=args.mailbox_ca_file, junk_folders=tuple(args.junk_folder),
+        idle=not args.no_idle, poll_interval=args.poll_interval, submit=submit,
         submit_implicit_tls=bool(submit and submit[1] == SMTPS_PORT), sasl=sasl, oauth=oauth,
-        ca_file=args.ca_file, state_file=args.state_file, port=args.port,
-        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
-        query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
-        helo_note=helo_note, unreachable_state=args.unreachable_state,
-        warning=args.warning, critical=args.critical, verbose=args.verbose,
-        timeout=args.timeout)
+        ca_file=args.ca_file, state_file=args.state_file, port=args.port)
 
 
 def _host_port(text: str) -> tuple:
@@ -333,7 +298,7 @@ class RoundTrip(nagiosplugin.Resource):
 
     @property
     def name(self):
-        return "MAIL_ROUNDTRIP"
+        return NAME
 
     def probe(self):
         opts = self.options
@@ -849,7 +814,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         StateFileContext(),
         TimeContext("roundtrip", warning=options.warning, critical=options.critical),
         RoundTripSummary(resource),
-        name="MAIL_ROUNDTRIP")
+        name=NAME)
 
 
 def authorize(parser, args) -> int | None:

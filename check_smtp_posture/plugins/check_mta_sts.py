@@ -14,6 +14,7 @@ phrases.
 from __future__ import annotations
 
 import time
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 import nagiosplugin
@@ -48,23 +49,11 @@ PKIX_FAILURES = ("unreadable", "expired", "not yet valid", "untrusted", "name mi
 # -- configuration ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    domain: str
-    family: int | None
-    dns_server: tuple | None
-    query_timeout: float | None
-    concurrency: int
-    helo_name: str
-    helo_note: str | None
-    ca_file: str | None
-    state_file: str | None
-    missing: str
-    unreachable_state: str
-    warning: str | None
-    critical: str | None
-    verbose: int
-    timeout: float
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "ca_file", "state_file", "missing"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
 
 
 def build_parser() -> cli.PluginArgumentParser:
@@ -82,9 +71,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     probes = parser.add_argument_group("probes")
-    probes.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                        help="name to announce in EHLO (default: this host's fully qualified "
-                             "name)")
+    cli.add_helo_option(probes)
     probes.add_argument("--ca-file", metavar="FILE",
                         help="trust anchors (PEM) for the policy host's and the MX "
                              "certificates (default: the system trust store)")
@@ -115,17 +102,9 @@ def options_from(args) -> Options | str:
         return problem
     if args.state_file is not None and not args.state_file:
         return "--state-file: empty path"
-    helo, helo_note = args.helo_name, None
-    if helo is None:
-        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
     return Options(
-        domain=args.domain, family=args.family,
-        dns_server=tuple(args.dns_server) if args.dns_server else None,
-        query_timeout=args.query_timeout, concurrency=args.concurrency, helo_name=helo,
-        helo_note=helo_note, ca_file=args.ca_file, state_file=args.state_file,
-        missing=args.missing, unreachable_state=args.unreachable_state,
-        warning=args.warning, critical=args.critical, verbose=args.verbose,
-        timeout=args.timeout)
+        *cli.common_options(args, default_helo=True), domain=args.domain,
+        ca_file=args.ca_file, state_file=args.state_file, missing=args.missing)
 
 
 # -- facts -------------------------------------------------------------------------

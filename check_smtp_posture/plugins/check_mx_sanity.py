@@ -15,6 +15,7 @@ import argparse
 import ipaddress
 import re
 import time
+from collections import namedtuple
 
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
@@ -36,11 +37,88 @@ from check_smtp_posture.nagios.summary import FamilySummary, capped
 NAME = "MX_SANITY"
 
 
-# --------------------------------------------------------------------------- facts
+# -- configuration -----------------------------------------------------------------
 
 
-# Plain classes, not dataclasses: a dataclass costs each run a third of a millisecond
-# to build at import (issue 13).
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "expect_mail", "allow_private", "fcrdns", "require_ipv6", "min_mx",
+        "min_addresses", "expect_mx", "state_file", "accept_changes", "dnssec",
+        "require_dnssec"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
+
+
+def name_list(text: str) -> list:
+    names_ = [names.normalize(n) for n in text.split(",") if n.strip()]
+    if not names_:
+        raise argparse.ArgumentTypeError("empty MX list")
+    bad = [n for n in names_ if not names.is_hostname(n)]
+    if bad:
+        raise argparse.ArgumentTypeError(f"bad MX host name {bad[0]!r}")
+    return names_
+
+
+def build_parser() -> cli.PluginArgumentParser:
+    parser = cli.PluginArgumentParser(
+        prog="check_mx_sanity",
+        description="Check that a domain's MX set is present and sane: null MX, "
+                    "CNAME/IP-literal/dangling targets, non-public addresses, duplicates, "
+                    "FCrDNS, IPv6, redundancy, changes and DNSSEC.")
+    parser.add_argument("-D", "--domain", required=True, type=cli.domain_name,
+                        help="the mail domain to check")
+    cli.add_common_options(parser)
+    cli.add_dns_options(parser)
+    cli.add_family_options(parser)
+    cli.add_concurrency_option(parser, "DNS queries asked")
+    cli.add_unreachable_option(parser)
+    parser.add_argument("--expect-mail", action="store_true",
+                        help="the domain must receive mail: a null MX is CRITICAL")
+    parser.add_argument("--allow-private", action="store_true",
+                        help="accept loopback, private and reserved MX addresses "
+                             "(default: WARNING)")
+    parser.add_argument("--fcrdns", choices=("warning", "critical", "ok"), default="warning",
+                        help="state when an address has no forward-confirmed reverse DNS "
+                             "(default: warning)")
+    parser.add_argument("--require-ipv6", action="store_true",
+                        help="CRITICAL when no MX has an IPv6 address")
+    parser.add_argument("--min-mx", type=cli.whole_number(0), default=1, metavar="N",
+                        help="WARNING with fewer MX targets (default: 1)")
+    parser.add_argument("--min-addresses", type=cli.whole_number(0), default=1, metavar="N",
+                        help="WARNING with fewer distinct MX addresses (default: 1)")
+    parser.add_argument("--expect-mx", type=name_list, metavar="HOST[,HOST...]",
+                        help="the MX host names expected; a difference is a WARNING")
+    parser.add_argument("--state-file", metavar="PATH",
+                        help="remember the MX set here; a change is a WARNING until "
+                             "--accept-changes")
+    parser.add_argument("--accept-changes", action="store_true",
+                        help="record the current MX set as the new baseline in --state-file")
+    parser.add_argument("--dnssec", action="store_true",
+                        help="ask with DNSSEC OK and report whether the MX answer was "
+                             "authenticated (AD flag)")
+    parser.add_argument("--require-dnssec", action="store_true",
+                        help="CRITICAL when the MX answer is not authenticated "
+                             "(implies --dnssec)")
+    return parser
+
+
+def options_from(args) -> Options | str:
+    """Options from parsed arguments, or a usage error message."""
+    if args.expect_mx is not None and args.state_file:
+        return "--expect-mx and --state-file exclude each other"
+    if args.accept_changes and not args.state_file:
+        return "--accept-changes needs --state-file"
+    if args.require_ipv6 and args.family == 4:
+        return "--require-ipv6 contradicts -4"
+    return Options(
+        *cli.common_options(args), domain=args.domain, expect_mail=args.expect_mail,
+        allow_private=args.allow_private, fcrdns=args.fcrdns, require_ipv6=args.require_ipv6,
+        min_mx=args.min_mx, min_addresses=args.min_addresses, expect_mx=args.expect_mx,
+        state_file=args.state_file, accept_changes=args.accept_changes,
+        dnssec=args.dnssec or args.require_dnssec, require_dnssec=args.require_dnssec)
+
+
+# -- facts -------------------------------------------------------------------------
 
 
 class AddressFact:
@@ -113,7 +191,7 @@ def address_scope(text: str) -> str:
     return "global"
 
 
-# --------------------------------------------------------------------------- probe
+# -- probe -------------------------------------------------------------------------
 
 
 class MxResource(nagiosplugin.Resource):
@@ -214,7 +292,7 @@ class MxResource(nagiosplugin.Resource):
                           tuple(sorted(baseline - current)))
 
 
-# --------------------------------------------------------------------------- decide
+# -- contexts ----------------------------------------------------------------------
 
 
 class FactContext(nagiosplugin.Context):
@@ -332,7 +410,7 @@ class DnssecContext(FactContext):
 CONTEXT_NAMES = ("scope", "duplicates", "fcrdns", "ipv6", "redundancy", "changes", "dnssec")
 
 
-# --------------------------------------------------------------------------- phrase
+# -- summary -----------------------------------------------------------------------
 
 
 class MxSummary(FamilySummary):
@@ -388,94 +466,32 @@ class MxSummary(FamilySummary):
         return lines
 
 
-# --------------------------------------------------------------------------- CLI
+# -- main --------------------------------------------------------------------------
 
 
-def name_list(text: str) -> list:
-    names_ = [names.normalize(n) for n in text.split(",") if n.strip()]
-    if not names_:
-        raise argparse.ArgumentTypeError("empty MX list")
-    bad = [n for n in names_ if not names.is_hostname(n)]
-    if bad:
-        raise argparse.ArgumentTypeError(f"bad MX host name {bad[0]!r}")
-    return names_
-
-
-def build_parser() -> cli.PluginArgumentParser:
-    parser = cli.PluginArgumentParser(
-        prog="check_mx_sanity",
-        description="Check that a domain's MX set is present and sane: null MX, "
-                    "CNAME/IP-literal/dangling targets, non-public addresses, duplicates, "
-                    "FCrDNS, IPv6, redundancy, changes and DNSSEC.")
-    parser.add_argument("-D", "--domain", required=True, type=cli.domain_name,
-                        help="the mail domain to check")
-    cli.add_common_options(parser)
-    cli.add_dns_options(parser)
-    cli.add_family_options(parser)
-    cli.add_concurrency_option(parser, "DNS queries asked")
-    cli.add_unreachable_option(parser)
-    parser.add_argument("--expect-mail", action="store_true",
-                        help="the domain must receive mail: a null MX is CRITICAL")
-    parser.add_argument("--allow-private", action="store_true",
-                        help="accept loopback, private and reserved MX addresses "
-                             "(default: WARNING)")
-    parser.add_argument("--fcrdns", choices=("warning", "critical", "ok"), default="warning",
-                        help="state when an address has no forward-confirmed reverse DNS "
-                             "(default: warning)")
-    parser.add_argument("--require-ipv6", action="store_true",
-                        help="CRITICAL when no MX has an IPv6 address")
-    parser.add_argument("--min-mx", type=cli.whole_number(0), default=1, metavar="N",
-                        help="WARNING with fewer MX targets (default: 1)")
-    parser.add_argument("--min-addresses", type=cli.whole_number(0), default=1, metavar="N",
-                        help="WARNING with fewer distinct MX addresses (default: 1)")
-    parser.add_argument("--expect-mx", type=name_list, metavar="HOST[,HOST...]",
-                        help="the MX host names expected; a difference is a WARNING")
-    parser.add_argument("--state-file", metavar="PATH",
-                        help="remember the MX set here; a change is a WARNING until "
-                             "--accept-changes")
-    parser.add_argument("--accept-changes", action="store_true",
-                        help="record the current MX set as the new baseline in --state-file")
-    parser.add_argument("--dnssec", action="store_true",
-                        help="ask with DNSSEC OK and report whether the MX answer was "
-                             "authenticated (AD flag)")
-    parser.add_argument("--require-dnssec", action="store_true",
-                        help="CRITICAL when the MX answer is not authenticated "
-                             "(implies --dnssec)")
-    return parser
+def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
+    client = cli.dns_client(options, deadline, dnssec=options.dnssec)
+    return runner.new_check(
+        MxResource(options.domain, client, deadline, family=options.family,
+                   state_file=options.state_file, accept_changes=options.accept_changes,
+                   expect_mx=options.expect_mx, concurrency=options.concurrency),
+        MxContext(unreachable=options.unreachable_state, expect_mail=options.expect_mail),
+        AddressScopeContext(allow_private=options.allow_private),
+        DuplicatesContext(),
+        FcrdnsContext(state=options.fcrdns),
+        Ipv6Context(require=options.require_ipv6),
+        RedundancyContext(min_mx=options.min_mx, min_addresses=options.min_addresses),
+        ChangesContext(),
+        DnssecContext(require=options.require_dnssec),
+        StateFileContext(),
+        TimeContext("dns_time"),
+        MxSummary(options.verbose),
+        name=NAME,
+    )
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if not isinstance(args, argparse.Namespace):
-        return args
-    if args.expect_mx is not None and args.state_file:
-        return parser.usage_error("--expect-mx and --state-file exclude each other")
-    if args.accept_changes and not args.state_file:
-        return parser.usage_error("--accept-changes needs --state-file")
-    if args.require_ipv6 and args.family == 4:
-        return parser.usage_error("--require-ipv6 contradicts -4")
-
-    deadline = Deadline(args.timeout)
-    client = cli.dns_client(args, deadline, dnssec=args.dnssec or args.require_dnssec)
-    check = runner.new_check(
-        MxResource(args.domain, client, deadline, family=args.family,
-                   state_file=args.state_file, accept_changes=args.accept_changes,
-                   expect_mx=args.expect_mx, concurrency=args.concurrency),
-        MxContext(unreachable=args.unreachable_state, expect_mail=args.expect_mail),
-        AddressScopeContext(allow_private=args.allow_private),
-        DuplicatesContext(),
-        FcrdnsContext(state=args.fcrdns),
-        Ipv6Context(require=args.require_ipv6),
-        RedundancyContext(min_mx=args.min_mx, min_addresses=args.min_addresses),
-        ChangesContext(),
-        DnssecContext(require=args.require_dnssec),
-        StateFileContext(),
-        TimeContext("dns_time"),
-        MxSummary(args.verbose),
-        name=NAME,
-    )
-    return runner.run(check, args)
+    return runner.plugin_main(argv, build_parser, options_from, build_check)
 
 
 def console_main() -> None:

@@ -12,6 +12,7 @@ judge; RelaySummary phrases.
 from __future__ import annotations
 
 import fnmatch
+from collections import namedtuple
 from dataclasses import dataclass
 
 import nagiosplugin
@@ -40,6 +41,7 @@ from check_smtp_posture.smtp.session import (
     run_probes,
 )
 
+NAME = "OPEN_RELAY"
 DEFAULT_EXTERNAL_FROM = "relay-probe@example.org"
 DEFAULT_EXTERNAL_RCPT = "relay-probe@example.net"
 #: the "external host" of the IP-literal probe: TEST-NET-1 (RFC 5737), nobody's server
@@ -68,25 +70,14 @@ RELAYED, REFUSED, INCONCLUSIVE, UNTESTED = "accepted", "refused", "inconclusive"
 # -- configuration ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    domain: str
-    hostname: str | None
-    port: int
-    family: int | None
-    dns_server: tuple | None
-    query_timeout: float | None
-    concurrency: int
-    plan: SessionPlan
-    relay_probes: frozenset  # names of the relay probes in plan.probes
-    helo_note: str | None
-    allow_open_relay: bool
-    transient_state: str
-    unreachable_state: str
-    warning: str | None
-    critical: str | None
-    verbose: int
-    timeout: float
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "hostname", "port",
+        "plan",  # smtp.session.SessionPlan
+        "relay_probes",  # frozenset: names of the relay probes in plan.probes
+        "allow_open_relay", "transient_state"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
 
 
 def build_parser() -> cli.PluginArgumentParser:
@@ -108,9 +99,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     smtp = parser.add_argument_group("probes")
-    smtp.add_argument("--helo-name", type=cli.helo_name, metavar="NAME",
-                      help="name to announce in EHLO (default: this host's fully qualified "
-                           "name)")
+    cli.add_helo_option(smtp)
     smtp.add_argument("--no-starttls", action="store_true",
                       help="probe in clear text even when STARTTLS is offered")
     smtp.add_argument("--no-pipelining", action="store_true",
@@ -188,21 +177,15 @@ def options_from(args) -> Options | str:
             return f"--probe {unmatched[0]!r} matches no probe; probes: {names} (each also " \
                    f"as NAME{NULL_SUFFIX})"
         relay = [p for p in relay if any(fnmatch.fnmatchcase(p.name, pat) for pat in args.probes)]
-    helo, helo_note = args.helo_name, None
-    if helo is None:
-        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
+    common = cli.common_options(args, default_helo=True)
     probes = acceptance_probes(args) + relay  # acceptance first: before error limits bite
-    plan = SessionPlan(helo_name=helo,
+    plan = SessionPlan(helo_name=common.helo_name,
                        starttls=STARTTLS_NEVER if args.no_starttls else STARTTLS_AUTO,
                        probes=tuple(probes), pipelining=not args.no_pipelining)
     return Options(
-        domain=args.domain, hostname=args.hostname, port=args.port, family=args.family,
-        dns_server=tuple(args.dns_server) if args.dns_server else None,
-        query_timeout=args.query_timeout, concurrency=args.concurrency, plan=plan,
-        relay_probes=frozenset(p.name for p in relay), helo_note=helo_note,
-        allow_open_relay=args.allow_open_relay, transient_state=args.transient_state,
-        unreachable_state=args.unreachable_state, warning=args.warning,
-        critical=args.critical, verbose=args.verbose, timeout=args.timeout)
+        *common, domain=args.domain, hostname=args.hostname, port=args.port, plan=plan,
+        relay_probes=frozenset(p.name for p in relay), allow_open_relay=args.allow_open_relay,
+        transient_state=args.transient_state)
 
 
 # -- probe -------------------------------------------------------------------------
@@ -256,7 +239,7 @@ class OpenRelay(nagiosplugin.Resource):
 
     @property
     def name(self):
-        return "OPEN_RELAY"
+        return NAME
 
     def probe(self):
         opts = self.options
@@ -488,7 +471,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         AcceptanceContext(options),
         TimeContext("time", warning=options.warning, critical=options.critical),
         RelaySummary(resource),
-        name="OPEN_RELAY")
+        name=NAME)
 
 
 def main(argv=None) -> int:

@@ -41,8 +41,8 @@ from check_smtp_posture.smtp.session import (
 )
 from check_smtp_posture.userfiles import UserFileError, option_file_problem, read_user_file
 
+NAME = "SMTP_PHASES"
 TIMED_PHASES = PHASES  # every phase the dialogue times, each with a <phase>_time label
-PASSWORD_ENV = "CHECK_SMTP_PASSWORD"
 PROBE_SUBJECT = "check_smtp_phases probe"
 PROBE_BODY = "Probe message of check_smtp_phases.\n"
 #: --cert-days beyond this is a typo: no certificate lives 100 years
@@ -57,22 +57,14 @@ MAX_PAYLOAD = 10 * 1024 * 1024
 # -- configuration ---------------------------------------------------------------
 
 
-class Options(namedtuple("Options", (
-        "hostname", "domain", "port", "servername", "family", "dns_server",
-        "query_timeout", "concurrency",
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "hostname", "domain", "port", "servername",
         "plan",  # smtp.session.SessionPlan
-        "helo_note",  # why the default EHLO name may be refused, or None
         "expect", "responses", "require_starttls", "ca_file", "cert_warn_days",
-        "cert_crit_days", "cert_error_state", "transient_state", "unreachable_state",
-        "ignore_quit_failure", "warning", "critical",
+        "cert_crit_days", "cert_error_state", "transient_state", "ignore_quit_failure",
         "phase_thresholds",  # phase -> (warning range, critical range)
-        "oauth",  # oauth.OAuthSettings for an OAuth SASL mechanism, or None
-        "verbose", "timeout"))):
-    """What the run was asked to do, parsed and checked.
-
-    Immutable. A named tuple, not a dataclass: building a dataclass of 25 fields
-    costs every run close to a millisecond at import.
-    """
+        "oauth"))):  # oauth.OAuthSettings for an OAuth SASL mechanism, or None
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
 
     __slots__ = ()
 
@@ -99,9 +91,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_dns_options(target)
 
     smtp = parser.add_argument_group("SMTP dialogue")
-    smtp.add_argument("--helo-name", type=cli.helo_name, default=None, metavar="NAME",
-                      help="name to announce in EHLO/HELO (default: this host's fully "
-                           "qualified name)")
+    cli.add_helo_option(smtp, "EHLO/HELO")
     smtp.add_argument("--from", dest="mail_from", type=cli.sender_address, metavar="ADDR",
                       help="envelope sender for MAIL FROM: addr, <addr>, or <> (also '') for "
                            "the null sender; sent in one pair of brackets")
@@ -148,19 +138,12 @@ def build_parser() -> cli.PluginArgumentParser:
                      help="state for an untrusted chain or a name mismatch (default: warning)")
 
     sasl = parser.add_argument_group("SASL authentication")
-    sasl.add_argument("--sasl-mechanism", type=str.upper,
-                      choices=("PLAIN", "LOGIN", "CRAM-MD5", *cli.OAUTH_SASL_MECHANISMS),
-                      help="authenticate with this mechanism (default with --sasl-user: "
-                           "PLAIN); XOAUTH2 and OAUTHBEARER send an OAuth access token (the "
-                           "--oauth2-* options)")
-    sasl.add_argument("--sasl-user", metavar="USER", help="authentication identity")
+    cli.add_sasl_options(sasl)
     sasl.add_argument("--sasl-authzid", default="", metavar="ID",
                       help="authorization identity (PLAIN only)")
     sasl.add_argument("--allow-plaintext-auth", action="store_true",
                       help="send AUTH even when the connection has no TLS (default: AUTH "
                            "is withheld and the check is CRITICAL)")
-    sasl.add_argument("--sasl-password-file", metavar="FILE",
-                      help=f"read the password from FILE (else from ${PASSWORD_ENV})")
 
     proxy = parser.add_argument_group("PROXY protocol")
     proxy.add_argument("--proxy-protocol", type=int, choices=(1, 2), metavar="VERSION",
@@ -244,23 +227,18 @@ def options_from(args) -> Options | str:
             return "--sasl-mechanism needs --sasl-user"
         if args.sasl_authzid and (args.sasl_mechanism or "PLAIN") != "PLAIN":
             return "--sasl-authzid works with the PLAIN mechanism only"
-        password, error = cli.sasl_secret(args, PASSWORD_ENV)
-        if error:
-            return error
-        sasl = SaslCredentials(args.sasl_mechanism or "PLAIN", args.sasl_user, password,
-                               args.sasl_authzid)
+        sasl = cli.sasl_credentials(args, args.sasl_authzid)
+        if isinstance(sasl, str):
+            return sasl
     oauth = cli.oauth_settings(args, bool(sasl and sasl.mechanism in cli.OAUTH_SASL_MECHANISMS))
     if isinstance(oauth, str):
         return oauth
-    helo_note = None
-    helo = args.helo_name
-    if helo is None:
-        helo, helo_note = cli.default_helo_name(min(1.0, args.timeout / 10))
+    common = cli.common_options(args, default_helo=True)
     mail_from = args.mail_from
     if mail_from is None and args.rcpt_to:
         mail_from = ""  # the null sender: what a bounce uses, accepted everywhere (RFC 5321)
     try:
-        message = load_message(args, mail_from, helo) if args.send_data else b""
+        message = load_message(args, mail_from, common.helo_name) if args.send_data else b""
     except UserFileError as exc:
         return f"--payload-file: {exc}"
     try:
@@ -273,7 +251,7 @@ def options_from(args) -> Options | str:
         return problem
     port = args.port or (465 if args.tls else 25)
     plan = SessionPlan(
-        helo_name=helo,
+        helo_name=common.helo_name,
         starttls=STARTTLS_NEVER if args.no_starttls else STARTTLS_AUTO,
         implicit_tls=args.tls,
         require_tls=args.require_starttls,
@@ -288,17 +266,13 @@ def options_from(args) -> Options | str:
         proxy=proxy_spec,
     )
     return Options(
-        hostname=args.hostname, domain=args.domain, port=port, servername=args.servername,
-        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
-        query_timeout=args.query_timeout, concurrency=args.concurrency, plan=plan,
-        helo_note=helo_note, expect=args.expect,
+        *common, hostname=args.hostname, domain=args.domain, port=port,
+        servername=args.servername, plan=plan, expect=args.expect,
         responses=tuple(args.responses), require_starttls=args.require_starttls,
         ca_file=ca_file, cert_warn_days=warn_days, cert_crit_days=crit_days,
         cert_error_state=args.cert_error_state, transient_state=args.transient_state,
-        unreachable_state=args.unreachable_state,
-        ignore_quit_failure=args.ignore_quit_failure, warning=args.warning,
-        critical=args.critical, phase_thresholds=thresholds, oauth=oauth, verbose=args.verbose,
-        timeout=args.timeout)
+        ignore_quit_failure=args.ignore_quit_failure, phase_thresholds=thresholds,
+        oauth=oauth)
 
 
 def load_message(args, mail_from: str, helo: str) -> bytes:
@@ -343,7 +317,7 @@ class SmtpPhases(nagiosplugin.Resource):
 
     @property
     def name(self):
-        return "SMTP_PHASES"
+        return NAME
 
     def probe(self):
         self.resolution = resolve(self.options, self.deadline)
@@ -743,8 +717,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     for phase in TIMED_PHASES:
         warn, crit = options.phase_thresholds.get(phase, (None, None))
         contexts.append(TimeContext(f"phase_{phase}", warning=warn, critical=crit))
-    return runner.new_check(resource, *contexts, PhasesSummary(resource),
-                              name="SMTP_PHASES")
+    return runner.new_check(resource, *contexts, PhasesSummary(resource), name=NAME)
 
 
 def main(argv=None) -> int:

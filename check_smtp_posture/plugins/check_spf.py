@@ -9,6 +9,7 @@ options; `SpfSummary` phrases them.
 from __future__ import annotations
 
 import argparse
+from collections import namedtuple
 
 import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
@@ -25,7 +26,80 @@ from check_smtp_posture.spf.evaluate import RESULTS
 NAME = "SPF"
 
 
-# --------------------------------------------------------------------------- probe
+# -- configuration -----------------------------------------------------------------
+
+
+class Options(namedtuple("Options", cli.CommonOptions._fields + (
+        "domain", "ips", "sender",
+        "expect",  # check_host() results that are OK, or None: any but permerror, temperror
+        "check_mx", "max_length", "missing", "ptr"))):
+    """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
+
+    __slots__ = ()
+
+
+def result_list(text: str) -> tuple:
+    values = tuple(v.strip().lower() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in RESULTS]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(
+            f"unknown SPF result {', '.join(bad) or text!r} (one of {', '.join(RESULTS)})")
+    return values
+
+
+def build_parser() -> cli.PluginArgumentParser:
+    parser = cli.PluginArgumentParser(
+        prog="check_spf",
+        description="Check a domain's SPF record (RFC 7208): present, unique, valid, within "
+                    "the DNS lookup limits, with a sound policy; optionally evaluate "
+                    "check_host() for given addresses or for the domain's MX addresses.")
+    parser.add_argument("-D", "--domain", required=True, type=cli.domain_name,
+                        help="the domain whose SPF to check")
+    cli.add_common_options(parser)
+    cli.add_dns_options(parser)
+    cli.add_threshold_options(parser, what="DNS-querying terms (dns_lookups)",
+                              warning="8", critical=str(RFC_MAX_LOOKUPS))
+    parser.add_argument("--ip", type=cli.ip_address, action="append", default=[],
+                        metavar="ADDR", help="evaluate check_host() for this client address "
+                                             "(repeatable)")
+    parser.add_argument("--sender", type=cli.spf_sender, metavar="ADDR",
+                        help="MAIL FROM address for check_host() macros (default: "
+                             "postmaster@DOMAIN)")
+    parser.add_argument("--helo", "--helo-name", dest="helo_name", type=cli.helo_name,
+                        metavar="NAME",
+                        help="HELO/EHLO name for the %%{h} macro (default: DOMAIN)")
+    parser.add_argument("--expect", type=result_list, metavar="RESULT[,RESULT...]",
+                        help="CRITICAL unless check_host() gives one of these results "
+                             "(pass, fail, softfail, neutral, none, permerror, temperror)")
+    parser.add_argument("--check-mx", action="store_true",
+                        help="evaluate check_host() for every MX address of the domain "
+                             "(expects pass unless --expect says otherwise)")
+    cli.add_family_options(parser)
+    parser.add_argument("--max-length", type=cli.whole_number(1), default=450, metavar="BYTES",
+                        help="WARNING when the SPF record is longer (default: 450)")
+    parser.add_argument("--missing", choices=("ok", "warning", "critical"),
+                        default="critical", help="state when the domain has no SPF record "
+                                                 "(default: critical)")
+    parser.add_argument("--ptr", choices=("ok", "warning", "critical"), default="warning",
+                        help="state for the deprecated ptr mechanism or %%{p} macro "
+                             "(default: warning)")
+    cli.add_unreachable_option(parser)
+    return parser
+
+
+def options_from(args) -> Options | str:
+    """Options from parsed arguments, or a usage error message."""
+    if args.family and not args.check_mx:
+        return "-4 and -6 only apply with --check-mx"
+    if args.expect and not (args.ip or args.check_mx):
+        return "--expect needs --ip or --check-mx"
+    return Options(
+        *cli.common_options(args), domain=args.domain, ips=tuple(args.ip), sender=args.sender,
+        expect=args.expect or (("pass",) if args.check_mx else None), check_mx=args.check_mx,
+        max_length=args.max_length, missing=args.missing, ptr=args.ptr)
+
+
+# -- probe -------------------------------------------------------------------------
 
 
 class SpfResource(nagiosplugin.Resource):
@@ -93,7 +167,7 @@ def visible_findings(report) -> list:
             and not (f.kind in skip_top and f.domain.lower() == report.domain.lower())]
 
 
-# --------------------------------------------------------------------------- contexts
+# -- contexts ----------------------------------------------------------------------
 
 
 class RecordContext(nagiosplugin.Context):
@@ -199,7 +273,7 @@ class CheckHostContext(nagiosplugin.Context):
         return self.result_cls(Ok, text, metric)
 
 
-# --------------------------------------------------------------------------- summary
+# -- summary -----------------------------------------------------------------------
 
 
 class SpfSummary(FamilySummary):
@@ -262,94 +336,35 @@ class SpfSummary(FamilySummary):
         return lines
 
 
-# --------------------------------------------------------------------------- main
+# -- main --------------------------------------------------------------------------
 
 
-def result_list(text: str) -> tuple:
-    values = tuple(v.strip().lower() for v in text.split(",") if v.strip())
-    bad = [v for v in values if v not in RESULTS]
-    if bad or not values:
-        raise argparse.ArgumentTypeError(
-            f"unknown SPF result {', '.join(bad) or text!r} (one of {', '.join(RESULTS)})")
-    return values
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = cli.PluginArgumentParser(
-        prog="check_spf",
-        description="Check a domain's SPF record (RFC 7208): present, unique, valid, within "
-                    "the DNS lookup limits, with a sound policy; optionally evaluate "
-                    "check_host() for given addresses or for the domain's MX addresses.")
-    parser.add_argument("-D", "--domain", required=True, type=cli.domain_name,
-                        help="the domain whose SPF to check")
-    cli.add_common_options(parser)
-    cli.add_dns_options(parser)
-    cli.add_threshold_options(parser, what="DNS-querying terms (dns_lookups)",
-                              warning="8", critical=str(RFC_MAX_LOOKUPS))
-    parser.add_argument("--ip", type=cli.ip_address, action="append", default=[],
-                        metavar="ADDR", help="evaluate check_host() for this client address "
-                                             "(repeatable)")
-    parser.add_argument("--sender", type=cli.spf_sender, metavar="ADDR",
-                        help="MAIL FROM address for check_host() macros (default: "
-                             "postmaster@DOMAIN)")
-    parser.add_argument("--helo", "--helo-name", dest="helo", type=cli.helo_name,
-                        metavar="NAME",
-                        help="HELO/EHLO name for the %%{h} macro (default: DOMAIN)")
-    parser.add_argument("--expect", type=result_list, metavar="RESULT[,RESULT...]",
-                        help="CRITICAL unless check_host() gives one of these results "
-                             "(pass, fail, softfail, neutral, none, permerror, temperror)")
-    parser.add_argument("--check-mx", action="store_true",
-                        help="evaluate check_host() for every MX address of the domain "
-                             "(expects pass unless --expect says otherwise)")
-    cli.add_family_options(parser)
-    parser.add_argument("--max-length", type=cli.whole_number(1), default=450, metavar="BYTES",
-                        help="WARNING when the SPF record is longer (default: 450)")
-    parser.add_argument("--missing", choices=("ok", "warning", "critical"),
-                        default="critical", help="state when the domain has no SPF record "
-                                                 "(default: critical)")
-    parser.add_argument("--ptr", choices=("ok", "warning", "critical"), default="warning",
-                        help="state for the deprecated ptr mechanism or %%{p} macro "
-                             "(default: warning)")
-    cli.add_unreachable_option(parser)
-    return parser
-
-
-def build_check(args, client, lookup=None) -> nagiosplugin.Check:
+def build_check(options: Options, deadline: Deadline, lookup=None) -> nagiosplugin.Check:
     """The check main() runs; `lookup` (an SpfDns such as ZoneDns) replaces DNS in tests."""
-    domain = args.domain
-    expect = args.expect or (("pass",) if args.check_mx else None)
-    dns_failure = states.state(args.unreachable_state)
+    domain = options.domain
+    dns_failure = states.state(options.unreachable_state)
     return runner.new_check(
-        SpfResource(domain, client, ips=args.ip, sender=args.sender,
-                    helo=args.helo or domain, check_mx=args.check_mx, family=args.family,
-                    max_length=args.max_length, lookup=lookup),
-        RecordContext(missing=states.state(args.missing), dns_failure=dns_failure),
-        FindingContext(ptr=states.state(args.ptr), dns_failure=dns_failure),
+        SpfResource(domain, cli.dns_client(options, deadline), ips=options.ips,
+                    sender=options.sender, helo=options.helo_name or domain,
+                    check_mx=options.check_mx, family=options.family,
+                    max_length=options.max_length, lookup=lookup),
+        RecordContext(missing=states.state(options.missing), dns_failure=dns_failure),
+        FindingContext(ptr=states.state(options.ptr), dns_failure=dns_failure),
         LimitContext("dns_lookups", limit=RFC_MAX_LOOKUPS, what="DNS-querying terms",
-                     warning=args.warning, critical=args.critical),
+                     warning=options.warning, critical=options.critical),
         LimitContext("void_lookups", limit=RFC_MAX_VOID, what="void lookups",
                      critical=str(RFC_MAX_VOID)),
-        LengthContext(args.max_length),
-        CheckHostContext(expect=expect, dns_failure=dns_failure),
-        MxContext(unreachable=args.unreachable_state),
+        LengthContext(options.max_length),
+        CheckHostContext(expect=options.expect, dns_failure=dns_failure),
+        MxContext(unreachable=options.unreachable_state),
         TimeContext("dns_time"),
-        SpfSummary(domain, args.verbose),
+        SpfSummary(domain, options.verbose),
         name=NAME,
     )
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = cli.parse(parser, argv)
-    if not isinstance(args, argparse.Namespace):
-        return args
-    if args.family and not args.check_mx:
-        return parser.usage_error("-4 and -6 only apply with --check-mx")
-    if args.expect and not (args.ip or args.check_mx):
-        return parser.usage_error("--expect needs --ip or --check-mx")
-    deadline = Deadline(args.timeout)
-    check = build_check(args, cli.dns_client(args, deadline))
-    return runner.run(check, args)
+    return runner.plugin_main(argv, build_parser, options_from, build_check)
 
 
 def console_main() -> None:

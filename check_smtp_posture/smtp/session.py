@@ -29,10 +29,6 @@ WITHHELD_AUTH = "auth"  # AUTH: the password would have crossed the network in c
 WITHHELD_ALL = "all"  # everything after EHLO (the plan requires TLS)
 
 
-# The records below are named tuples and plain classes, not dataclasses: building a
-# dataclass costs every run a third of a millisecond or more at import (issue 13).
-
-
 class SaslCredentials(namedtuple("SaslCredentials", ("mechanism", "user", "password",
                                                        "authzid"), defaults=("",))):
     """Who to authenticate as; the password never shows in a repr."""

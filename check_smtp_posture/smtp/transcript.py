@@ -25,11 +25,7 @@ Event = namedtuple("Event", ("offset", "direction", "text"))
 
 
 class Transcript:
-    """The events of one dialogue in order; `tls` switches the arrows to ~> and <~.
-
-    A plain class, as every class of the SMTP path: a dataclass costs each run a
-    third of a millisecond to build at import.
-    """
+    """The events of one dialogue in order; `tls` switches the arrows to ~> and <~."""
 
     __slots__ = ("started", "events", "tls")
 

@@ -49,10 +49,6 @@ PERMERROR_KINDS = frozenset({MULTIPLE, SYNTAX, INCLUDE_NONE, LOOP, LOOKUP_LIMIT,
                              MX_LIMIT})
 
 
-# Named tuples and plain classes, not dataclasses: a dataclass costs each run a third
-# of a millisecond to build at import (issue 13).
-
-
 class Finding(namedtuple("Finding", ("kind", "domain", "text"))):
     __slots__ = ()
 
@@ -82,9 +78,6 @@ class LintReport:
     @property
     def record_length(self) -> int:
         return len(self.record.encode("utf-8"))
-
-    def has(self, kind: str) -> bool:
-        return any(f.kind == kind for f in self.findings)
 
     @property
     def permerror(self) -> bool:

@@ -21,10 +21,6 @@ NODATA = "NODATA"
 ERROR = "ERROR"        # timeout, SERVFAIL, refused...: no answer about the name
 
 
-# Named tuples and plain classes, not dataclasses: a dataclass costs each run a third
-# of a millisecond to build at import (issue 13).
-
-
 class Answer(namedtuple("Answer", ("status", "records", "detail"), defaults=((), ""))):
     __slots__ = ()
 

@@ -15,7 +15,6 @@ from urllib.parse import quote
 #: macro letters usable anywhere; c, r and t only in explanation text (§7.3)
 DOMAIN_LETTERS = frozenset("slodiphv")
 EXP_LETTERS = DOMAIN_LETTERS | frozenset("crt")
-DELIMITERS = ".-+,/_="
 
 _MACRO_BODY = re.compile(r"([A-Za-z])([0-9]*)([rR]?)([.\-+,/_=]*)\}")
 # toplabel = ( *alphanum ALPHA *alphanum ) / ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
@@ -25,10 +24,6 @@ _TOPLABEL = re.compile(
 
 class MacroError(ValueError):
     """A macro string that does not follow the RFC 7208 §7.1 syntax."""
-
-
-# Named tuples and plain classes, not dataclasses: a dataclass costs each run a third
-# of a millisecond to build at import (issue 13).
 
 
 class Macro(namedtuple("Macro", (

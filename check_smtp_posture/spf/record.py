@@ -31,10 +31,6 @@ class SpfSyntaxError(ValueError):
     """The record breaks the RFC 7208 syntax: check_host() gives permerror."""
 
 
-# Named tuples and plain classes, not dataclasses: a dataclass costs each run a third
-# of a millisecond to build at import (issue 13).
-
-
 class Mechanism(namedtuple("Mechanism", (
         "qualifier",  # "+", "-", "~" or "?"
         "name",  # lower case

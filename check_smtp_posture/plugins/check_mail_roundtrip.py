@@ -31,7 +31,6 @@ from check_smtp_posture.nagios.contexts import (
     StateFileContext,
     TimeContext,
     seconds,
-    smtp_failure_state,
 )
 from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line, printable
@@ -513,7 +512,8 @@ class RoundTrip(nagiosplugin.Resource):
             return None
 
     def _mailbox_address(self, host: str) -> str:
-        from check_smtp_posture.mailbox import CONNECT, MailboxError
+        from check_smtp_posture.failures import CONNECT
+        from check_smtp_posture.mailbox import MailboxError
 
         opts = self.options
         found = targets.resolve_hosts(cli.dns_client(opts, self.deadline), [host],
@@ -673,7 +673,7 @@ class ProbeContext(nagiosplugin.Context):
         where = outcome.label
         if result.failure is not None:
             exc = result.failure
-            return self.result_cls(smtp_failure_state(exc, self.options.unreachable_state),
+            return self.result_cls(states.failure_state(exc.kind, self.options.unreachable_state),
                                    f"sending via {where} {exc.phase}: {one_line(exc.detail)}",
                                    metric)
         if result.withheld is not None:
@@ -696,14 +696,11 @@ class MailboxContext(nagiosplugin.Context):
         self.options = options
 
     def evaluate(self, metric, resource):
-        from check_smtp_posture.mailbox import CONNECT, TIMEOUT
-
         error = metric.value
         if error is None:
             return self.result_cls(nagiosplugin.Ok, "", metric)
         label = self.options.mailbox.label
-        state = states.state(self.options.unreachable_state) \
-            if error.kind in (CONNECT, TIMEOUT) else nagiosplugin.Critical
+        state = states.failure_state(error.kind, self.options.unreachable_state)
         return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
 
 

@@ -28,7 +28,6 @@ from check_smtp_posture.nagios.contexts import (
     StateFileContext,
     TimeContext,
     seconds,
-    smtp_failure_state,
 )
 from check_smtp_posture.nagios.summary import FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
@@ -192,9 +191,10 @@ class MxTls:
 
     @property
     def unreachable(self) -> list:
+        from check_smtp_posture.failures import UNREACHED
+
         return [e for e in self.endpoints
-                if e.session.failure is not None and e.session.failure.kind in
-                ("connect", "timeout")]
+                if e.session.failure is not None and e.session.failure.kind in UNREACHED]
 
     @property
     def invalid(self) -> list:
@@ -643,7 +643,7 @@ class CoverageContext(FactContext):
             mx, e = unreachable[0]
             more = f" (+{len(unreachable) - 1} more)" if len(unreachable) > 1 else ""
             failure = e.session.failure
-            return (smtp_failure_state(failure, self.options.unreachable_state),
+            return (states.failure_state(failure.kind, self.options.unreachable_state),
                     f"{e.endpoint.label} {failure.phase}: {one_line(failure.detail, 80)}{more}")
         return Ok, ""
 

@@ -24,7 +24,6 @@ from check_smtp_posture.nagios.contexts import (
     TimeContext,
     reply_state,
     seconds,
-    smtp_failure_state,
 )
 from check_smtp_posture.nagios.summary import FamilySummary
 from check_smtp_posture.sanitize import one_line
@@ -443,7 +442,7 @@ class DialogueContext(nagiosplugin.Context):
         opts = self.options
         if result.failure is not None:
             exc = result.failure
-            return self.result_cls(smtp_failure_state(exc, opts.unreachable_state),
+            return self.result_cls(states.failure_state(exc.kind, opts.unreachable_state),
                                    f"{where} {exc.phase}: {one_line(exc.detail)}", metric)
         if result.withheld == WITHHELD_AUTH:
             return self.result_cls(nagiosplugin.Critical, f"{where} auth: AUTH not sent in "

@@ -560,18 +560,18 @@ class RoundTrip(nagiosplugin.Resource):
                 and sent is not None and time.time() - sent > opts.lost_after)
 
     def _record(self, outcome: ProbeOutcome, seen, facts) -> None:
-        from check_smtp_posture import received
+        from check_smtp_posture import clock, received
 
         outcome.status = JUNK if seen.junk else BACK
         outcome.folder = seen.folder
         outcome.matched = seen.matched
         chain = received.hops(probemail.field_values(seen.header, "Received"))
-        sent_at = _utc(outcome.sent)
+        sent_at = clock.utc(outcome.sent)
         outcome.hops = received.hop_delays(chain, sent_at)
         arrival = None
         if self.options.state_file:  # found runs after it came: when the store took it
             if seen.arrived is not None:
-                arrival = _utc(seen.arrived)
+                arrival = clock.utc(seen.arrived)
             elif chain and chain[-1].timestamp is not None:
                 arrival = chain[-1].timestamp
         if arrival is None:
@@ -629,12 +629,6 @@ def _is_literal(host: str) -> bool:
     from check_smtp_posture.names import is_ip_literal
 
     return is_ip_literal(host)
-
-
-def _utc(epoch: float):
-    import datetime
-
-    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
 
 
 # -- contexts ------------------------------------------------------------------------

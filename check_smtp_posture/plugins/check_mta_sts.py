@@ -455,14 +455,6 @@ def _cached_until(entry: dict) -> float:
     return entry["seen"] + entry["max_age"]
 
 
-def when(epoch: float) -> str:
-    """A moment for the status line: UTC to the minute."""
-    import datetime
-
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    return f"{moment:%Y-%m-%d %H:%M}Z"
-
-
 def judge_history(entries: list, known_mx, policy, record_id, current_mx: list,
                   now: float) -> HistoryFacts:
     """What the policies seen before say about the one fetched now (facts, not states).
@@ -470,7 +462,7 @@ def judge_history(entries: list, known_mx, policy, record_id, current_mx: list,
     An older policy matters while senders may still cache it: until its last
     fetch plus its max_age (RFC 8461 §5.1).
     """
-    from check_smtp_posture import mtasts
+    from check_smtp_posture import clock, mtasts
 
     out = HistoryFacts()
     if known_mx is not None and sorted(known_mx) != current_mx:
@@ -483,12 +475,12 @@ def judge_history(entries: list, known_mx, policy, record_id, current_mx: list,
         if cached:
             latest = max(cached, key=lambda e: e["seen"])
             out.notes.append(f"senders that cached policy id {latest['id']} keep it until "
-                             f"{when(_cached_until(latest))}")
+                             f"{clock.minute(_cached_until(latest))}")
         return out
     older = [e for e in entries if _cached_until(e) > now
              and not (e["id"] == record_id and e["digest"] == policy.digest)]
     for entry in older:
-        until = when(_cached_until(entry))
+        until = clock.minute(_cached_until(entry))
         if entry["id"] == record_id:
             out.findings.append(f"policy changed but its id {record_id} did not: senders keep "
                                 f"the old one until {until}")

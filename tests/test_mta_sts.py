@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from check_smtp_posture import clock, mtasts
-from check_smtp_posture.plugins.check_mta_sts import judge_history, main, remember
+from check_smtp_posture.mtasts import compare_history, remember
+from check_smtp_posture.plugins.check_mta_sts import main
+from check_smtp_posture.plugins.mta_sts_contexts import history_findings, history_notes
 from tests.conftest import run_main
 from tests.lab.mtastslab import GOOD_POLICY, STS_DOMAIN, STS_ID
 
@@ -155,6 +158,13 @@ def _entry(policy, record_id, seen, **changes):
 
 
 MX_NOW = ["mx1.posture.test", "mx2.posture.test"]
+
+
+def judge_history(*args):
+    """What --state-file adds to the output: the findings (each a WARNING) and the notes
+    (the long output) the plugin phrases from mtasts.compare_history(*args)."""
+    history = compare_history(*args)
+    return SimpleNamespace(findings=history_findings(history), notes=history_notes(history))
 
 
 def test_history_same_policy_is_quiet():

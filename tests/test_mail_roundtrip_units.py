@@ -9,7 +9,8 @@ import pytest
 
 from check_smtp_posture import probemail
 from check_smtp_posture.mailbox import parse_url
-from check_smtp_posture.plugins import check_mail_roundtrip as plugin
+from check_smtp_posture.plugins import roundtrip_probe as rt_probe
+from check_smtp_posture.plugins.roundtrip_contexts import took
 
 
 @pytest.mark.parametrize("url, scheme, user, host, port, folder", [
@@ -77,19 +78,19 @@ def test_facts_of_a_message_whose_probe_header_was_stripped():
 
 
 def _outcome(label, status, sent):
-    return plugin.ProbeOutcome(label, label + "_", status, f"t{sent}", float(sent))
+    return rt_probe.ProbeOutcome(label, label + "_", status, f"t{sent}", float(sent))
 
 
 def test_async_run_reports_the_newest_per_endpoint():
-    earlier = [_outcome("a", plugin.BACK, 1), _outcome("a", plugin.BACK, 2),
-               _outcome("a", plugin.LOST, 0), _outcome("b", plugin.IN_FLIGHT, 1),
-               _outcome("b", plugin.IN_FLIGHT, 2)]
-    sent = [_outcome("a", plugin.SENT, 3), _outcome("b", plugin.SENT, 3),
-            _outcome("c", plugin.SENT, 3), _outcome("d", plugin.SEND_FAILED, 3)]
-    chosen = plugin._latest_per_endpoint(earlier, sent)
+    earlier = [_outcome("a", rt_probe.BACK, 1), _outcome("a", rt_probe.BACK, 2),
+               _outcome("a", rt_probe.LOST, 0), _outcome("b", rt_probe.IN_FLIGHT, 1),
+               _outcome("b", rt_probe.IN_FLIGHT, 2)]
+    sent = [_outcome("a", rt_probe.SENT, 3), _outcome("b", rt_probe.SENT, 3),
+            _outcome("c", rt_probe.SENT, 3), _outcome("d", rt_probe.SEND_FAILED, 3)]
+    chosen = rt_probe._latest_per_endpoint(earlier, sent)
     assert [(o.label, o.status, o.sent) for o in chosen] == [
-        ("a", plugin.BACK, 2.0), ("a", plugin.LOST, 0.0), ("b", plugin.IN_FLIGHT, 2.0),
-        ("c", plugin.SENT, 3.0), ("d", plugin.SEND_FAILED, 3.0)]
+        ("a", rt_probe.BACK, 2.0), ("a", rt_probe.LOST, 0.0), ("b", rt_probe.IN_FLIGHT, 2.0),
+        ("c", rt_probe.SENT, 3.0), ("d", rt_probe.SEND_FAILED, 3.0)]
 
 
 @pytest.mark.parametrize("roundtrip, to_second, said", [
@@ -99,6 +100,6 @@ def test_async_run_reports_the_newest_per_endpoint():
     (-2.0, True, ("dated 2s before it was sent", "clock skew")),
 ])
 def test_a_roundtrip_is_said_as_precisely_as_it_is_known(roundtrip, to_second, said):
-    outcome = _outcome("a", plugin.BACK, 1)
+    outcome = _outcome("a", rt_probe.BACK, 1)
     outcome.roundtrip, outcome.to_second = roundtrip, to_second
-    assert plugin.took(outcome, "in ") == said
+    assert took(outcome, "in ") == said

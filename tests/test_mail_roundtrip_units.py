@@ -4,13 +4,16 @@ and which outcomes an asynchronous run reports."""
 from __future__ import annotations
 
 import email
+from types import SimpleNamespace
 
+import nagiosplugin
 import pytest
+from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import probemail
 from check_smtp_posture.mailbox import parse_url
 from check_smtp_posture.plugins import roundtrip_probe as rt_probe
-from check_smtp_posture.plugins.roundtrip_contexts import took
+from check_smtp_posture.plugins.roundtrip_contexts import ProbeContext, took
 
 
 @pytest.mark.parametrize("url, scheme, user, host, port, folder", [
@@ -82,15 +85,34 @@ def _outcome(label, status, sent):
 
 
 def test_async_run_reports_the_newest_per_endpoint():
+    given_up = _outcome("a", rt_probe.IN_FLIGHT, 0)
+    given_up.given_up = True
     earlier = [_outcome("a", rt_probe.BACK, 1), _outcome("a", rt_probe.BACK, 2),
-               _outcome("a", rt_probe.LOST, 0), _outcome("b", rt_probe.IN_FLIGHT, 1),
+               given_up, _outcome("b", rt_probe.IN_FLIGHT, 1),
                _outcome("b", rt_probe.IN_FLIGHT, 2)]
     sent = [_outcome("a", rt_probe.SENT, 3), _outcome("b", rt_probe.SENT, 3),
             _outcome("c", rt_probe.SENT, 3), _outcome("d", rt_probe.SEND_FAILED, 3)]
     chosen = rt_probe._latest_per_endpoint(earlier, sent)
-    assert [(o.label, o.status, o.sent) for o in chosen] == [
-        ("a", rt_probe.BACK, 2.0), ("a", rt_probe.LOST, 0.0), ("b", rt_probe.IN_FLIGHT, 2.0),
-        ("c", rt_probe.SENT, 3.0), ("d", rt_probe.SEND_FAILED, 3.0)]
+    assert [(o.label, o.status, o.sent, o.given_up) for o in chosen] == [
+        ("a", rt_probe.BACK, 2.0, False), ("a", rt_probe.IN_FLIGHT, 0.0, True),
+        ("b", rt_probe.IN_FLIGHT, 2.0, False), ("c", rt_probe.SENT, 3.0, False),
+        ("d", rt_probe.SEND_FAILED, 3.0, False)]
+
+
+@pytest.mark.parametrize("age, mailbox_error, said", [
+    (1.0, None, (Ok, "")),
+    (1.5, None, (Warn, "probe via a not back after 2s")),
+    (2.5, None, (Critical, "probe via a lost: not back after 2s")),
+    (9.0, "the mailbox failed", (Warn, "probe via a not back after 9s")),  # not looked for
+])
+def test_the_critical_range_decides_when_a_probe_in_flight_is_lost(age, mailbox_error, said):
+    outcome = _outcome("a", rt_probe.IN_FLIGHT, 1)
+    outcome.age = age
+    options = SimpleNamespace(lost_after=2.0, late_after=1.0)
+    resource = SimpleNamespace(mailbox_error=mailbox_error)
+    metric = nagiosplugin.Metric("a_probe", outcome, context="probe")
+    result = ProbeContext(options).evaluate(metric, resource)
+    assert (result.state, result.hint) == said
 
 
 @pytest.mark.parametrize("roundtrip, to_second, said", [

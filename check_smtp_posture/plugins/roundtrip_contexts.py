@@ -44,12 +44,12 @@ class ProbeContext(nagiosplugin.Context):
         if outcome.status == JUNK:
             return self.result_cls(nagiosplugin.Warn, f"probe via {where} landed in junk "
                                    f"folder {printable(outcome.folder, 40)}", metric)
-        if outcome.status == LOST:
-            if opts.state_file:
-                return self.result_cls(nagiosplugin.Critical, f"probe via {where} lost: not "
-                                       f"back after {outcome.age:.0f}s", metric)
+        if outcome.status == LOST:  # a synchronous run ended without it
             return self.result_cls(nagiosplugin.Critical, f"probe via {where} not back "
                                    f"within {outcome.age:.1f}s", metric)
+        if outcome.status == IN_FLIGHT and lost(outcome, opts, resource):
+            return self.result_cls(nagiosplugin.Critical, f"probe via {where} lost: not "
+                                   f"back after {outcome.age:.0f}s", metric)
         if outcome.status == IN_FLIGHT and opts.late_after is not None \
                 and outcome.age > opts.late_after:
             return self.result_cls(nagiosplugin.Warn, f"probe via {where} not back after "
@@ -74,6 +74,12 @@ class ProbeContext(nagiosplugin.Context):
         said = one_line(str(reply), 80) if reply is not None else "not offered"
         return self.result_cls(nagiosplugin.Critical, f"sending via {where} refused at "
                                f"{phase}: {said}", metric)
+
+
+def lost(outcome: ProbeOutcome, options: Options, resource) -> bool:
+    """-c: an earlier run's probe not back by the end of the -c range is lost, unless the
+    mailbox failed this run (it was not looked for)."""
+    return outcome.age > options.lost_after and resource.mailbox_error is None
 
 
 class MailboxContext(nagiosplugin.Context):
@@ -155,7 +161,8 @@ class RoundTripSummary(FamilySummary):
             lines.append("note: sent through submission, so the probe's MX is the domain's "
                          "choice: no per-MX result")
         for outcome in res.outcomes:
-            lines.extend(describe_outcome(outcome, self.verbosity))
+            lost_now = outcome.status == IN_FLIGHT and lost(outcome, res.options, res)
+            lines.extend(describe_outcome(outcome, self.verbosity, LOST if lost_now else None))
         if res.deleted or res.stale_deleted:
             lines.append(f"mailbox {res.options.mailbox.label}: deleted {res.deleted} "
                          f"probe(s) found" + (f" and {res.stale_deleted} stale probe(s) of "
@@ -187,10 +194,12 @@ def _with_note(text: str, note: str | None) -> str:
     return f"{text} ({note})" if note else text
 
 
-def describe_outcome(outcome: ProbeOutcome, verbosity: int) -> list:
+def describe_outcome(outcome: ProbeOutcome, verbosity: int, status: str | None = None) -> list:
+    """The long output's lines on a probe; `status` says what became of it where the
+    Contexts, not the probe, decided it (LOST)."""
     from check_smtp_posture import received
 
-    head = f"{outcome.label}: {outcome.status}"
+    head = f"{outcome.label}: {status or outcome.status}"
     if outcome.status in (BACK, JUNK) and outcome.roundtrip is not None:
         text, note = took(outcome, "in ")
         head += f" {text} ({printable(outcome.folder or '', 40)}"

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 CLEANUP_RESERVE = 2.0
 
 # what became of a probe (UNCHECKED: sent, but the mailbox failed before it was found;
-# LOST: not back when a synchronous run ended; IN_FLIGHT: an earlier run's, not back yet)
+# LOST: not back when a synchronous run ended; IN_FLIGHT: an earlier run's, not back yet,
+# `age` seconds after it was sent: ProbeContext says whether that is late or lost)
 BACK, JUNK, LOST, IN_FLIGHT, SENT, SEND_FAILED, UNCHECKED = (
     "back", "junk", "lost", "in flight", "sent", "send failed", "not looked for")
 
@@ -35,7 +36,7 @@ class ProbeOutcome:
     """What became of the probe through one endpoint (or of an earlier run's probe)."""
 
     __slots__ = ("label", "prefix", "status", "token", "sent", "roundtrip", "to_second",
-                 "folder", "hops", "auth", "session", "matched", "age")
+                 "folder", "hops", "auth", "session", "matched", "age", "given_up")
 
     def __init__(self, label: str, prefix: str, status: str, token: str | None = None,
                  sent: float | None = None):
@@ -52,6 +53,7 @@ class ProbeOutcome:
         self.session = None  # the SessionResult of the sending
         self.matched: str | None = None
         self.age: float | None = None  # async: seconds since an unanswered probe was sent
+        self.given_up = False  # async: no longer looked for, the state file forgets it
 
 
 class RoundTrip(nagiosplugin.Resource):
@@ -127,8 +129,11 @@ class RoundTrip(nagiosplugin.Resource):
             for outcome in pending.values():
                 if outcome.status == SENT:
                     outcome.age = now - outcome.sent
-                    lost = outcome.age > opts.lost_after and self.mailbox_error is None
-                    outcome.status = LOST if lost else IN_FLIGHT
+                    outcome.status = IN_FLIGHT
+                    # looked for until the -c end (while the mailbox could be looked in):
+                    # the verdict on it is ProbeContext's, this is only what is kept
+                    outcome.given_up = outcome.age > opts.lost_after and \
+                        self.mailbox_error is None
             # probes whose tokens cannot be kept could never be collected: none are sent
             sent = self._send(endpoints) if state.usable else []
             if state.usable:
@@ -136,7 +141,7 @@ class RoundTrip(nagiosplugin.Resource):
                 state.data[opts.domain] = {
                     o.token: {"label": o.label, "prefix": o.prefix, "sent": o.sent}
                     for o in list(pending.values()) + sent
-                    if o.status in (SENT, IN_FLIGHT)}
+                    if o.status in (SENT, IN_FLIGHT) and not o.given_up}
         self.state_problem = state.problem
         self.outcomes = _latest_per_endpoint(list(pending.values()), sent)
         yield nagiosplugin.Metric("state_file", self.state_problem, context="state_file")
@@ -330,7 +335,8 @@ class RoundTrip(nagiosplugin.Resource):
 
         for outcome in self.outcomes:
             # one endpoint may have a lost probe and one that came back: two names
-            kind = {LOST: "lost", SEND_FAILED: "send"}.get(outcome.status, "probe")
+            kind = "lost" if outcome.status == LOST or outcome.given_up else \
+                "send" if outcome.status == SEND_FAILED else "probe"
             yield nagiosplugin.Metric(outcome.prefix + kind, outcome, context="probe")
             if outcome.status in (BACK, JUNK) and outcome.roundtrip is not None:
                 yield seconds(outcome.prefix + "roundtrip_time", max(0.0, outcome.roundtrip),
@@ -345,18 +351,18 @@ class RoundTrip(nagiosplugin.Resource):
 
 def _latest_per_endpoint(earlier: list, sent: list) -> list:
     """What an asynchronous run reports: per endpoint, the newest probe that came back
-    and the newest lost one; a probe in flight where none came back; this run's sending
-    failures; and this run's probes where nothing else is known (the first run)."""
+    and the newest one given up; a probe in flight where none came back; this run's
+    sending failures; and this run's probes where nothing else is known (the first run)."""
 
-    def newest(outcomes, statuses):
+    def newest(outcomes, statuses, given_up=False):
         chosen: dict = {}
         for outcome in sorted(outcomes, key=lambda o: o.sent):
-            if outcome.status in statuses:
+            if outcome.status in statuses and outcome.given_up == given_up:
                 chosen[outcome.label] = outcome
         return chosen
 
     back = newest(earlier, (BACK, JUNK))
-    lost = newest(earlier, (LOST,))
+    lost = newest(earlier, (IN_FLIGHT,), given_up=True)
     flying = {label: o for label, o in newest(earlier, (IN_FLIGHT,)).items()
               if label not in back}
     known = set(back) | set(lost) | set(flying)

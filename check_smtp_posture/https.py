@@ -18,13 +18,13 @@ import time
 from dataclasses import dataclass, field
 
 from check_smtp_posture.deadline import Deadline, DeadlineExceeded
+from check_smtp_posture.failures import CLOSED, CONNECT, PROTOCOL, TIMEOUT, TLS
 
 #: the status line and headers together; a policy host has no business sending more
 HEADER_LIMIT = 16 * 1024
 USER_AGENT = "check_smtp_posture"
 
-# kinds of failure, as in smtp.errors: the family's states key on them
-CONNECT, TIMEOUT, TLS, PROTOCOL, CLOSED = "connect", "timeout", "tls", "protocol", "closed"
+# the kinds of failure (CONNECT, TIMEOUT, TLS, PROTOCOL, CLOSED) are the family's, failures.py
 
 
 class HttpsError(Exception):

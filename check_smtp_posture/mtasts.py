@@ -10,6 +10,11 @@
 - `mx_matches(pattern, host)`: §4.1, a `*.` wildcard stands for exactly one label.
 - `tlsrpt_record(texts)`: the `_smtp._tls` TXT RRset (RFC 8460 §3): exactly one
   `v=TLSRPTv1` record with `rua` URIs, `mailto:` or `https:`.
+- `response_problem(host, response, cert)`: the fetch rules (§3.3): why a
+  sender would not take a policy from this HTTPS response; `certificate_problems`
+  the PKIX rule (§3.3, §4.2) for the policy host and the MX alike.
+- `compare_history(...)` and `remember(...)`: the caching rules (§5.1): a policy
+  binds the senders that fetched it until its fetch plus its max_age.
 
 Nothing here judges; the plugin's Contexts do. Problems are short phrases.
 """
@@ -21,9 +26,18 @@ import re
 from dataclasses import dataclass
 
 from check_smtp_posture import names
+from check_smtp_posture.sanitize import one_line
 
 ENFORCE, TESTING, NONE = "enforce", "testing", "none"
 MODES = (ENFORCE, TESTING, NONE)
+#: §5: the modes in which senders act on the policy (enforce refuses delivery to an
+#: MX it does not cover, testing delivers and reports); none binds nobody
+BINDING_MODES = (ENFORCE, TESTING)
+#: certificate findings (tls.CertificateFacts.findings kinds) that fail the PKIX
+#: validation §3.3 and §4.2 ask for; weak keys are check_smtp_phases' matter
+PKIX_FAILURES = ("unreadable", "expired", "not yet valid", "untrusted", "name mismatch")
+#: entries of policy history remember() keeps
+HISTORY_CAP = 10
 #: §3.2: the longest max_age a policy may ask for (about a year)
 MAX_AGE_LIMIT = 31557600
 #: §3.3: what senders read of a policy body at most
@@ -283,3 +297,126 @@ def mx_matches(pattern: str, host: str) -> bool:
         first, dot, rest = host.partition(".")
         return bool(first) and bool(dot) and rest == pattern[2:]
     return pattern == host
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def certificate_problems(cert) -> list:
+    """The phrases of the findings that fail PKIX validation (tls.CertificateFacts)."""
+    return [phrase for kind, phrase in cert.findings() if kind in PKIX_FAILURES]
+
+
+def response_problem(host: str, response, cert) -> str:
+    """Why a sender would not take a policy from `response` (https.HttpsResponse, from
+    `host`, with certificate facts `cert`), or '' (§3.3: a valid certificate, status
+    200, no redirects followed, text/plain, at most POLICY_LIMIT bytes)."""
+    bad = certificate_problems(cert)
+    if bad:
+        return f"policy host {host} certificate {', '.join(bad)}"
+    if 300 <= response.status < 400:
+        location = one_line(response.header("location") or "nowhere", 80)
+        return f"policy fetch answered {response.status} redirect to {location} " \
+               "(senders do not follow redirects)"
+    if response.status != 200:
+        return f"policy fetch answered {response.status} {one_line(response.reason, 40)}"
+    if response.media_type != "text/plain":
+        return f"policy served as {one_line(response.media_type or 'no type', 40)}, " \
+               "not text/plain"
+    if response.truncated:
+        return f"policy larger than {POLICY_LIMIT // 1024} KiB"
+    return ""
+
+
+# --------------------------------------------------------------------------- history
+#
+# A history is a list of entries, newest first, as remember() writes them:
+# {"id", "digest", "mode", "max_age", "mx": [patterns], "seen": epoch}.
+
+
+@dataclass(frozen=True)
+class CachedPolicy:
+    """An older policy senders may still cache, and how it differs from the current one."""
+
+    id: str
+    mode: str
+    until: float  # epoch: its last fetch plus its max_age
+    same_id: bool = False  # the current policy has its id but another text
+    downgraded_to: str = ""  # it was enforce: the current policy's mode, when not enforce
+    uncovered: tuple = ()  # current MX hosts it does not name (in a binding mode)
+
+
+@dataclass(frozen=True)
+class History:
+    """What the policies seen before say about now (compare_history)."""
+
+    mx_added: tuple = ()  # MX hosts since the last run (empty on the first run)
+    mx_gone: tuple = ()
+    cached: tuple = ()  # CachedPolicy, older policies that differ from the current one
+    kept: CachedPolicy | None = None  # no usable policy now: the newest one still cached
+
+
+def cached_until(entry: dict) -> float:
+    """§5.1: senders keep a policy until its last fetch plus its max_age."""
+    return entry["seen"] + entry["max_age"]
+
+
+def compare_history(entries: list, known_mx, policy: Policy | None, record_id: str | None,
+                    current_mx: list, now: float) -> History:
+    """The stored `entries` (and `known_mx`, the MX hosts of the last run, or None) against
+    the `policy` usable now (None: none) with `record_id`, the MX hosts `current_mx`."""
+    added = gone = ()
+    if known_mx is not None and sorted(known_mx) != current_mx:
+        added = tuple(sorted(set(current_mx) - set(known_mx)))
+        gone = tuple(sorted(set(known_mx) - set(current_mx)))
+    live = [e for e in entries if cached_until(e) > now]
+    if policy is None:
+        latest = max(live, key=lambda e: e["seen"]) if live else None
+        kept = CachedPolicy(latest["id"], latest["mode"], cached_until(latest)) \
+            if latest else None
+        return History(added, gone, kept=kept)
+    cached = []
+    for entry in live:
+        if entry["id"] == record_id and entry["digest"] == policy.digest:
+            continue
+        uncovered = ()
+        if entry["mode"] in BINDING_MODES:
+            uncovered = tuple(m for m in current_mx
+                              if not any(mx_matches(p, m) for p in entry["mx"]))
+        cached.append(CachedPolicy(
+            entry["id"], entry["mode"], cached_until(entry), same_id=entry["id"] == record_id,
+            downgraded_to=policy.mode if entry["mode"] == ENFORCE and policy.mode != ENFORCE
+            else "",
+            uncovered=uncovered))
+    return History(added, gone, tuple(cached))
+
+
+def remember(entries: list, policy: Policy, record_id: str | None, now: float) -> list:
+    """The history to store: this policy first (seen now), the ones still cached after it."""
+    current = {"id": record_id or "", "digest": policy.digest, "mode": policy.mode,
+               "max_age": policy.max_age, "mx": list(policy.mx), "seen": int(now)}
+    rest = [e for e in entries if cached_until(e) > now
+            and not (e["id"] == current["id"] and e["digest"] == current["digest"])]
+    return [current] + sorted(rest, key=lambda e: -e["seen"])[: HISTORY_CAP - 1]
+
+
+def is_history(stored) -> bool:
+    """Is a stored value a history and MX list as the plugin keeps them, {"policies":
+    [entries], "mx": [names]}? (anything else is corrupt)"""
+    if not isinstance(stored, dict) or not isinstance(stored.get("policies"), list):
+        return False
+    if not isinstance(stored.get("mx"), list) or not all(isinstance(m, str)
+                                                         for m in stored["mx"]):
+        return False
+    for entry in stored["policies"]:
+        if not isinstance(entry, dict):
+            return False
+        if not all(isinstance(entry.get(k), str) for k in ("id", "digest", "mode")):
+            return False
+        if not all(isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool)
+                   for k in ("max_age", "seen")):
+            return False
+        if not isinstance(entry.get("mx"), list) or not all(isinstance(p, str)
+                                                            for p in entry["mx"]):
+            return False
+    return True

@@ -205,7 +205,7 @@ def _token_request(settings: OAuthSettings, client, form: str, deadline, resolve
 
     from oauthlib.oauth2 import OAuth2Error
 
-    from check_smtp_posture import https
+    from check_smtp_posture import failures, https
     from check_smtp_posture.sanitize import one_line
     from check_smtp_posture.tls import NoTrustAnchors, verified_context
 
@@ -222,7 +222,7 @@ def _token_request(settings: OAuthSettings, client, form: str, deadline, resolve
         response = https.post_form(address, parts.port or 443, host, path, form, deadline,
                                    limit=BODY_LIMIT, context_factory=lambda: context)
     except https.HttpsError as exc:
-        kind = UNREACHABLE if exc.kind in (https.CONNECT, https.TIMEOUT) else FAILED
+        kind = UNREACHABLE if exc.kind in failures.UNREACHED else FAILED
         raise OAuthError(kind, f"{where}: {exc.phase}: {redact(exc.detail)}") from None
     status = f"HTTP {response.status}"
     if response.truncated:

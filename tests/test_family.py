@@ -343,3 +343,29 @@ def test_a_fault_before_the_run_is_unknown_without_traceback():
     assert (done.returncode, done.stderr) == (3, ""), done.stderr
     assert done.stdout == ("SMTP_PHASES UNKNOWN - internal error: "
                            "ZeroDivisionError: division by zero\n")
+
+
+def test_one_failure_state_whatever_the_protocol_failed():
+    """SMTP, HTTPS and a mailbox fail with the same kinds (failures.py), and one rule
+    (states.failure_state) gives every plugin the same state for them."""
+    from nagiosplugin.state import Critical, Unknown, Warn
+
+    from check_smtp_posture import failures
+    from check_smtp_posture.https import HttpsError
+    from check_smtp_posture.mailbox import MailboxError, connection_error
+    from check_smtp_posture.nagios.states import failure_state
+    from check_smtp_posture.smtp import errors
+
+    unreached = [errors.SmtpConnectError("connect", "refused"),
+                 errors.SmtpTimeout("banner", "timeout"),
+                 HttpsError(failures.CONNECT, "connect", "refused"),
+                 connection_error(TimeoutError(), "imap"),
+                 connection_error(ConnectionRefusedError(111, "refused"), "imap")]
+    assert [failure_state(e.kind, "warning") for e in unreached] == [Warn] * 5
+    done_by_the_peer = [errors.SmtpConnectionClosed("data", "reset"),
+                        errors.SmtpTlsError("starttls", "bad"),
+                        HttpsError(failures.PROTOCOL, "response", "garbage"),
+                        connection_error(ConnectionResetError(), "imap"),
+                        MailboxError(failures.LOGIN, "refused")]
+    assert [failure_state(e.kind, "warning") for e in done_by_the_peer] == [Critical] * 5
+    assert failure_state(errors.SmtpUsageError("connect", "family").kind, "warning") == Unknown

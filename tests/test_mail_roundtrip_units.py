@@ -4,12 +4,16 @@ and which outcomes an asynchronous run reports."""
 from __future__ import annotations
 
 import email
+from types import SimpleNamespace
 
+import nagiosplugin
 import pytest
+from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import probemail
 from check_smtp_posture.mailbox import parse_url
-from check_smtp_posture.plugins import check_mail_roundtrip as plugin
+from check_smtp_posture.plugins import roundtrip_probe as rt_probe
+from check_smtp_posture.plugins.roundtrip_contexts import ProbeContext, took
 
 
 @pytest.mark.parametrize("url, scheme, user, host, port, folder", [
@@ -77,19 +81,38 @@ def test_facts_of_a_message_whose_probe_header_was_stripped():
 
 
 def _outcome(label, status, sent):
-    return plugin.ProbeOutcome(label, label + "_", status, f"t{sent}", float(sent))
+    return rt_probe.ProbeOutcome(label, label + "_", status, f"t{sent}", float(sent))
 
 
 def test_async_run_reports_the_newest_per_endpoint():
-    earlier = [_outcome("a", plugin.BACK, 1), _outcome("a", plugin.BACK, 2),
-               _outcome("a", plugin.LOST, 0), _outcome("b", plugin.IN_FLIGHT, 1),
-               _outcome("b", plugin.IN_FLIGHT, 2)]
-    sent = [_outcome("a", plugin.SENT, 3), _outcome("b", plugin.SENT, 3),
-            _outcome("c", plugin.SENT, 3), _outcome("d", plugin.SEND_FAILED, 3)]
-    chosen = plugin._latest_per_endpoint(earlier, sent)
-    assert [(o.label, o.status, o.sent) for o in chosen] == [
-        ("a", plugin.BACK, 2.0), ("a", plugin.LOST, 0.0), ("b", plugin.IN_FLIGHT, 2.0),
-        ("c", plugin.SENT, 3.0), ("d", plugin.SEND_FAILED, 3.0)]
+    given_up = _outcome("a", rt_probe.IN_FLIGHT, 0)
+    given_up.given_up = True
+    earlier = [_outcome("a", rt_probe.BACK, 1), _outcome("a", rt_probe.BACK, 2),
+               given_up, _outcome("b", rt_probe.IN_FLIGHT, 1),
+               _outcome("b", rt_probe.IN_FLIGHT, 2)]
+    sent = [_outcome("a", rt_probe.SENT, 3), _outcome("b", rt_probe.SENT, 3),
+            _outcome("c", rt_probe.SENT, 3), _outcome("d", rt_probe.SEND_FAILED, 3)]
+    chosen = rt_probe._latest_per_endpoint(earlier, sent)
+    assert [(o.label, o.status, o.sent, o.given_up) for o in chosen] == [
+        ("a", rt_probe.BACK, 2.0, False), ("a", rt_probe.IN_FLIGHT, 0.0, True),
+        ("b", rt_probe.IN_FLIGHT, 2.0, False), ("c", rt_probe.SENT, 3.0, False),
+        ("d", rt_probe.SEND_FAILED, 3.0, False)]
+
+
+@pytest.mark.parametrize("age, mailbox_error, said", [
+    (1.0, None, (Ok, "")),
+    (1.5, None, (Warn, "probe via a not back after 2s")),
+    (2.5, None, (Critical, "probe via a lost: not back after 2s")),
+    (9.0, "the mailbox failed", (Warn, "probe via a not back after 9s")),  # not looked for
+])
+def test_the_critical_range_decides_when_a_probe_in_flight_is_lost(age, mailbox_error, said):
+    outcome = _outcome("a", rt_probe.IN_FLIGHT, 1)
+    outcome.age = age
+    options = SimpleNamespace(lost_after=2.0, late_after=1.0)
+    resource = SimpleNamespace(mailbox_error=mailbox_error)
+    metric = nagiosplugin.Metric("a_probe", outcome, context="probe")
+    result = ProbeContext(options).evaluate(metric, resource)
+    assert (result.state, result.hint) == said
 
 
 @pytest.mark.parametrize("roundtrip, to_second, said", [
@@ -99,6 +122,6 @@ def test_async_run_reports_the_newest_per_endpoint():
     (-2.0, True, ("dated 2s before it was sent", "clock skew")),
 ])
 def test_a_roundtrip_is_said_as_precisely_as_it_is_known(roundtrip, to_second, said):
-    outcome = _outcome("a", plugin.BACK, 1)
+    outcome = _outcome("a", rt_probe.BACK, 1)
     outcome.roundtrip, outcome.to_second = roundtrip, to_second
-    assert plugin.took(outcome, "in ") == said
+    assert took(outcome, "in ") == said

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from check_smtp_posture import mtasts
-from check_smtp_posture.plugins import check_mta_sts
-from check_smtp_posture.plugins.check_mta_sts import judge_history, main, remember
+from check_smtp_posture import clock, mtasts
+from check_smtp_posture.mtasts import compare_history, remember
+from check_smtp_posture.plugins.check_mta_sts import main
+from check_smtp_posture.plugins.mta_sts_contexts import history_findings, history_notes
 from tests.conftest import run_main
 from tests.lab.mtastslab import GOOD_POLICY, STS_DOMAIN, STS_ID
 
@@ -158,6 +160,13 @@ def _entry(policy, record_id, seen, **changes):
 MX_NOW = ["mx1.posture.test", "mx2.posture.test"]
 
 
+def judge_history(*args):
+    """What --state-file adds to the output: the findings (each a WARNING) and the notes
+    (the long output) the plugin phrases from mtasts.compare_history(*args)."""
+    history = compare_history(*args)
+    return SimpleNamespace(findings=history_findings(history), notes=history_notes(history))
+
+
 def test_history_same_policy_is_quiet():
     policy = _policy()
     facts = judge_history([_entry(policy, "a", NOW - 60)], MX_NOW, policy, "a", MX_NOW, NOW)
@@ -168,7 +177,7 @@ def test_history_changed_policy_same_id_warns_until_the_old_one_expires():
     old, new = _policy(), _policy(body=b"comment: changed\n")
     entries = [_entry(old, "a", NOW - 3600)]
     facts = judge_history(entries, MX_NOW, new, "a", MX_NOW, NOW)
-    until = check_mta_sts.when(NOW - 3600 + DAY)
+    until = clock.minute(NOW - 3600 + DAY)
     assert facts.findings == [f"policy changed but its id a did not: senders keep the old "
                               f"one until {until}"]
     # a day later the old body is out of every cache
@@ -192,7 +201,7 @@ def test_history_new_mx_not_in_an_older_cached_policy():
     entries = [_entry(old, "a", NOW - 60)]
     facts = judge_history(entries, ["mx1.posture.test"], new, "b", MX_NOW, NOW)
     assert facts.findings == [f"mx2.posture.test not in the older policy id a (enforce) "
-                              f"senders may cache until {check_mta_sts.when(NOW - 60 + DAY)}"]
+                              f"senders may cache until {clock.minute(NOW - 60 + DAY)}"]
     assert facts.notes == ["MX set changed since the last run: +mx2.posture.test"]
     # an older policy in mode none binds nobody
     none = _entry(_policy("none", mx=("mx1.posture.test",)), "a", NOW - 60)
@@ -204,7 +213,7 @@ def test_history_without_a_policy_says_what_senders_keep():
     facts = judge_history(entries, MX_NOW, None, None, MX_NOW, NOW)
     assert facts.findings == []
     assert facts.notes == [f"senders that cached policy id a keep it until "
-                           f"{check_mta_sts.when(NOW - 60 + DAY)}"]
+                           f"{clock.minute(NOW - 60 + DAY)}"]
 
 
 # --------------------------------------------------------------------------- the lab
@@ -381,7 +390,7 @@ def test_state_file_policy_changed_without_a_new_id(sts_lab, tmp_path):
     _seed(path, "good", [old])
     run = run_sts(sts_lab, "good", "--state-file", path)
     assert run.exitcode == 1, run.output
-    until = check_mta_sts.when(old["seen"] + old["max_age"])
+    until = clock.minute(old["seen"] + old["max_age"])
     assert run.first_line.startswith(
         f"MTA_STS WARNING - policy changed but its id {STS_ID} did not: senders keep the old "
         f"one until {until}"), run.output
@@ -395,7 +404,7 @@ def test_state_file_mx_changed_while_an_older_policy_is_cached(sts_lab, tmp_path
     _seed(path, "good", [old], mx=("mx1.posture.test",))
     run = run_sts(sts_lab, "good", "--state-file", path, "-v")
     assert run.exitcode == 1, run.output
-    until = check_mta_sts.when(old["seen"] + old["max_age"])
+    until = clock.minute(old["seen"] + old["max_age"])
     assert f"mx2.posture.test not in the older policy id old1 (enforce) senders may cache " \
            f"until {until}" in run.first_line, run.output
     assert "history: MX set changed since the last run: +mx2.posture.test" in run.output
@@ -421,7 +430,7 @@ def test_state_file_says_what_senders_keep_when_the_fetch_fails(sts_lab, tmp_pat
     _seed(path, "redirect", [old])
     run = run_sts(sts_lab, "redirect", "--state-file", path, "-v")
     assert run.exitcode == 2, run.output
-    until = check_mta_sts.when(old["seen"] + old["max_age"])
+    until = clock.minute(old["seen"] + old["max_age"])
     assert f"history: senders that cached policy id {STS_ID} keep it until {until}" \
         in run.output
     assert _state(path, "redirect")["policies"] == [old]  # nothing new to remember

@@ -24,10 +24,9 @@ from collections import namedtuple
 from urllib.parse import unquote, urlsplit
 
 from check_smtp_posture import names
+from check_smtp_posture.failures import CONNECT, LOGIN, PROTOCOL, TIMEOUT, TLS
 
 SCHEMES = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995, "maildir": None}
-CONNECT, TIMEOUT, TLS, LOGIN, FOLDER, PROTOCOL = (
-    "connect", "timeout", "tls", "login", "folder", "protocol")
 #: the headers of a message read for the search are capped at this many bytes
 HEADER_CAP = 64 * 1024
 #: a message body read for the token search is capped at this many bytes
@@ -35,7 +34,8 @@ BODY_CAP = 256 * 1024
 
 
 class MailboxError(Exception):
-    """The mailbox failed; `kind` is one of CONNECT, TIMEOUT, TLS, LOGIN, FOLDER, PROTOCOL."""
+    """The mailbox failed; `kind` is one of failures.py's CONNECT, TIMEOUT, TLS, LOGIN, FOLDER,
+    PROTOCOL."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(f"{kind}: {detail}")

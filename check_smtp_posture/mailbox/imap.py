@@ -16,12 +16,10 @@ import time
 import imapclient
 from imapclient import exceptions as imap_errors
 
+from check_smtp_posture.failures import FOLDER, LOGIN, PROTOCOL, TIMEOUT
 from check_smtp_posture.mailbox import (
     BODY_CAP,
-    FOLDER,
-    LOGIN,
     PASSWORD,
-    PROTOCOL,
     MailboxError,
     Seen,
     connection_error,
@@ -312,7 +310,7 @@ class ImapBox:
             from check_smtp_posture.deadline import DeadlineExceeded
 
             if isinstance(exc, DeadlineExceeded):
-                raise MailboxError("timeout", f"{self.spec.label}: no time left") from None
+                raise MailboxError(TIMEOUT, f"{self.spec.label}: no time left") from None
             raise MailboxError(PROTOCOL, f"{type(exc).__name__}: {self._text(exc)}") from None
 
     def _log(self, line: str) -> None:

@@ -14,9 +14,9 @@ import mailbox
 import os
 import time
 
+from check_smtp_posture.failures import FOLDER
 from check_smtp_posture.mailbox import (
     BODY_CAP,
-    FOLDER,
     HEADER_CAP,
     MailboxError,
     Seen,

@@ -12,11 +12,10 @@ import poplib
 import socket
 import time
 
+from check_smtp_posture.failures import LOGIN, PROTOCOL
 from check_smtp_posture.mailbox import (
     BODY_CAP,
-    LOGIN,
     PASSWORD,
-    PROTOCOL,
     MailboxError,
     Seen,
     connection_error,

@@ -80,19 +80,6 @@ class MxContext(nagiosplugin.Context):
         return out
 
 
-def smtp_failure_state(failure, unreachable: str):
-    """The state of an SMTP dialogue that got no reply (an smtp.errors.SmtpError).
-
-    Not reached, or no answer in time: --unreachable-state. Options that do not
-    fit the connection: UNKNOWN. Anything else the server did: CRITICAL.
-    """
-    if failure.kind in ("connect", "timeout"):
-        return states.state(unreachable)
-    if failure.kind == "usage":
-        return Unknown
-    return Critical
-
-
 def reply_state(reply, transient: str):
     """The state of a reply that refused what was asked: 4xx --transient-state, else CRITICAL."""
     return states.state(transient) if reply is not None and reply.transient else Critical

@@ -22,6 +22,19 @@ def word(code: int) -> str:
     return NAMES[code].upper()
 
 
+def failure_state(kind: str, unreachable: str):
+    """The state of a connection that failed with `kind` (failures.py), whatever the protocol.
+
+    Not reached, or no answer in time: `unreachable` (--unreachable-state). Options
+    that do not fit the connection: UNKNOWN. Anything else the peer did: CRITICAL.
+    """
+    from check_smtp_posture import failures
+
+    if kind in failures.UNREACHED:
+        return state(unreachable)
+    return state("unknown" if kind == failures.USAGE else "critical")
+
+
 def state(name: str):
     """The nagiosplugin state object for an option value."""
     from nagiosplugin.state import Critical, Ok, Unknown, Warn

@@ -22,7 +22,7 @@ from check_smtp_posture.dane import LOOKUP_FAILED, NO_TLSA, NOT_APPLICABLE, PUBL
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import all_at_once, each_endpoint
 from check_smtp_posture.nagios import cli, runner, states
-from check_smtp_posture.nagios.contexts import MxContext, smtp_failure_state
+from check_smtp_posture.nagios.contexts import MxContext
 from check_smtp_posture.nagios.summary import FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, SessionResult, run_session
@@ -340,7 +340,7 @@ class DaneContext(nagiosplugin.Context):
             session = failed.session
             if session.failure is not None:
                 exc = session.failure
-                state = smtp_failure_state(exc, self.unreachable)
+                state = states.failure_state(exc.kind, self.unreachable)
                 return self.result_cls(state, f"{where} {exc.phase}: {one_line(exc.detail)} "
                                        "(TLSA published: DANE senders will defer mail)", metric)
             if session.stopped is not None:

@@ -6,9 +6,9 @@ MX set (the family's resolver) and the policy host's addresses at once; then
 fetches the policy over HTTPS the way a sending MTA does (no redirects, status
 200, text/plain, 64 KiB), opens STARTTLS on every MX endpoint for its
 certificate, asks for TLSA records and the report domains' MX, all at once,
-and compares with the history in --state-file. It yields facts; the Contexts
-judge them (the policy's mode decides how bad an uncovered MX is); StsSummary
-phrases.
+and compares with the history in --state-file (mtasts.compare_history). It
+yields facts; the Contexts (mta_sts_contexts.py) judge them (the policy's mode
+decides how bad an uncovered MX is); StsSummary phrases.
 """
 
 from __future__ import annotations
@@ -18,32 +18,33 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 
 import nagiosplugin
-from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import all_at_once
-from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios import cli, runner
 from check_smtp_posture.nagios.contexts import (
     DEFAULT,
     MxContext,
     StateFileContext,
     TimeContext,
     seconds,
-    smtp_failure_state,
 )
-from check_smtp_posture.nagios.summary import FamilySummary, capped
-from check_smtp_posture.sanitize import one_line
+from check_smtp_posture.plugins.mta_sts_contexts import (
+    CoverageContext,
+    DaneContext,
+    HistoryContext,
+    PolicyContext,
+    StsRecordContext,
+    StsSummary,
+    TlsRptContext,
+)
 
 NAME = "MTA_STS"
 DEFAULT_TIMEOUT = 30.0
 POLICY_PATH = "/.well-known/mta-sts.txt"
 HTTPS_PORT = 443
 SMTP_PORT = 25
-#: entries of policy history kept per domain in --state-file
-HISTORY_CAP = 10
-#: certificate findings that fail PKIX validation (weak keys are check_smtp_phases' matter)
-PKIX_FAILURES = ("unreadable", "expired", "not yet valid", "untrusted", "name mismatch")
 
 
 # -- configuration ---------------------------------------------------------------
@@ -136,6 +137,14 @@ class FetchFacts:
     def url(self) -> str:
         return f"https://{self.host}{POLICY_PATH}"
 
+    @property
+    def accepted(self) -> bool:
+        """Would a sender take the policy from this fetch? (mtasts.response_problem)"""
+        from check_smtp_posture import mtasts
+
+        return self.response is not None and self.error is None and \
+            not mtasts.response_problem(self.host, self.response, self.cert)
+
 
 @dataclass
 class EndpointTls:
@@ -144,17 +153,14 @@ class EndpointTls:
     cert: object = None  # tls.CertificateFacts, when TLS was up
 
     @property
-    def problem(self) -> str:
-        """Why a sender enforcing MTA-STS would not deliver here ('' when it would)."""
+    def delivers(self) -> bool:
+        """Would a sender enforcing MTA-STS deliver here? STARTTLS up, the session not
+        stopped, a certificate that passes PKIX validation."""
+        from check_smtp_posture import mtasts
+
         s = self.session
-        if s.failure is not None:
-            return f"{s.failure.phase}: {one_line(s.failure.detail, 80)}"
-        if s.stopped is not None:
-            return f"{s.stopped}: {one_line(str(s.replies.get(s.stopped)), 60)}"
-        if s.tls is None:
-            return "no STARTTLS"
-        bad = [phrase for kind, phrase in self.cert.findings() if kind in PKIX_FAILURES]
-        return "certificate " + ", ".join(bad) if bad else ""
+        return s.failure is None and s.stopped is None and s.tls is not None and \
+            not mtasts.certificate_problems(self.cert)
 
 
 @dataclass
@@ -172,19 +178,15 @@ class MxTls:
 
     @property
     def unreachable(self) -> list:
-        return [e for e in self.endpoints
-                if e.session.failure is not None and e.session.failure.kind in
-                ("connect", "timeout")]
+        from check_smtp_posture.failures import UNREACHED
 
-    @property
-    def invalid(self) -> list:
-        """Endpoints that answered but would fail an MTA-STS sender."""
-        return [e for e in self.endpoints if e not in self.unreachable and e.problem]
+        return [e for e in self.endpoints
+                if e.session.failure is not None and e.session.failure.kind in UNREACHED]
 
     @property
     def covered(self) -> bool:
-        return self.pattern is not None and bool(self.endpoints) and not any(
-            e.problem for e in self.endpoints)
+        return self.pattern is not None and bool(self.endpoints) and all(
+            e.delivers for e in self.endpoints)
 
 
 @dataclass
@@ -195,13 +197,6 @@ class TlsRptFacts:
 
 
 @dataclass
-class HistoryFacts:
-    findings: list = field(default_factory=list)  # of (phrase, until) that WARN
-    notes: list = field(default_factory=list)
-    problem: object = None  # statefile.StateProblem
-
-
-@dataclass
 class StsFacts:
     domain: str
     sts: RecordFacts | None = None
@@ -209,7 +204,8 @@ class StsFacts:
     resolution: targets.Resolution | None = None
     mx: list = field(default_factory=list)  # of MxTls, one per live MX host
     tlsrpt: TlsRptFacts | None = None
-    history: HistoryFacts = field(default_factory=HistoryFacts)
+    history: object = None  # mtasts.History, with --state-file and a published record
+    state_problem: object = None  # statefile.StateProblem
 
     @property
     def policy(self):
@@ -221,9 +217,7 @@ class StsFacts:
         policy = self.policy
         if policy is None or not policy.valid or not self.sts.record.ok:
             return None
-        if fetch_problem(self.fetch):
-            return None
-        return policy
+        return policy if self.fetch.accepted else None
 
 
 # -- probe -------------------------------------------------------------------------
@@ -289,7 +283,7 @@ class MtaSts(nagiosplugin.Resource):
         yield nagiosplugin.Metric("mx", facts.resolution, context="mx")
         for name in ("sts_record", "policy", "dane", "coverage", "tlsrpt", "history"):
             yield nagiosplugin.Metric(name, facts, context=name)
-        yield nagiosplugin.Metric("state_file", facts.history.problem, context="state_file")
+        yield nagiosplugin.Metric("state_file", facts.state_problem, context="state_file")
         policy = facts.policy
         if policy is not None and policy.max_age is not None:
             yield nagiosplugin.Metric("policy_max_age", policy.max_age, "s", min=0,
@@ -372,13 +366,14 @@ class MtaSts(nagiosplugin.Resource):
         self.facts.tlsrpt.mailto_mx.update(found)
 
     def _history(self) -> None:
+        from check_smtp_posture import mtasts
         from check_smtp_posture.nagios.statefile import StateFile
 
         facts = self.facts
         with StateFile(self.options.state_file, self.deadline) as state:
             key = f"mta-sts:{facts.domain}"
             stored = state.data.get(key) if state.usable else None
-            if stored is not None and not _history_shape(stored):
+            if stored is not None and not mtasts.is_history(stored):
                 state.discard(key, f"entry {key!r} is not a policy history")
                 stored = None
             entries = stored["policies"] if stored else []
@@ -387,385 +382,12 @@ class MtaSts(nagiosplugin.Resource):
             now = time.time()
             policy = facts.usable_policy
             record_id = facts.sts.record.get("id") if facts.sts.record.ok else None
-            facts.history = judge_history(entries, known_mx, policy, record_id, current_mx,
-                                          now)
+            facts.history = mtasts.compare_history(entries, known_mx, policy, record_id,
+                                                   current_mx, now)
             if state.usable and policy is not None:
-                state.data[key] = {"policies": remember(entries, policy, record_id, now),
+                state.data[key] = {"policies": mtasts.remember(entries, policy, record_id, now),
                                    "mx": current_mx}
-        facts.history.problem = state.problem
-
-
-def _history_shape(stored) -> bool:
-    """Is a state entry what remember() wrote? (anything else is corrupt)"""
-    if not isinstance(stored, dict) or not isinstance(stored.get("policies"), list):
-        return False
-    if not isinstance(stored.get("mx"), list) or not all(isinstance(m, str)
-                                                         for m in stored["mx"]):
-        return False
-    for entry in stored["policies"]:
-        if not isinstance(entry, dict):
-            return False
-        if not all(isinstance(entry.get(k), str) for k in ("id", "digest", "mode")):
-            return False
-        if not all(isinstance(entry.get(k), (int, float)) and not isinstance(entry.get(k), bool)
-                   for k in ("max_age", "seen")):
-            return False
-        if not isinstance(entry.get("mx"), list) or not all(isinstance(p, str)
-                                                            for p in entry["mx"]):
-            return False
-    return True
-
-
-def _cached_until(entry: dict) -> float:
-    return entry["seen"] + entry["max_age"]
-
-
-def when(epoch: float) -> str:
-    """A moment for the status line: UTC to the minute."""
-    import datetime
-
-    moment = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
-    return f"{moment:%Y-%m-%d %H:%M}Z"
-
-
-def judge_history(entries: list, known_mx, policy, record_id, current_mx: list,
-                  now: float) -> HistoryFacts:
-    """What the policies seen before say about the one fetched now (facts, not states).
-
-    An older policy matters while senders may still cache it: until its last
-    fetch plus its max_age (RFC 8461 §5.1).
-    """
-    from check_smtp_posture import mtasts
-
-    out = HistoryFacts()
-    if known_mx is not None and sorted(known_mx) != current_mx:
-        added = sorted(set(current_mx) - set(known_mx))
-        gone = sorted(set(known_mx) - set(current_mx))
-        out.notes.append("MX set changed since the last run: "
-                         + ", ".join([f"+{m}" for m in added] + [f"-{m}" for m in gone]))
-    if policy is None:
-        cached = [e for e in entries if _cached_until(e) > now]
-        if cached:
-            latest = max(cached, key=lambda e: e["seen"])
-            out.notes.append(f"senders that cached policy id {latest['id']} keep it until "
-                             f"{when(_cached_until(latest))}")
-        return out
-    older = [e for e in entries if _cached_until(e) > now
-             and not (e["id"] == record_id and e["digest"] == policy.digest)]
-    for entry in older:
-        until = when(_cached_until(entry))
-        if entry["id"] == record_id:
-            out.findings.append(f"policy changed but its id {record_id} did not: senders keep "
-                                f"the old one until {until}")
-        if entry["mode"] == mtasts.ENFORCE and policy.mode != mtasts.ENFORCE:
-            out.findings.append(f"policy downgraded from enforce (id {entry['id']}) to "
-                                f"{policy.mode}; the enforce policy may be cached until "
-                                f"{until}")
-        if entry["mode"] in (mtasts.ENFORCE, mtasts.TESTING):
-            uncovered = [m for m in current_mx
-                         if not any(mtasts.mx_matches(p, m) for p in entry["mx"])]
-            if uncovered:
-                out.findings.append(f"{', '.join(uncovered)} not in the older policy id "
-                                    f"{entry['id']} ({entry['mode']}) senders may cache "
-                                    f"until {until}")
-    return out
-
-
-def remember(entries: list, policy, record_id: str | None, now: float) -> list:
-    """The history to store: this policy first (seen now), the ones still cached after it."""
-    current = {"id": record_id or "", "digest": policy.digest, "mode": policy.mode,
-               "max_age": policy.max_age, "mx": list(policy.mx), "seen": int(now)}
-    rest = [e for e in entries if _cached_until(e) > now
-            and not (e["id"] == current["id"] and e["digest"] == current["digest"])]
-    return [current] + sorted(rest, key=lambda e: -e["seen"])[: HISTORY_CAP - 1]
-
-
-def fetch_problem(fetch: FetchFacts) -> tuple:
-    """(state kind, phrase) for a fetch senders would not accept, or () if they would.
-
-    The kind is "unreachable" (no connection, no address lookup answer) or "critical".
-    """
-    from check_smtp_posture import mtasts
-
-    res = fetch.resolution
-    if res is None or not res.addresses:
-        target = res.targets[0] if res is not None and res.targets else None
-        if target is not None and target.problem == targets.LOOKUP_FAILED:
-            return "unreachable", f"policy host {one_line(target.describe_problem(), 120)}"
-        why = target.problem if target is not None and target.problem else "no address"
-        return "critical", f"policy host {fetch.host}: {why}"
-    if fetch.error is not None:
-        kind = "unreachable" if fetch.error.kind in ("connect", "timeout") else "critical"
-        return kind, f"policy host {fetch.host}[{fetch.address}] {fetch.error.phase}: " \
-                     f"{one_line(fetch.error.detail, 100)}"
-    response = fetch.response
-    bad = [phrase for k, phrase in fetch.cert.findings() if k in PKIX_FAILURES]
-    if bad:
-        return "critical", f"policy host {fetch.host} certificate {', '.join(bad)}"
-    if 300 <= response.status < 400:
-        location = one_line(response.header("location") or "nowhere", 80)
-        return "critical", f"policy fetch answered {response.status} redirect to {location} " \
-                           "(senders do not follow redirects)"
-    if response.status != 200:
-        return "critical", f"policy fetch answered {response.status} " \
-                           f"{one_line(response.reason, 40)}"
-    if response.media_type != "text/plain":
-        return "critical", f"policy served as {one_line(response.media_type or 'no type', 40)}" \
-                           ", not text/plain"
-    if response.truncated:
-        return "critical", f"policy larger than {mtasts.POLICY_LIMIT // 1024} KiB"
-    return ()
-
-
-# -- contexts ------------------------------------------------------------------------
-
-
-class FactContext(nagiosplugin.Context):
-    """A Context judging the StsFacts with `judge() -> (state, hint)`."""
-
-    def __init__(self, name: str, options: Options):
-        super().__init__(name)
-        self.options = options
-
-    def evaluate(self, metric, resource):
-        state, hint = self.judge(metric.value)
-        return self.result_cls(state, hint or None, metric)
-
-    def judge(self, facts: StsFacts):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class StsRecordContext(FactContext):
-    """The `_mta-sts` TXT record: missing --missing; failed lookup --unreachable-state;
-    several or invalid CRITICAL (senders then apply no policy)."""
-
-    def judge(self, facts):
-        sts = facts.sts
-        if sts.answer.failed:
-            return (states.state(self.options.unreachable_state),
-                    f"{sts.name} TXT lookup failed: {_dns_failure(sts.answer)}")
-        record = sts.record
-        if record.count == 0:
-            why = "NXDOMAIN" if sts.answer.status == "NXDOMAIN" else record.problem
-            return states.state(self.options.missing), f"no MTA-STS record at {sts.name} " \
-                                                       f"({why})"
-        if not record.ok:
-            return Critical, f"{sts.name}: {one_line(record.problem, 100)} (senders apply " \
-                             "no policy)"
-        return Ok, ""
-
-
-class PolicyContext(FactContext):
-    """The fetch and the policy: anything a sender would refuse is CRITICAL, an unreachable
-    policy host --unreachable-state; mode none and unknown keys are notes."""
-
-    def judge(self, facts):
-        fetch = facts.fetch
-        if fetch is None:
-            return Ok, ""
-        problem = fetch_problem(fetch)
-        if problem:
-            kind, phrase = problem
-            state = states.state(self.options.unreachable_state) if kind == "unreachable" \
-                else Critical
-            return state, phrase
-        policy = fetch.policy
-        if not policy.valid:
-            listed = "; ".join(capped(list(policy.problems), 2))
-            return Critical, f"policy invalid: {one_line(listed, 160)}"
-        notes = []
-        if policy.mode == "none":
-            notes.append("mode none: senders apply no policy")
-        if policy.unknown_keys:
-            notes.append("unknown policy keys ignored: "
-                         + one_line(", ".join(policy.unknown_keys), 80))
-        return Ok, "; ".join(notes)
-
-
-class CoverageContext(FactContext):
-    """Every live MX named by a policy pattern with a valid STARTTLS certificate:
-    enforce CRITICAL, testing WARNING, none a note; an MX not reached --unreachable-state."""
-
-    def judge(self, facts):
-        policy = facts.usable_policy
-        if policy is None:
-            return Ok, ""
-        unreachable = [(mx, e) for mx in facts.mx for e in mx.unreachable]
-        hints = []
-        for mx in facts.mx:
-            if mx.pattern is None:
-                hints.append(f"{mx.name} not covered by the policy")
-                continue
-            for e in mx.invalid:
-                hints.append(f"{e.endpoint.label} {e.problem}")
-        state = {"enforce": Critical, "testing": Warn}.get(policy.mode, Ok)
-        if hints:
-            text = "; ".join(capped(hints, 2))
-            if state == Ok:
-                return Ok, f"{text} (not enforced)"
-            return state, f"{policy.mode} policy: {text}"
-        if unreachable:
-            mx, e = unreachable[0]
-            more = f" (+{len(unreachable) - 1} more)" if len(unreachable) > 1 else ""
-            failure = e.session.failure
-            return (smtp_failure_state(failure, self.options.unreachable_state),
-                    f"{e.endpoint.label} {failure.phase}: {one_line(failure.detail, 80)}{more}")
-        return Ok, ""
-
-
-class TlsRptContext(FactContext):
-    """TLS-RPT: absent a note; several records, a bad rua, a mailto domain without MX
-    WARNING (reports get lost, mail does not); failed lookup --unreachable-state."""
-
-    def judge(self, facts):
-        rpt = facts.tlsrpt
-        answer = rpt.records.answer
-        name = rpt.records.name
-        if answer.failed:
-            return (states.state(self.options.unreachable_state),
-                    f"{name} TXT lookup failed: {_dns_failure(answer)}")
-        record = rpt.records.record
-        if record.count == 0:
-            return Ok, "no TLS-RPT record"
-        if not record.ok:
-            return Warn, f"TLS-RPT {name}: {one_line(record.problem, 100)}"
-        bad = [f"{one_line(u.uri, 60) or 'empty'}: {u.problem}" for u in rpt.uris if u.problem]
-        for domain, res in sorted(rpt.mailto_mx.items()):
-            if res.kind in (targets.MX, targets.IMPLICIT):
-                continue
-            if res.kind == targets.FAILED:
-                continue  # undecided: said in the long output
-            bad.append(f"report domain {domain} takes no mail ({_mx_kind(res)})")
-        if bad:
-            return Warn, "TLS-RPT rua " + "; ".join(capped(bad, 2))
-        return Ok, ""
-
-
-class DaneContext(FactContext):
-    """TLSA records at an MX: a note (RFC 8461 §2: senders doing both apply DANE)."""
-
-    def judge(self, facts):
-        with_tlsa = [mx.name for mx in facts.mx if mx.tlsa]
-        if not with_tlsa:
-            return Ok, ""
-        return Ok, f"DANE TLSA at {', '.join(capped(with_tlsa, 2))} (takes precedence over " \
-                   "MTA-STS)"
-
-
-class HistoryContext(FactContext):
-    """--state-file findings: each WARNING, until the date it names."""
-
-    def judge(self, facts):
-        findings = facts.history.findings
-        if findings:
-            return Warn, "; ".join(capped(findings, 2))
-        return Ok, ""
-
-
-def _dns_failure(answer) -> str:
-    return one_line(answer.failure(), 80)
-
-
-def _mx_kind(res: targets.Resolution) -> str:
-    return {targets.NULL: "null MX", targets.NXDOMAIN: "NXDOMAIN",
-            targets.NO_MAIL_HOST: "no MX, no address"}.get(res.kind, res.kind)
-
-
-# -- summary ---------------------------------------------------------------------------
-
-
-class StsSummary(FamilySummary):
-    def __init__(self, resource: MtaSts):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
-    def headline(self, results):
-        facts = self.resource.facts
-        policy = facts.usable_policy
-        if policy is None:
-            return f"{facts.domain}: no MTA-STS policy" if facts.fetch is None else ""
-        covered = sum(m.covered for m in facts.mx)
-        return (f"{facts.domain}: policy id {facts.sts.record.get('id')} mode {policy.mode}, "
-                f"{covered} of {len(facts.mx)} MX covered, max_age "
-                f"{policy.max_age}s, fetched in {facts.fetch.elapsed:.3f}s")
-
-    def details(self, results):
-        opts = self.resource.options
-        facts = self.resource.facts
-        lines = []
-        if opts.helo_note:
-            lines.append(f"note: {opts.helo_note}")
-        lines.extend(describe(facts, self.verbosity))
-        return lines
-
-
-def describe(facts: StsFacts, verbosity: int) -> list:
-    """The long output: the record, the fetch, the policy, each MX, TLS-RPT, history."""
-    lines = []
-    sts = facts.sts
-    if sts.record is not None and sts.record.text:
-        lines.append(f"{sts.name} TXT: {one_line(sts.record.text, 200)}")
-    fetch = facts.fetch
-    if fetch is not None:
-        lines.extend(_describe_fetch(fetch, verbosity))
-    for mx in facts.mx:
-        pattern = f"covered by {mx.pattern}" if mx.pattern else "not covered"
-        dane = f", {mx.tlsa} TLSA records" if mx.tlsa else ""
-        lines.append(f"MX {mx.target.preference} {mx.name}: {pattern}{dane}")
-        for e in mx.endpoints:
-            lines.append(f"  {e.endpoint.address}: " + _describe_endpoint(e))
-            if verbosity >= 3:
-                lines.extend("    " + line for line in e.session.transcript.lines())
-    rpt = facts.tlsrpt
-    if rpt.records.record is not None and rpt.records.record.text:
-        lines.append(f"{rpt.records.name} TXT: {one_line(rpt.records.record.text, 200)}")
-    for domain, res in sorted(rpt.mailto_mx.items()):
-        lines.append(f"  report domain {domain}: {_mx_kind(res)}"
-                     + (f" ({one_line(res.detail, 80)})" if res.detail else ""))
-    for note in facts.history.notes:
-        lines.append(f"history: {note}")
-    return lines
-
-
-def _describe_fetch(fetch: FetchFacts, verbosity: int) -> list:
-    lines = []
-    where = f" from {fetch.address}" if fetch.address else ""
-    response = fetch.response
-    if response is None:
-        return [f"policy {fetch.url}{where}: not fetched"]
-    kind = response.header("content-type") or "no Content-Type"
-    size = f"{len(response.body)}{'+' if response.truncated else ''} bytes"
-    lines.append(f"policy {fetch.url}{where}: {response.status} "
-                 f"{one_line(response.reason, 40)}, {one_line(kind, 60)}, {size}, "
-                 f"{response.tls.describe() if response.tls else 'no TLS'}")
-    cert = fetch.cert
-    if cert is not None and not cert.error:
-        lines.append(f"  certificate {one_line(cert.subject, 80)}, issuer "
-                     f"{one_line(cert.issuer, 80)}, valid until {cert.not_after:%Y-%m-%d}"
-                     + ("" if not cert.problems() else f": {', '.join(cert.problems())}"))
-    policy = fetch.policy
-    if policy is not None:
-        lines.append(f"  policy: version {policy.version}, mode {policy.mode}, max_age "
-                     f"{policy.max_age}, mx {', '.join(policy.mx) or 'none'}, "
-                     f"{policy.line_ending} line endings")
-        for problem in policy.problems:
-            lines.append(f"  policy problem: {problem}")
-    if verbosity >= 3:
-        lines.extend(f"  < {one_line(k, 40)}: {one_line(v, 100)}" for k, v in response.headers)
-    return lines
-
-
-def _describe_endpoint(e: EndpointTls) -> str:
-    session = e.session
-    if session.tls is None:
-        return e.problem or "no TLS"
-    cert = e.cert
-    text = f"STARTTLS {session.tls.describe()}"
-    if cert is not None and not cert.error:
-        text += f", certificate {one_line(cert.subject, 60)}, valid until " \
-                f"{cert.not_after:%Y-%m-%d}"
-    problem = e.problem
-    return text + (f": {problem}" if problem else ", valid for the MX name")
+        facts.state_problem = state.problem
 
 
 # -- main ----------------------------------------------------------------------------

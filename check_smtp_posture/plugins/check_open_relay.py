@@ -26,7 +26,6 @@ from check_smtp_posture.nagios.contexts import (
     TimeContext,
     reply_state,
     seconds,
-    smtp_failure_state,
 )
 from check_smtp_posture.nagios.summary import HINT_CAP, FamilySummary, capped
 from check_smtp_posture.sanitize import one_line
@@ -298,7 +297,7 @@ class SessionContext(nagiosplugin.Context):
             if not untested and exc.kind == "closed":
                 return self.result_cls(nagiosplugin.Ok, "", metric)  # hung up after the last
             left = f" ({len(untested)} probes untested)" if untested else ""
-            return self.result_cls(smtp_failure_state(exc, self.options.unreachable_state),
+            return self.result_cls(states.failure_state(exc.kind, self.options.unreachable_state),
                                    f"{where} {exc.phase}: {one_line(exc.detail)}{left}", metric)
         if last.stopped is not None:
             reply = last.replies.get(last.stopped)

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 
+from check_smtp_posture import failures
+
 
 class SmtpError(Exception):
     """Base class: something went wrong in `phase` before a reply was complete."""
 
-    kind = "error"
+    kind = failures.ERROR
 
     def __init__(self, phase: str, detail: str):
         super().__init__(f"{phase}: {detail}")
@@ -25,37 +27,37 @@ class SmtpError(Exception):
 class SmtpConnectError(SmtpError):
     """TCP connection refused, unreachable, or otherwise failed."""
 
-    kind = "connect"
+    kind = failures.CONNECT
 
 
 class SmtpTimeout(SmtpError):
     """The run's deadline expired while waiting in `phase`."""
 
-    kind = "timeout"
+    kind = failures.TIMEOUT
 
 
 class SmtpConnectionClosed(SmtpError):
     """The server closed or reset the connection."""
 
-    kind = "closed"
+    kind = failures.CLOSED
 
 
 class SmtpProtocolError(SmtpError):
     """The server sent something that is not an SMTP reply (garbage, overlong)."""
 
-    kind = "protocol"
+    kind = failures.PROTOCOL
 
 
 class SmtpTlsError(SmtpError):
     """The TLS handshake failed."""
 
-    kind = "tls"
+    kind = failures.TLS
 
 
 class SmtpUsageError(SmtpError):
     """The options cannot be applied to this connection (a PROXY family that does not fit)."""
 
-    kind = "usage"
+    kind = failures.USAGE
 
 
 def is_tls_error(exc: BaseException) -> bool:

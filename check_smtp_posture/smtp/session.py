@@ -12,6 +12,7 @@ import time
 from collections import namedtuple
 
 from check_smtp_posture.deadline import Deadline
+from check_smtp_posture.failures import CLOSED
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.dialogue import Extensions, SmtpDialogue
 from check_smtp_posture.smtp.errors import SmtpError, SmtpProtocolError
@@ -218,7 +219,7 @@ def run_probes(endpoint: Endpoint, plan: SessionPlan, deadline: Deadline) -> lis
             answered += 1
         left = left[answered:]
         hung_up = result.closed_by_server is not None or (
-            result.failure is not None and result.failure.kind == "closed")
+            result.failure is not None and result.failure.kind == CLOSED)
         if not left or not answered or not hung_up or deadline.expired:
             return sessions
 

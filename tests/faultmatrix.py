@@ -45,12 +45,13 @@ STATUS_NAMES = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANIT
 PLUGINS = tuple(STATUS_NAMES)
 
 #: a variable part of a ``says`` line, {NAME}: what it stands for may vary from run to
-#: run (a port, a time, a path); the pages print NAME in italics
+#: run (a time, a path, a date); the pages print NAME in italics
 PLACEHOLDER = re.compile(r"\{([A-Z][A-Z0-9_]*)\}")
 #: what the placeholders with a fixed shape match; any other matches some text
 SHAPES = {"N": r"[0-9]+(?:\.[0-9]+)?",  # a number: seconds, from -t or measured
           "DATE": r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}Z",
-          "DETAIL": r"(?:: .+?)?"}  # what a server may add to its error, or not
+          "DETAIL": r"(?:: .+?)?",  # what a server may add to its error, or not
+          "MORE": r"(?:; .+)?"}  # other findings a race may or may not add
 
 
 def script_of(line: str) -> str:

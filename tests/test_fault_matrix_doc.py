@@ -82,3 +82,6 @@ def test_a_says_line_is_the_whole_line():
     assert detail.fullmatch("SERVFAIL (DNSSEC Bogus (6))")
     assert detail.fullmatch("SERVFAIL (DNSSEC Bogus (6): signature crypto failed)")
     assert not detail.fullmatch("SERVFAIL (DNSSEC Bogus (6) and more)")
+    more = pattern("SPF WARNING - a{MORE}")
+    assert more.fullmatch("SPF WARNING - a") and more.fullmatch("SPF WARNING - a; b")
+    assert not more.fullmatch("SPF WARNING - ab")

@@ -763,8 +763,8 @@ SAYS: dict[str, tuple[str, ...]] = {
         "MAIL_ROUNDTRIP UNKNOWN - state file {PATH}: not a regular file",
     ),
     "rt-state-locked": (
-        "MAIL_ROUNDTRIP UNKNOWN - state file {PATH} is locked by another run; mailbox "
-        "imap://monitor@monitor.test@127.0.27.152:143/INBOX: 127.0.27.152 port 143: timed out",
+        # the mailbox may time out while the run waits for the lock, or not
+        "MAIL_ROUNDTRIP UNKNOWN - state file {PATH} is locked by another run{MORE}",
     ),
     "rt-state-bad-entry": (
         "MAIL_ROUNDTRIP WARNING - state file {PATH} was corrupt and has been started afresh",

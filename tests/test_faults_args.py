@@ -31,7 +31,7 @@ import pytest
 
 from tests import secretguard
 from tests.conftest import PluginRun, run_main
-from tests.faultmatrix import Fault
+from tests.faultmatrix import Fault, check_says, said
 
 BIN = Path(sys.executable).parent
 STATUS = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANITY",
@@ -364,6 +364,450 @@ for _id, _fault, _state, _message in [
     _env = {"PYTHONIOENCODING": "utf-8"} if _id == "state-name-not-utf8" else {}
     row(_id, "state files", _fault, _state, _message, [Run(MX, (), _env)])
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "timeout-zero": (
+        "check_smtp_phases: error: argument -t/--timeout: must be greater than zero: '0'",
+        "check_mx_sanity: error: argument -t/--timeout: must be greater than zero: '0'",
+        "check_dnsbl: error: argument -t/--timeout: must be greater than zero: '0'",
+        "check_spf: error: argument -t/--timeout: must be greater than zero: '0'",
+        "check_open_relay: error: argument -t/--timeout: must be greater than zero: '0'",
+    ),
+    "timeout-negative": (
+        "check_smtp_phases: error: argument -t/--timeout: expected one argument",
+        "check_mx_sanity: error: argument -t/--timeout: expected one argument",
+        "check_dnsbl: error: argument -t/--timeout: expected one argument",
+        "check_spf: error: argument -t/--timeout: expected one argument",
+        "check_open_relay: error: argument -t/--timeout: expected one argument",
+    ),
+    "timeout-nan": (
+        "check_smtp_phases: error: argument -t/--timeout: not a finite number: 'nan'",
+        "check_mx_sanity: error: argument -t/--timeout: not a finite number: 'nan'",
+        "check_dnsbl: error: argument -t/--timeout: not a finite number: 'nan'",
+        "check_spf: error: argument -t/--timeout: not a finite number: 'nan'",
+        "check_open_relay: error: argument -t/--timeout: not a finite number: 'nan'",
+    ),
+    "timeout-inf": (
+        "check_smtp_phases: error: argument -t/--timeout: not a finite number: 'inf'",
+        "check_mx_sanity: error: argument -t/--timeout: not a finite number: 'inf'",
+        "check_dnsbl: error: argument -t/--timeout: not a finite number: 'inf'",
+        "check_spf: error: argument -t/--timeout: not a finite number: 'inf'",
+        "check_open_relay: error: argument -t/--timeout: not a finite number: 'inf'",
+    ),
+    "timeout-huge": (
+        "check_smtp_phases: error: argument -t/--timeout: must be at most 86400 seconds: "
+        "'1e11'",
+        "check_mx_sanity: error: argument -t/--timeout: must be at most 86400 seconds: '1e11'",
+        "check_dnsbl: error: argument -t/--timeout: must be at most 86400 seconds: '1e11'",
+        "check_spf: error: argument -t/--timeout: must be at most 86400 seconds: '1e11'",
+        "check_open_relay: error: argument -t/--timeout: must be at most 86400 seconds: "
+        "'1e11'",
+    ),
+    "timeout-not-a-number": (
+        "check_smtp_phases: error: argument -t/--timeout: not a number: 'abc'",
+        "check_mx_sanity: error: argument -t/--timeout: not a number: 'abc'",
+        "check_dnsbl: error: argument -t/--timeout: not a number: 'abc'",
+        "check_spf: error: argument -t/--timeout: not a number: 'abc'",
+        "check_open_relay: error: argument -t/--timeout: not a number: 'abc'",
+    ),
+    "query-timeout-nan": (
+        "check_smtp_phases: error: argument --query-timeout: not a finite number: 'nan'",
+        "check_mx_sanity: error: argument --query-timeout: not a finite number: 'nan'",
+        "check_dnsbl: error: argument --query-timeout: not a finite number: 'nan'",
+        "check_spf: error: argument --query-timeout: not a finite number: 'nan'",
+        "check_open_relay: error: argument --query-timeout: not a finite number: 'nan'",
+    ),
+    "dns-server-name": (
+        "check_smtp_phases: error: argument --dns-server: DNS server must be an IP "
+        "address[:port]: 'ns.posture.test'",
+        "check_mx_sanity: error: argument --dns-server: DNS server must be an IP "
+        "address[:port]: 'ns.posture.test'",
+        "check_dnsbl: error: argument --dns-server: DNS server must be an IP address[:port]: "
+        "'ns.posture.test'",
+        "check_spf: error: argument --dns-server: DNS server must be an IP address[:port]: "
+        "'ns.posture.test'",
+        "check_open_relay: error: argument --dns-server: DNS server must be an IP "
+        "address[:port]: 'ns.posture.test'",
+    ),
+    "concurrency-zero": (
+        "check_smtp_phases: error: argument --concurrency: must be at least 1: '0'",
+        "check_mx_sanity: error: argument --concurrency: must be at least 1: '0'",
+        "check_dnsbl: error: argument --concurrency: must be at least 1: '0'",
+        "check_open_relay: error: argument --concurrency: must be at least 1: '0'",
+    ),
+    "host-empty": (
+        "check_smtp_phases: error: argument -H/--hostname: bad host name ''",
+        "check_dnsbl: error: argument -H/--hostname: bad host name ''",
+        "check_open_relay: error: argument -H/--hostname: bad host name ''",
+    ),
+    "host-blank": (
+        "check_smtp_phases: error: argument -H/--hostname: bad host name ' '",
+        "check_dnsbl: error: argument -H/--hostname: bad host name ' '",
+        "check_open_relay: error: argument -H/--hostname: bad host name ' '",
+    ),
+    "host-line-break": (
+        "check_smtp_phases: error: argument -H/--hostname: bad host name "
+        "'mx\\r\\nposture.test'",
+        "check_dnsbl: error: argument -H/--hostname: bad host name 'mx\\r\\nposture.test'",
+        "check_open_relay: error: argument -H/--hostname: bad host name "
+        "'mx\\r\\nposture.test'",
+    ),
+    "host-non-utf8": (
+        "check_smtp_phases: error: argument -H/--hostname: bad host name "
+        "'mx\\udcff\\udcfe.posture.test'",
+        "check_dnsbl: error: argument -H/--hostname: bad host name "
+        "'mx\\udcff\\udcfe.posture.test'",
+        "check_open_relay: error: argument -H/--hostname: bad host name "
+        "'mx\\udcff\\udcfe.posture.test'",
+    ),
+    "host-empty-label": (
+        "check_smtp_phases: error: argument -H/--hostname: bad host name 'a..b'",
+        "check_dnsbl: error: argument -H/--hostname: bad host name 'a..b'",
+        "check_open_relay: error: argument -H/--hostname: bad host name 'a..b'",
+    ),
+    "host-option-named": (
+        "check_dnsbl: error: argument -H/--hostname: bad host name 'a..b'",
+    ),
+    "domain-empty-label": (
+        "check_smtp_phases: error: argument -D/--domain: bad domain name 'a..b'",
+        "check_mx_sanity: error: argument -D/--domain: bad domain name 'a..b'",
+        "check_dnsbl: error: argument -D/--domain: bad domain name 'a..b'",
+        "check_spf: error: argument -D/--domain: bad domain name 'a..b'",
+        "check_open_relay: error: argument -D/--domain: bad domain name 'a..b'",
+    ),
+    "domain-single-label": (
+        "check_smtp_phases: error: argument -D/--domain: bad domain name 'mailhost'",
+        "check_mx_sanity: error: argument -D/--domain: bad domain name 'mailhost'",
+        "check_dnsbl: error: argument -D/--domain: bad domain name 'mailhost'",
+        "check_spf: error: argument -D/--domain: bad domain name 'mailhost'",
+        "check_open_relay: error: argument -D/--domain: bad domain name 'mailhost'",
+    ),
+    "domain-long-label": (
+        "check_smtp_phases: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.test'",
+        "check_mx_sanity: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.test'",
+        "check_dnsbl: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.test'",
+        "check_spf: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.test'",
+        "check_open_relay: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.test'",
+    ),
+    "domain-long-encoded-label": (
+        "check_smtp_phases: error: argument -D/--domain: bad domain name "
+        "'\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9.test'",
+        "check_mx_sanity: error: argument -D/--domain: bad domain name "
+        "'\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9.test'",
+        "check_dnsbl: error: argument -D/--domain: bad domain name "
+        "'\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9.test'",
+        "check_spf: error: argument -D/--domain: bad domain name "
+        "'\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9.test'",
+        "check_open_relay: error: argument -D/--domain: bad domain name "
+        "'\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9\xe9.test'",
+    ),
+    "domain-non-utf8": (
+        "check_smtp_phases: error: argument -D/--domain: bad domain name "
+        "'\\udcff\\udcfe.test'",
+        "check_mx_sanity: error: argument -D/--domain: bad domain name '\\udcff\\udcfe.test'",
+        "check_dnsbl: error: argument -D/--domain: bad domain name '\\udcff\\udcfe.test'",
+        "check_spf: error: argument -D/--domain: bad domain name '\\udcff\\udcfe.test'",
+        "check_open_relay: error: argument -D/--domain: bad domain name '\\udcff\\udcfe.test'",
+    ),
+    "domain-too-long": (
+        "check_smtp_phases: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'",
+        "check_mx_sanity: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'",
+        "check_dnsbl: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'",
+        "check_spf: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'",
+        "check_open_relay: error: argument -D/--domain: bad domain name "
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'",
+    ),
+    "domain-trailing-dot": (
+        "SMTP_PHASES WARNING - MX lookup failed: TIMEOUT (no answer within {N}s)",
+        "MX_SANITY WARNING - posture.test: MX lookup failed: TIMEOUT (no answer within {N}s)",
+        "DNSBL WARNING - MX lookup failed: TIMEOUT (no answer within {N}s)",
+        "SPF WARNING - temperror: DNS failure looking up TXT posture.test: TIMEOUT (no "
+        "answer within {N}s)",
+        "OPEN_RELAY WARNING - MX lookup failed: TIMEOUT (no answer within {N}s)",
+    ),
+    "port-zero": (
+        "check_smtp_phases: error: argument -p/--port: port out of range 1-65535: '0'",
+        "check_open_relay: error: argument -p/--port: port out of range 1-65535: '0'",
+    ),
+    "port-too-big": (
+        "check_smtp_phases: error: argument -p/--port: port out of range 1-65535: '65536'",
+        "check_open_relay: error: argument -p/--port: port out of range 1-65535: '65536'",
+    ),
+    "port-not-a-number": (
+        "check_smtp_phases: error: argument -p/--port: not a port number: 'x'",
+        "check_open_relay: error: argument -p/--port: not a port number: 'x'",
+    ),
+    "ip-not-an-address": (
+        "check_dnsbl: error: argument --ip: not an IP address: '192.0.2.300'",
+        "check_spf: error: argument --ip: not an IP address: '192.0.2.300'",
+    ),
+    "address-line-break": (
+        "check_smtp_phases: error: argument --from: control characters in an address: "
+        "'probe@posture.test\\r\\nRSET'",
+        "check_smtp_phases: error: argument --to: control characters in an address: "
+        "'probe@posture.test\\r\\nRSET'",
+        "check_open_relay: error: argument --rcpt: control characters in an address: "
+        "'probe@posture.test\\r\\nRSET'",
+        "check_open_relay: error: argument --external-from: control characters in an "
+        "address: 'probe@posture.test\\r\\nRSET'",
+        "check_open_relay: error: argument --external-rcpt: control characters in an "
+        "address: 'probe@posture.test\\r\\nRSET'",
+    ),
+    "address-brackets-inside": (
+        "check_smtp_phases: error: argument --from: angle brackets inside an address: "
+        "'<a<b>@posture.test>'",
+        "check_smtp_phases: error: argument --to: angle brackets inside an address: "
+        "'a<b>@posture.test'",
+        "check_open_relay: error: argument --rcpt: angle brackets inside an address: "
+        "'a>b@posture.test'",
+    ),
+    "recipient-null": (
+        "check_smtp_phases: error: argument --to: the null address <> cannot be a recipient",
+        "check_open_relay: error: argument --rcpt: the null address <> cannot be a recipient",
+        "check_open_relay: error: argument --external-rcpt: the null address <> cannot be a "
+        "recipient",
+    ),
+    "spf-sender-line-break": (
+        "check_spf: error: argument --sender: control characters in an address: "
+        "'probe@posture.test\\r\\nRSET'",
+    ),
+    "helo-line-break": (
+        "check_smtp_phases: error: argument --helo-name: not a host name or [address] "
+        "literal: 'probe.posture.test\\r\\nMAIL FROM:<>'",
+        "check_open_relay: error: argument --helo-name: not a host name or [address] "
+        "literal: 'probe.posture.test\\r\\nMAIL FROM:<>'",
+    ),
+    "spf-helo-line-break": (
+        "check_spf: error: argument --helo/--helo-name: not a host name or [address] "
+        "literal: 'probe.posture.test\\r\\nx'",
+    ),
+    "command-line-break": (
+        "check_smtp_phases: error: argument --command: a line break or NUL in a command "
+        "line: 'NOOP\\r\\nMAIL FROM:<>'",
+    ),
+    "command-nul": (
+        "check_smtp_phases: error: argument --command: a line break or NUL in a command "
+        "line: 'NOOP\\x00x'",
+    ),
+    "command-empty": (
+        "check_smtp_phases: error: argument --command: an empty command line",
+    ),
+    "command-non-utf8": (
+        "check_smtp_phases: error: argument --command: not UTF-8 text: '\\udcff\\udcfe'",
+    ),
+    "payload-file-empty-name": (
+        "check_smtp_phases: error: --payload-file: empty payload file name",
+    ),
+    "payload-without-send-data": (
+        "check_smtp_phases: error: --payload/--payload-file need --send-data",
+    ),
+    "file-missing": (
+        "check_smtp_phases: error: --payload-file: cannot read payload file {PATH}: No such "
+        "file or directory",
+        "check_smtp_phases: error: --sasl-password-file: cannot read password file {PATH}: "
+        "No such file or directory",
+        "check_dnsbl: error: --zones-file: cannot read zones file {PATH}: No such file or "
+        "directory",
+        "check_smtp_phases: error: --ca-file: cannot read CA file {PATH}: No such file or "
+        "directory",
+    ),
+    "file-directory": (
+        "check_smtp_phases: error: --payload-file: payload file {PATH} is not a regular file",
+        "check_smtp_phases: error: --sasl-password-file: password file {PATH} is not a "
+        "regular file",
+        "check_dnsbl: error: --zones-file: zones file {PATH} is not a regular file",
+        "check_smtp_phases: error: --ca-file: CA file {PATH} is not a regular file",
+    ),
+    "file-fifo": (
+        "check_smtp_phases: error: --payload-file: payload file {PATH} is not a regular file",
+        "check_smtp_phases: error: --sasl-password-file: password file {PATH} is not a "
+        "regular file",
+        "check_dnsbl: error: --zones-file: zones file {PATH} is not a regular file",
+        "check_smtp_phases: error: --ca-file: CA file {PATH} is not a regular file",
+    ),
+    "file-not-utf8": (
+        "check_smtp_phases: error: --sasl-password-file: password file {PATH} is not UTF-8 "
+        "text",
+        "check_dnsbl: error: --zones-file: zones file {PATH} is not UTF-8 text",
+    ),
+    "password-file-option-named": (
+        "check_smtp_phases: error: --sasl-password-file: cannot read password file {PATH}: "
+        "No such file or directory",
+    ),
+    "file-name-not-utf8": (
+        "check_smtp_phases: error: --payload-file: cannot read payload file {PATH}: No such "
+        "file or directory",
+        "check_smtp_phases: error: --sasl-password-file: cannot read password file {PATH}: "
+        "No such file or directory",
+        "check_dnsbl: error: --zones-file: cannot read zones file {PATH}: No such file or "
+        "directory",
+        "check_smtp_phases: error: --ca-file: cannot read CA file {PATH}: No such file or "
+        "directory",
+    ),
+    "cert-days-nan": (
+        "check_smtp_phases: error: --cert-days takes WARN,CRIT in days (0 to 36500), not "
+        "'nan,nan'",
+    ),
+    "cert-days-overflow": (
+        "check_smtp_phases: error: --cert-days takes WARN,CRIT in days (0 to 36500), not "
+        "'1e400,1'",
+    ),
+    "cert-days-one-number": (
+        "check_smtp_phases: error: --cert-days takes WARN,CRIT in days (0 to 36500), not '5'",
+    ),
+    "cert-days-not-numbers": (
+        "check_smtp_phases: error: --cert-days takes WARN,CRIT in days (0 to 36500), not "
+        "'x,y'",
+    ),
+    "cert-days-exponent": (
+        "check_smtp_phases: error: --cert-days takes WARN,CRIT in days (0 to 36500), not "
+        "'1e-7,0'",
+    ),
+    "cert-days-crit-above-warn": (
+        "check_smtp_phases: error: --cert-days: the critical number of days must not exceed "
+        "the warning one",
+    ),
+    "sasl-user-empty": (
+        "check_smtp_phases: error: --sasl-user is empty: give the authentication identity",
+    ),
+    "sasl-no-password": (
+        "check_smtp_phases: error: SASL needs a password: --sasl-password-file FILE or "
+        "$CHECK_SMTP_PASSWORD",
+    ),
+    "range-start-above-end": (
+        "check_smtp_phases: error: argument -w/--warning: bad threshold range '5:1': start 5 "
+        "must not be greater than end 1",
+        "check_dnsbl: error: argument -w/--warning: bad threshold range '5:1': start 5 must "
+        "not be greater than end 1",
+        "check_spf: error: argument -w/--warning: bad threshold range '5:1': start 5 must "
+        "not be greater than end 1",
+        "check_open_relay: error: argument -w/--warning: bad threshold range '5:1': start 5 "
+        "must not be greater than end 1",
+    ),
+    "range-not-a-number": (
+        "check_smtp_phases: error: argument -c/--critical: bad threshold range 'x': invalid "
+        "literal for int() with base 10: 'x'",
+        "check_dnsbl: error: argument -c/--critical: bad threshold range 'x': invalid "
+        "literal for int() with base 10: 'x'",
+        "check_spf: error: argument -c/--critical: bad threshold range 'x': invalid literal "
+        "for int() with base 10: 'x'",
+        "check_open_relay: error: argument -c/--critical: bad threshold range 'x': invalid "
+        "literal for int() with base 10: 'x'",
+    ),
+    "phase-threshold-unknown-phase": (
+        "check_smtp_phases: error: --phase-threshold 'nope=1': want PHASE=WARN[,CRIT] with "
+        "PHASE one of dns, connect, tls_handshake, banner, ehlo, starttls, ehlo_tls, auth, "
+        "command, mail, rcpt, data, body, rset, quit",
+        "check_smtp_phases: error: --phase-threshold 'banner': want PHASE=WARN[,CRIT] with "
+        "PHASE one of dns, connect, tls_handshake, banner, ehlo, starttls, ehlo_tls, auth, "
+        "command, mail, rcpt, data, body, rset, quit",
+    ),
+    "phase-threshold-bad-range": (
+        "check_smtp_phases: error: --phase-threshold 'banner=x': bad threshold range 'x': "
+        "invalid literal for int() with base 10: 'x'",
+    ),
+    "host-and-domain": (
+        "check_smtp_phases: error: argument -D/--domain: not allowed with argument "
+        "-H/--hostname",
+    ),
+    "ipv4-and-ipv6": (
+        "check_smtp_phases: error: argument -6: not allowed with argument -4",
+        "check_mx_sanity: error: argument -6: not allowed with argument -4",
+        "check_dnsbl: error: argument -6: not allowed with argument -4",
+        "check_spf: error: argument -6: not allowed with argument -4",
+        "check_open_relay: error: argument -6: not allowed with argument -4",
+    ),
+    "no-starttls-and-require": (
+        "check_smtp_phases: error: argument --require-starttls: not allowed with argument "
+        "--no-starttls",
+    ),
+    "tls-and-no-starttls": (
+        "check_smtp_phases: error: argument --no-starttls: not allowed with argument --tls",
+    ),
+    "expect-mx-and-state-file": (
+        "check_mx_sanity: error: --expect-mx and --state-file exclude each other",
+    ),
+    "accept-changes-alone": (
+        "check_mx_sanity: error: --accept-changes needs --state-file",
+    ),
+    "spf-expect-alone": (
+        "check_spf: error: --expect needs --ip or --check-mx",
+    ),
+    "zone-bad-name": (
+        "check_dnsbl: error: argument --zone: bad zone name 'bl..posture.test'",
+    ),
+    "zone-bad-error-answer": (
+        "check_dnsbl: error: argument --zone: bad error answer '127.0.0.300' for zone "
+        "bl.posture.test",
+    ),
+    "list-zones-none": (
+        "check_dnsbl: error: no zones to ask (--no-default-zones without --zone or "
+        "--zones-file)",
+    ),
+    "domain-zone-without-domain": (
+        "check_dnsbl: error: --domain-zone needs -D",
+    ),
+    "payload-non-utf8": (
+        "SMTP_PHASES OK - 127.0.27.1, banner 220, no STARTTLS, 1 RCPT accepted, message "
+        "accepted: 250 2.0.0 Ok: queued as FAKE, {N}s",
+    ),
+    "payload-file-non-utf8": (
+        "SMTP_PHASES OK - 127.0.27.1, banner 220, no STARTTLS, 1 RCPT accepted, message "
+        "accepted: 250 2.0.0 Ok: queued as FAKE, {N}s",
+    ),
+    "state-under-a-file": (
+        "MX_SANITY UNKNOWN - good.mx.lab.test: state file {PATH}: Not a directory",
+    ),
+    "state-missing-directory": (
+        "MX_SANITY UNKNOWN - good.mx.lab.test: state file {PATH}: No such file or directory",
+    ),
+    "state-directory": (
+        "MX_SANITY UNKNOWN - good.mx.lab.test: state file {PATH}: not a regular file",
+    ),
+    "state-fifo": (
+        "MX_SANITY UNKNOWN - good.mx.lab.test: state file {PATH}: not a regular file",
+    ),
+    "state-locked": (
+        "MX_SANITY UNKNOWN - good.mx.lab.test: state file {PATH} is locked by another run",
+    ),
+    "state-garbage": (
+        "MX_SANITY WARNING - good.mx.lab.test: state file {PATH} was corrupt and has been "
+        "started afresh",
+    ),
+    "state-truncated": (
+        "MX_SANITY WARNING - good.mx.lab.test: state file {PATH} was corrupt and has been "
+        "started afresh",
+    ),
+    "state-non-utf8": (
+        "MX_SANITY WARNING - good.mx.lab.test: state file {PATH} was corrupt and has been "
+        "started afresh",
+    ),
+    "state-not-an-object": (
+        "MX_SANITY WARNING - good.mx.lab.test: state file {PATH} was corrupt and has been "
+        "started afresh",
+    ),
+    "state-bad-entry": (
+        "MX_SANITY WARNING - good.mx.lab.test: state file {PATH} was corrupt and has been "
+        "started afresh",
+    ),
+    "state-empty": (
+        "MX_SANITY OK - good.mx.lab.test: 2 MX, 3 addresses (1 IPv6), FCrDNS ok; MX set "
+        "recorded as baseline",
+    ),
+    "state-name-not-utf8": (
+        "MX_SANITY UNKNOWN - good.mx.lab.test: state file {PATH}: No such file or directory",
+    ),
+}
+
 
 # --------------------------------------------------------------------------- running
 
@@ -460,6 +904,7 @@ PROCESS_ROWS = {"timeout-zero", "domain-empty-label", "host-line-break", "cert-d
 @pytest.mark.parametrize("row", params(USAGE_ROWS))
 def test_usage_error(row, files, monkeypatch):
     monkeypatch.delenv("CHECK_SMTP_PASSWORD", raising=False)  # the in-process runs see it
+    lines = []
     for run in RUNS[row.id]:
         argv, path = usage_argv(run, files)
         if in_a_process(row.id, run):
@@ -472,15 +917,18 @@ def test_usage_error(row, files, monkeypatch):
         assert out.run.first_line.startswith(f"usage: {run.script} "), where
         error = out.error_line(run.script)
         assert row.message.replace("PATH", path) in error, where
+        lines.append((run.script, said(run.script, out.run.output)))
         if run.option:
             assert run.option in error, where
         assert out.stderr == "", where
         assert out.elapsed < QUICK, where
+    check_says(SAYS, row.id, lines)
 
 
 @pytest.mark.parametrize("row", params(["domain-trailing-dot"]))
 def test_domain_trailing_dot(row):
     """A valid name: no usage error; the run asks DNS (silent here) and ends within -t."""
+    lines = []
     for run in RUNS[row.id]:
         out = execute(run.script, [*PREFIX, *run.argv])
         where = f"{run.script}:\n{out.run.output}{out.stderr}"
@@ -490,6 +938,8 @@ def test_domain_trailing_dot(row):
         assert "posture.test." not in out.run.first_line, where  # one name, normalised
         assert out.stderr == "", where
         assert out.elapsed < 0.5 + GRACE + STARTUP, where
+        lines.append((run.script, said(run.script, out.run.output)))
+    check_says(SAYS, row.id, lines)
 
 
 @pytest.mark.parametrize("row", params(["payload-non-utf8", "payload-file-non-utf8"]))
@@ -503,6 +953,7 @@ def test_payload_bytes_sent_as_given(row, files, fake_smtp):
     assert out.run.exitcode == 0, out.run.output
     assert out.run.first_line.startswith("SMTP_PHASES OK - ")
     assert row.message in out.run.first_line
+    check_says(SAYS, row.id, [(PHASES, said(PHASES, out.run.output))])
     server.wait_ended()
     (session,) = server.sessions
     sent = b"\n".join(session.data)
@@ -570,6 +1021,7 @@ def test_state_file(row, lab_dns, tmp_path):
     assert out.run.exitcode == EXIT[row.state], where
     assert out.run.first_line.startswith(f"MX_SANITY {row.state} - {STATE_DOMAIN}: "), where
     assert row.message.replace("PATH", str(path)) in out.run.first_line, where
+    check_says(SAYS, row.id, [(run.script, said(run.script, out.run.output))])
     assert out.stderr == "", where
     assert out.elapsed < timeout + GRACE + STARTUP, where
     if row.id in REBUILT or locked:  # the current MX set; the locked file as it was

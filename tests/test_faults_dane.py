@@ -16,7 +16,7 @@ import pytest
 
 from check_smtp_posture.plugins.check_dane import main
 from tests.conftest import run_main
-from tests.faultmatrix import Fault
+from tests.faultmatrix import Fault, check_says, said
 from tests.lab import danelab
 
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
@@ -100,6 +100,61 @@ CASES = [
 ]
 MATRIX = [case.row for case in CASES]
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "dane-resolver-not-validating": (
+        "DANE UNKNOWN - the resolver does not validate DNSSEC: dane.test came back without "
+        "the AD flag (use --dns-server with a validating resolver)",
+    ),
+    "dane-resolver-answers-bogus": (
+        "DANE UNKNOWN - the resolver does not validate DNSSEC: ee.dane.test, whose "
+        "signatures are broken, was answered (NODATA) (use --dns-server with a validating "
+        "resolver)",
+    ),
+    "dane-resolver-down": (
+        "DANE CRITICAL - resolver check: lookup of dane.test failed: TIMEOUT (no answer "
+        "within {N}s)",
+    ),
+    "dane-tlsa-bogus": (
+        "DANE CRITICAL - TLSA lookup of _25._tcp.mx.bogus.dane.test failed: SERVFAIL (DNSSEC "
+        "Bogus (6){DETAIL}): DANE senders will defer mail",
+    ),
+    "dane-tlsa-servfail": (
+        "DANE CRITICAL - TLSA lookup of _25._tcp.mx.servfail.dane.test failed: SERVFAIL: "
+        "DANE senders will defer mail",
+    ),
+    "dane-mx-unsigned": (
+        "DANE OK - DANE not applicable: the MX records of unsigned.dane.test are not signed "
+        "(insecure)",
+    ),
+    "dane-starttls-missing": (
+        "DANE CRITICAL - mx.notls.dane.test[127.0.25.11]: TLSA published but STARTTLS not "
+        "offered: DANE senders will defer mail",
+    ),
+    "dane-connect-refused": (
+        "DANE CRITICAL - mx.refused.dane.test[127.0.25.12] connect: connection refused (TLSA "
+        "published: DANE senders will defer mail)",
+    ),
+    "dane-key-changed": (
+        "DANE CRITICAL - mx.rolled.dane.test[127.0.25.9]: RSA certificate matches none of 1 "
+        "usable TLSA record",
+    ),
+    "dane-second-key-unmatched": (
+        "DANE CRITICAL - mx.dual.dane.test[127.0.25.10]: RSA certificate matches none of 1 "
+        "usable TLSA record",
+    ),
+    "dane-hostname-address": (
+        "check_dane: error: -H/--hostname needs a host name, not the address 192.0.2.1: TLSA "
+        "records belong to names",
+    ),
+    "dane-no-target": (
+        "check_dane: error: -D/--domain or -H/--hostname is required",
+    ),
+    "dane-bad-secure-name": (
+        "check_dane: error: argument --secure-name: bad domain name 'a..b'",
+    ),
+}
+
 
 @pytest.fixture
 def dane_lab(request):
@@ -122,4 +177,5 @@ def test_row(case, dane_lab):
     else:
         assert run.first_line.startswith(f"DANE {case.row.state} - "), run.output
         assert case.row.message in run.first_line, run.output
+    check_says(SAYS, case.row.id, [(PLUGIN, said(PLUGIN, run.output))])
     assert elapsed < TIMEOUT + MARGIN

@@ -20,7 +20,7 @@ import dns.rcode
 import pytest
 
 from tests.conftest import run_main
-from tests.faultmatrix import AREAS, Fault
+from tests.faultmatrix import AREAS, Fault, check_says, said
 from tests.lab import fakedns
 
 EXIT = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
@@ -258,6 +258,192 @@ CASES = [
 
 MATRIX = [case.row for case in CASES]
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "dns-mx-servfail": (
+        "MX_SANITY CRITICAL - servfail.dnsfault.test: MX lookup failed: SERVFAIL",
+        "SMTP_PHASES CRITICAL - MX lookup failed: SERVFAIL",
+        "OPEN_RELAY CRITICAL - MX lookup failed: SERVFAIL",
+        "DNSBL CRITICAL - MX lookup failed: SERVFAIL",
+    ),
+    "dns-mx-refused": (
+        "MX_SANITY CRITICAL - refused.dnsfault.test: MX lookup failed: SERVFAIL (REFUSED)",
+    ),
+    "dns-mx-silent": (
+        "MX_SANITY CRITICAL - silent.dnsfault.test: MX lookup failed: TIMEOUT (no answer "
+        "within {N}s)",
+        "SMTP_PHASES CRITICAL - MX lookup failed: TIMEOUT (no answer within {N}s)",
+        "OPEN_RELAY CRITICAL - MX lookup failed: TIMEOUT (no answer within {N}s)",
+    ),
+    "dns-mx-silent-default-cap": (
+        "MX_SANITY CRITICAL - silent.dnsfault.test: MX lookup failed: TIMEOUT (no answer "
+        "within {N}s)",
+    ),
+    "dns-mx-truncated": (
+        "MX_SANITY OK - truncated.dnsfault.test: 1 MX, 1 address (0 IPv6), FCrDNS ok",
+    ),
+    "dns-mx-truncated-phases": (
+        "SMTP_PHASES OK - smtp.dnsfault.test[127.0.27.1], banner 220, no STARTTLS, {N}s",
+    ),
+    "dns-mx-truncated-relay": (
+        "OPEN_RELAY OK - smtp.dnsfault.test[127.0.27.1]: 16 relay probes refused, <> to "
+        "postmaster accepted, {N}s",
+    ),
+    "dns-mx-nxdomain": (
+        "MX_SANITY CRITICAL - nowhere.dnsfault.test does not exist (NXDOMAIN)",
+    ),
+    "dns-mx-nodata": (
+        "MX_SANITY WARNING - nodata.dnsfault.test: no MX, implicit MX from address records; "
+        "no FCrDNS for 2001:db8::25 (no PTR)",
+    ),
+    "dns-mx-wrong-type": (
+        "MX_SANITY CRITICAL - wrongtype.dnsfault.test: MX lookup failed: ERROR (the answer "
+        "does not match the question)",
+        "SMTP_PHASES CRITICAL - MX lookup failed: ERROR (the answer does not match the "
+        "question)",
+        "OPEN_RELAY CRITICAL - MX lookup failed: ERROR (the answer does not match the "
+        "question)",
+        "DNSBL CRITICAL - MX lookup failed: ERROR (the answer does not match the question)",
+    ),
+    "dns-mx-other-name": (
+        "MX_SANITY CRITICAL - othername.dnsfault.test: MX lookup failed: ERROR (the answer "
+        "does not match the question)",
+    ),
+    "dns-mx-wrong-id": (
+        "MX_SANITY CRITICAL - wrongid.dnsfault.test: MX lookup failed: TIMEOUT (no answer "
+        "within {N}s)",
+    ),
+    "dns-mx-garbage": (
+        "MX_SANITY CRITICAL - garbage.dnsfault.test: MX lookup failed: TIMEOUT (no answer "
+        "within {N}s)",
+        "OPEN_RELAY CRITICAL - MX lookup failed: TIMEOUT (no answer within {N}s)",
+    ),
+    "dns-mx-host-servfail": (
+        "MX_SANITY CRITICAL - mixed.dnsfault.test: servfail-host.dnsfault.test: lookup "
+        "failed (A: SERVFAIL; AAAA: SERVFAIL)",
+        "SMTP_PHASES CRITICAL - servfail-host.dnsfault.test: lookup failed (A: SERVFAIL; "
+        "AAAA: SERVFAIL)",
+        "OPEN_RELAY CRITICAL - servfail-host.dnsfault.test: lookup failed (A: SERVFAIL; "
+        "AAAA: SERVFAIL)",
+        "DNSBL CRITICAL - 1 address not listed on 1 zone; servfail-host.dnsfault.test: "
+        "lookup failed (A: SERVFAIL; AAAA: SERVFAIL)",
+        "SPF CRITICAL - mixed.dnsfault.test: check_host(127.0.27.1) = pass (matched "
+        "ip4:127.0.27.0/24 in mixed.dnsfault.test) [MX smtp.dnsfault.test]; "
+        "servfail-host.dnsfault.test: lookup failed (A: SERVFAIL; AAAA: SERVFAIL)",
+    ),
+    "dns-mx-host-a-servfail": (
+        "MX_SANITY CRITICAL - target-servfail.dnsfault.test: a-servfail.dnsfault.test: "
+        "lookup failed (A: SERVFAIL); no FCrDNS for 2001:db8::25 (no PTR)",
+    ),
+    "dns-mx-host-silent": (
+        "MX_SANITY CRITICAL - target-silent.dnsfault.test: silent-host.dnsfault.test: lookup "
+        "failed (A: TIMEOUT (no answer within {N}s); AAAA: TIMEOUT (no answer within {N}s))",
+        "SMTP_PHASES CRITICAL - silent-host.dnsfault.test: lookup failed (A: TIMEOUT (no "
+        "answer within {N}s); AAAA: TIMEOUT (no answer within {N}s))",
+    ),
+    "dns-host-cname-loop": (
+        "MX_SANITY CRITICAL - target-loop.dnsfault.test: loop1.dnsfault.test: lookup failed "
+        "(A: SERVFAIL (The CNAME chain is too long.); AAAA: SERVFAIL (The CNAME chain is too "
+        "long.))",
+        "DNSBL CRITICAL - loop1.dnsfault.test: lookup failed (A: SERVFAIL (The CNAME chain "
+        "is too long.); AAAA: SERVFAIL (The CNAME chain is too long.))",
+    ),
+    "dns-host-servfail": (
+        "DNSBL CRITICAL - servfail-host.dnsfault.test: lookup failed (A: SERVFAIL; AAAA: "
+        "SERVFAIL)",
+        "SMTP_PHASES CRITICAL - servfail-host.dnsfault.test: lookup failed (A: SERVFAIL; "
+        "AAAA: SERVFAIL)",
+    ),
+    "dns-ptr-servfail": (
+        "MX_SANITY OK - ptr-servfail.dnsfault.test: 1 MX, 1 address (0 IPv6), FCrDNS "
+        "undecided for 192.0.2.11 (PTR lookup SERVFAIL)",
+    ),
+    "dns-ptr-nxdomain": (
+        "MX_SANITY WARNING - ptr-nxdomain.dnsfault.test: no FCrDNS for 192.0.2.14 (no PTR)",
+    ),
+    "dns-txt-servfail": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT servfail.dnsfault.test: "
+        "SERVFAIL",
+    ),
+    "dns-txt-refused": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT refused.dnsfault.test: "
+        "SERVFAIL (REFUSED)",
+    ),
+    "dns-txt-silent": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT silent.dnsfault.test: TIMEOUT "
+        "(no answer within {N}s)",
+    ),
+    "dns-txt-silent-past-deadline": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT silent.dnsfault.test: TIMEOUT "
+        "(no answer within {N}s)",
+    ),
+    "dns-txt-truncated": (
+        "SPF OK - truncated.dnsfault.test: policy -all, 0 DNS lookups",
+    ),
+    "dns-txt-huge": (
+        "SPF OK - huge.dnsfault.test: policy -all, 0 DNS lookups",
+    ),
+    "dns-txt-nxdomain": (
+        "SPF CRITICAL - no SPF record at nowhere.dnsfault.test (NXDOMAIN)",
+    ),
+    "dns-txt-nodata": (
+        "SPF CRITICAL - no SPF record at nodata.dnsfault.test (NODATA)",
+    ),
+    "dns-txt-wrong-type": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT wrongtype.dnsfault.test: ERROR "
+        "(the answer does not match the question)",
+    ),
+    "dns-txt-other-name": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT othername.dnsfault.test: ERROR "
+        "(the answer does not match the question)",
+    ),
+    "dns-txt-wrong-id": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT wrongid.dnsfault.test: TIMEOUT "
+        "(no answer within {N}s)",
+    ),
+    "dns-txt-garbage": (
+        "SPF CRITICAL - temperror: DNS failure looking up TXT garbage.dnsfault.test: TIMEOUT "
+        "(no answer within {N}s)",
+    ),
+    "dns-include-servfail": (
+        "SPF CRITICAL - DNS failure looking up TXT servfail.dnsfault.test: SERVFAIL",
+    ),
+    "dns-include-silent": (
+        "SPF CRITICAL - DNS failure looking up TXT silent.dnsfault.test: TIMEOUT (no answer "
+        "within {N}s)",
+    ),
+    "dns-include-cname-loop": (
+        "SPF CRITICAL - DNS failure looking up TXT loop1.dnsfault.test: SERVFAIL (The CNAME "
+        "chain is too long.)",
+    ),
+    "dns-include-nxdomain": (
+        "SPF CRITICAL - include-nxdomain.dnsfault.test: include:nowhere.dnsfault.test: "
+        "nowhere.dnsfault.test has no SPF record (permerror)",
+    ),
+    "dns-zone-servfail": (
+        "DNSBL OK - no usable zone; 1 zone unusable: bl-servfail.dnsfault.test (SERVFAIL)",
+    ),
+    "dns-zone-silent": (
+        "DNSBL OK - no usable zone; 1 zone unusable: bl-silent.dnsfault.test (timed out)",
+    ),
+    "dns-zone-truncated": (
+        "DNSBL WARNING - 192.0.2.99 listed on bl-truncated.dnsfault.test (127.0.0.2 \"listed "
+        "by the fake\")",
+    ),
+    "dns-zone-wrong-type": (
+        "DNSBL OK - no usable zone; 1 zone unusable: bl-wrongtype.dnsfault.test (ERROR (the "
+        "answer does not match the question))",
+    ),
+    "dns-zone-other-name": (
+        "DNSBL OK - no usable zone; 1 zone unusable: bl-othername.dnsfault.test (ERROR (the "
+        "answer does not match the question))",
+    ),
+    "dns-zone-garbage": (
+        "DNSBL WARNING - no usable zone; 1 zone unusable: bl-garbage.dnsfault.test (timed "
+        "out)",
+    ),
+}
+
 
 @pytest.fixture(scope="module")
 def fake_dns():
@@ -288,15 +474,18 @@ def test_dns_fault(case, fake_dns, fake_smtp):
     probing = any(argv[0] in ("check_smtp_phases", "check_open_relay") for argv in case.runs)
     smtp = fake_smtp(RELAY_SCRIPT) if probing else None
     before = len(fake_dns.queries)
+    lines = []
     for argv in case.runs:
         result, elapsed = _run(argv, case, fake_dns.server_arg, smtp.port if smtp else None)
         where = f"{' '.join(argv)}:\n{result.output}"
         assert result.exitcode == EXIT[case.row.state], where
         assert result.first_line.split(" - ", 1)[0].endswith(" " + case.row.state), where
         assert case.row.message in result.first_line, where
+        lines.append((argv[0], said(argv[0], result.output)))
         assert elapsed < case.timeout + MARGIN, f"{elapsed:.2f}s: {where}"
         for label, value in case.perf.items():
             assert result.perfdata.get(label) == value, where
+    check_says(SAYS, case.row.id, lines)
     if smtp is not None:  # nothing to probe when the MX lookup failed
         assert smtp.wait_ended()
         assert bool(smtp.sessions) == case.probed, smtp.commands

@@ -23,7 +23,7 @@ import pytest
 
 from check_smtp_posture.plugins.check_mta_sts import main
 from tests.conftest import run_main
-from tests.faultmatrix import AREAS, Fault
+from tests.faultmatrix import AREAS, Fault, check_says, said
 from tests.lab import fakedns
 from tests.lab.mtastslab import FAKE_HOSTS, STS_DOMAIN, STS_ID, policy
 from tests.lab.threadedserver import ThreadedServer
@@ -324,6 +324,137 @@ CASES = [
 
 MATRIX = [case.row for case in CASES]
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "sts-policy-redirect": (
+        "MTA_STS CRITICAL - policy fetch answered 301 redirect to "
+        "https://mta-sts.good.sts.test/.well-known/mta-sts.txt (senders do not follow "
+        "redirects)",
+    ),
+    "sts-policy-wrong-type": (
+        "MTA_STS CRITICAL - policy served as text/html, not text/plain",
+    ),
+    "sts-policy-oversized": (
+        "MTA_STS CRITICAL - policy larger than 64 KiB",
+    ),
+    "sts-policy-not-found": (
+        "MTA_STS CRITICAL - policy fetch answered 404 Not Found",
+    ),
+    "sts-policy-cert-wrong-host": (
+        "MTA_STS CRITICAL - policy host mta-sts.badcert.sts.test certificate name mismatch "
+        "for mta-sts.badcert.sts.test",
+    ),
+    "sts-policy-cert-expired": (
+        "MTA_STS CRITICAL - policy host mta-sts.expired.sts.test certificate expired 1 day "
+        "ago",
+    ),
+    "sts-policy-refused": (
+        "MTA_STS CRITICAL - policy host mta-sts.refused.sts.test[127.0.25.81] connect: "
+        "connection refused",
+    ),
+    "sts-policy-refused-warning": (
+        "MTA_STS WARNING - policy host mta-sts.refused.sts.test[127.0.25.81] connect: "
+        "connection refused",
+    ),
+    "sts-policy-handshake-stall": (
+        "MTA_STS CRITICAL - policy host mta-sts.stall.sts.test[127.0.25.82] tls: timeout "
+        "after {N}s",
+    ),
+    "sts-policy-drip": (
+        "MTA_STS CRITICAL - policy host mta-sts.drip.sts.test[127.0.25.83] response: timeout "
+        "after {N}s",
+    ),
+    "sts-policy-garbage": (
+        "MTA_STS CRITICAL - policy host mta-sts.garbage.sts.test[127.0.25.84] response: not "
+        "an HTTP response (BadStatusLine)",
+    ),
+    "sts-policy-hangup": (
+        "MTA_STS CRITICAL - policy host mta-sts.hangup.sts.test[127.0.25.85] response: the "
+        "server closed the connection without a response",
+    ),
+    "sts-policy-endless": (
+        "MTA_STS CRITICAL - policy larger than 64 KiB",
+    ),
+    "sts-policy-plain-http": (
+        "MTA_STS CRITICAL - policy host mta-sts.plaintext.sts.test[127.0.25.87] tls: TLS "
+        "handshake failed: wrong version number",
+    ),
+    "sts-dns-txt-servfail": (
+        "MTA_STS CRITICAL - _mta-sts.txt-servfail.stsfault.test TXT lookup failed: SERVFAIL",
+    ),
+    "sts-dns-txt-silent": (
+        "MTA_STS CRITICAL - _mta-sts.txt-silent.stsfault.test TXT lookup failed: TIMEOUT (no "
+        "answer within {N}s)",
+    ),
+    "sts-dns-txt-garbage": (
+        "MTA_STS CRITICAL - _mta-sts.txt-garbage.stsfault.test TXT lookup failed: TIMEOUT "
+        "(no answer within {N}s)",
+    ),
+    "sts-dns-txt-wrong-type": (
+        "MTA_STS CRITICAL - _mta-sts.txt-wrongtype.stsfault.test TXT lookup failed: ERROR "
+        "(the answer does not match the question)",
+    ),
+    "sts-dns-host-servfail": (
+        "MTA_STS CRITICAL - policy host mta-sts.host-servfail.stsfault.test: lookup failed "
+        "(A: SERVFAIL; AAAA: SERVFAIL)",
+    ),
+    "sts-dns-host-silent": (
+        "MTA_STS CRITICAL - policy host mta-sts.host-silent.stsfault.test: lookup failed (A: "
+        "TIMEOUT (no answer within {N}s); AAAA: TIMEOUT (no answer within...",
+    ),
+    "sts-dns-tlsrpt-servfail": (
+        "MTA_STS CRITICAL - policy host mta-sts.rpt-servfail.stsfault.test: NXDOMAIN; "
+        "_smtp._tls.rpt-servfail.stsfault.test TXT lookup failed: SERVFAIL",
+    ),
+    "sts-dns-mx-servfail": (
+        "MTA_STS CRITICAL - MX lookup failed: SERVFAIL; policy host "
+        "mta-sts.mx-servfail.stsfault.test: NXDOMAIN",
+    ),
+    "sts-dns-two-records": (
+        "MTA_STS CRITICAL - _mta-sts.twotxt.sts.test: 2 v=STSv1 records (senders apply no "
+        "policy)",
+    ),
+    "sts-dns-bad-id": (
+        "MTA_STS CRITICAL - _mta-sts.badid.sts.test: bad id 'not-valid!' (1-32 letters and "
+        "digits) (senders apply no policy)",
+    ),
+    "sts-dns-no-record": (
+        "MTA_STS CRITICAL - no MTA-STS record at _mta-sts.nosts.sts.test (NXDOMAIN)",
+    ),
+    "sts-dns-no-policy-host": (
+        "MTA_STS CRITICAL - policy host mta-sts.nohost.sts.test: NXDOMAIN",
+    ),
+    "sts-args-no-domain": (
+        "check_mta_sts: error: -D/--domain is required",
+    ),
+    "sts-args-ca-file-missing": (
+        "check_mta_sts: error: --ca-file: cannot read CA file /nonexistent/ca.pem: No such "
+        "file or directory",
+    ),
+    "sts-args-ca-file-directory": (
+        "check_mta_sts: error: --ca-file: CA file / is not a regular file",
+    ),
+    "sts-args-missing-choice": (
+        "check_mta_sts: error: argument --missing: invalid choice: 'unknown' (choose from "
+        "'ok', 'warning', 'critical')",
+    ),
+    "sts-args-empty-state-file": (
+        "check_mta_sts: error: --state-file: empty path",
+    ),
+    "sts-state-garbage": (
+        "MTA_STS WARNING - state file {PATH} was corrupt and has been started afresh",
+    ),
+    "sts-state-bad-entry": (
+        "MTA_STS WARNING - state file {PATH} was corrupt and has been started afresh",
+    ),
+    "sts-state-missing-directory": (
+        "MTA_STS UNKNOWN - state file {PATH}: No such file or directory",
+    ),
+    "sts-state-locked": (
+        "MTA_STS UNKNOWN - state file {PATH} is locked by another run",
+    ),
+}
+
 
 def _state_path(case: Case, tmp_path):
     if case.state_setup == "nodir":
@@ -362,9 +493,11 @@ def test_mta_sts_fault(case, request, tmp_path):
         assert run.output.startswith("usage: check_mta_sts"), where
         assert message in run.output, where
         assert elapsed < 1.0, where
+        check_says(SAYS, case.row.id, [(PLUGIN, said(PLUGIN, run.output))])
         return
     assert run.first_line.startswith(f"MTA_STS {case.row.state} - "), where
     assert message in run.first_line, where
+    check_says(SAYS, case.row.id, [(PLUGIN, said(PLUGIN, run.output))])
     assert elapsed < TIMEOUT + MARGIN, f"{elapsed:.2f}s: {where}"
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from check_smtp_posture.plugins.check_mail_roundtrip import main
 from tests.conftest import run_main
-from tests.faultmatrix import AREAS, Fault
+from tests.faultmatrix import AREAS, Fault, check_says, said
 from tests.lab import idp as lab_idp
 from tests.lab import roundtriplab as rt
 
@@ -67,6 +67,50 @@ CASES = [
 ]
 MATRIX = [case.row for case in CASES]
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "oauth-garbage-json": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: HTTP 200: no access token in the response",
+    ),
+    "oauth-huge-body": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: HTTP 200: the response goes on past 64 KiB",
+    ),
+    "oauth-slow-drip": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: response: timeout after {N}s",
+    ),
+    "oauth-slow-drip-unreachable-state": (
+        "MAIL_ROUNDTRIP WARNING - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: response: timeout after {N}s",
+    ),
+    "oauth-redirect": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: HTTP 302: redirects (not followed) to https://elsewhere.example/token",
+    ),
+    "oauth-expired-certificate": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: tls: TLS handshake failed: certificate verify failed",
+    ),
+    "oauth-revoked-grant": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth: re-authorise "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: invalid_grant: the grant was revoked",
+    ),
+    "oauth-idp-down": (
+        "MAIL_ROUNDTRIP CRITICAL - OAuth for "
+        "imaps://monitor@monitor.test@mail.monitor.test:993/INBOX: token endpoint "
+        "127.0.25.30: connect: connection refused",
+    ),
+}
+
 
 @pytest.mark.parametrize("case, verbosity", [
     pytest.param(c, v, id=c.row.id + (f"-{'v' * v}" if v else ""))
@@ -107,6 +151,7 @@ def test_oauth_fault(case, verbosity, lab_dns, tmp_path):
     assert run.exitcode == EXIT[case.row.state], where
     assert run.first_line.startswith(f"MAIL_ROUNDTRIP {case.row.state} - "), where
     assert case.row.message in run.first_line, where
+    check_says(SAYS, case.row.id, [(PLUGIN, said(PLUGIN, run.output))])
     assert "Traceback" not in run.output, where
     assert elapsed < TIMEOUT + MARGIN, f"{elapsed:.2f}s: {where}"
     for token in idp.tokens if idp else ():

@@ -31,7 +31,7 @@ import pytest
 
 from check_smtp_posture.plugins.check_mail_roundtrip import MAILBOX_PASSWORD_ENV, main
 from tests.conftest import run_main
-from tests.faultmatrix import AREAS, Fault
+from tests.faultmatrix import AREAS, Fault, check_says, said
 from tests.lab import roundtriplab as rt
 from tests.lab.threadedserver import ThreadedServer
 
@@ -588,6 +588,192 @@ CASES = [
 
 MATRIX = [case.row for case in CASES]
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "rt-imap-greeting-smtp": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.140:143/INBOX: greeting: unexpected response: "
+        "b'220 mail.example.org ESMTP Postfix'",
+    ),
+    "rt-imap-greeting-bye": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.141:143/INBOX: greeting: * BYE Too many "
+        "connections, try again later",
+    ),
+    "rt-imap-no-greeting": (
+        "MAIL_ROUNDTRIP WARNING - mailbox "
+        "imap://monitor@monitor.test@127.0.27.142:143/INBOX: 127.0.27.142 port 143: timed out",
+    ),
+    "rt-imap-stall": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.143:143/INBOX: 127.0.27.143 port 143: timed out",
+    ),
+    "rt-imap-reset": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.144:143/INBOX: 127.0.27.144 port 143: "
+        "connection reset by server",
+    ),
+    "rt-imap-login-garbage": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.145:143/INBOX: LOGIN: unexpected response: b'* "
+        "garbage \\x00\\xff nonsense'",
+    ),
+    "rt-imap-login-hangup": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.146:143/INBOX: LOGIN: the server closed the "
+        "connection",
+    ),
+    "rt-imap-login-refused": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.147:143/INBOX: login as monitor@monitor.test "
+        "refused: [AUTHENTICATIONFAILED] Authentication failed.",
+    ),
+    "rt-imap-login-echo": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.153:143/INBOX: login as monitor@monitor.test "
+        "refused: [AUTHENTICATIONFAILED] Invalid credentials: monitor@monitor.test "
+        "\"********\"",
+    ),
+    "rt-imap-internaldate-bogus": (
+        "MAIL_ROUNDTRIP OK - 1 of 2 probes back via 2 MX endpoints of loop.test, slowest "
+        "mx1.loop.test[127.0.25.13] within {N}s (the mailbox dates arrivals to the second)",
+    ),
+    "rt-imap-list-garbage": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.148:143/INBOX: listing folders: Tuple "
+        "incomplete before \"(\"",
+    ),
+    "rt-imap-idle-stall": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.149:143/INBOX: 127.0.27.149 port 143: timed out",
+    ),
+    "rt-imap-starttls-plain": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imap://monitor@monitor.test@127.0.27.150:143/INBOX: 127.0.27.150 port 143: TLS "
+        "failed: WRONG_VERSION_NUMBER",
+    ),
+    "rt-imaps-ca-file-not-pem": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imaps://monitor@monitor.test@127.0.27.151:993/INBOX: certificate untrusted (no "
+        "trust anchors in CA file {PATH}...",
+    ),
+    "rt-imaps-plain": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox "
+        "imaps://monitor@monitor.test@127.0.27.151:993/INBOX: 127.0.27.151 port 993: TLS "
+        "failed: WRONG_VERSION_NUMBER",
+    ),
+    "rt-pop3-greeting-err": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox pop3://monitor@monitor.test@127.0.27.160:110: "
+        "greeting: -ERR [SYS/TEMP] Too many connections",
+    ),
+    "rt-pop3-greeting-garbage": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox pop3://monitor@monitor.test@127.0.27.161:110: "
+        "greeting: \\x00\\xff\\x1b[2J no POP3 here",
+    ),
+    "rt-pop3-user-stall": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox pop3://monitor@monitor.test@127.0.27.162:110: "
+        "127.0.27.162 port 110: timed out",
+    ),
+    "rt-pop3-pass-refused": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox pop3://monitor@monitor.test@127.0.27.163:110: "
+        "login as monitor@monitor.test refused: -ERR [AUTH] Authentication failed.",
+    ),
+    "rt-pop3-quit-err": (
+        "MAIL_ROUNDTRIP OK - 1 of 2 probes back via 2 MX endpoints of loop.test, slowest "
+        "mx1.loop.test[127.0.25.13] within {N}s (the mailbox dates arrivals to the second)",
+    ),
+    "rt-pop3-quit-hangup": (
+        "MAIL_ROUNDTRIP OK - 1 of 2 probes back via 2 MX endpoints of loop.test, slowest "
+        "mx1.loop.test[127.0.25.13] within {N}s (the mailbox dates arrivals to the second)",
+    ),
+    "rt-pop3-quit-garbage": (
+        "MAIL_ROUNDTRIP OK - 1 of 2 probes back via 2 MX endpoints of loop.test, slowest "
+        "mx1.loop.test[127.0.25.13] within {N}s (the mailbox dates arrivals to the second)",
+    ),
+    "rt-pop3-pass-echo": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox pop3://monitor@monitor.test@127.0.27.165:110: "
+        "login as monitor@monitor.test refused: -ERR [AUTH] Invalid credentials: ********",
+    ),
+    "rt-pop3-pass-hangup": (
+        "MAIL_ROUNDTRIP CRITICAL - mailbox pop3://monitor@monitor.test@127.0.27.164:110: "
+        "login as monitor@monitor.test: the server closed the connection",
+    ),
+    "rt-maildir-fifo": (
+        "MAIL_ROUNDTRIP WARNING - mailbox maildir:{PATH}: cur/1700000001.fifo.host:2,S is "
+        "not a regular file, skipped (+1 more)",
+    ),
+    "rt-maildir-symlink-loop": (
+        "MAIL_ROUNDTRIP WARNING - mailbox maildir:{PATH}: cur/1700000000.loop.host:2,S: Too "
+        "many levels of symbolic links, skipped",
+    ),
+    "rt-args-mailbox-scheme": (
+        "check_mail_roundtrip: error: --mailbox 'https://mail.monitor.test/': the scheme "
+        "must be one of imap://, imaps://, pop3://, pop3s:// or maildir:",
+    ),
+    "rt-args-mailbox-no-user": (
+        "check_mail_roundtrip: error: --mailbox 'imaps://mail.monitor.test/INBOX': the URL "
+        "names no user: imaps://USER@HOST",
+    ),
+    "rt-args-mailbox-port": (
+        "check_mail_roundtrip: error: --mailbox "
+        "'imaps://monitor%40monitor.test@mail.monitor.test:99999/INBOX': the port is not a "
+        "number from 1 to 65535",
+    ),
+    "rt-args-mailbox-port-zero": (
+        "check_mail_roundtrip: error: --mailbox "
+        "'pop3://monitor%40monitor.test@mail.monitor.test:0': the port is not a number from "
+        "1 to 65535",
+    ),
+    "rt-args-mailbox-host-space": (
+        "check_mail_roundtrip: error: --mailbox 'imap://monitor%40monitor.test@mail "
+        "monitor.test/': bad host name 'mail monitor.test'",
+    ),
+    "rt-args-submit-unclosed-bracket": (
+        "check_mail_roundtrip: error: --submit '[::1': not HOST[:PORT]",
+    ),
+    "rt-args-pop3-folder": (
+        "check_mail_roundtrip: error: --mailbox "
+        "'pop3://monitor%40monitor.test@mail.monitor.test/INBOX': POP3 has no folders",
+    ),
+    "rt-args-maildir-relative": (
+        "check_mail_roundtrip: error: --mailbox 'maildir:Maildir': a Maildir is named by an "
+        "absolute path, maildir:/PATH",
+    ),
+    "rt-args-password-file-missing": (
+        "check_mail_roundtrip: error: --mailbox-password-file: cannot read password file "
+        "/nonexistent/pw: No such file or directory",
+    ),
+    "rt-args-password-file-empty": (
+        "check_mail_roundtrip: error: --mailbox-password-file: password file /dev/null is "
+        "not a regular file",
+    ),
+    "rt-args-password-env-empty": (
+        "check_mail_roundtrip: error: the mailbox needs a password: --mailbox-password-file "
+        "FILE or $CHECK_MAILBOX_PASSWORD",
+    ),
+    "rt-args-poll-interval-zero": (
+        "check_mail_roundtrip: error: argument --poll-interval: must be greater than zero: "
+        "'0'",
+    ),
+    "rt-submit-ca-file-not-pem": (
+        "MAIL_ROUNDTRIP CRITICAL - sending via submit.posture.test[127.0.25.3] "
+        "tls_handshake: certificate untrusted (no trust anchors in CA file {PATH}...",
+    ),
+    "rt-state-directory": (
+        "MAIL_ROUNDTRIP UNKNOWN - state file {PATH}: not a regular file",
+    ),
+    "rt-state-locked": (
+        # the mailbox may time out while the run waits for the lock, or not
+        "MAIL_ROUNDTRIP UNKNOWN - state file {PATH} is locked by another run{MORE}",
+    ),
+    "rt-state-bad-entry": (
+        "MAIL_ROUNDTRIP WARNING - state file {PATH} was corrupt and has been started afresh",
+    ),
+    "rt-state-bad-probe": (
+        "MAIL_ROUNDTRIP WARNING - state file {PATH} was corrupt and has been started afresh",
+    ),
+}
+
 #: a DNS server nothing answers: a usage error must not ask it
 UNASKED_DNS = "127.0.27.169:9"
 
@@ -665,9 +851,11 @@ def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
         assert run.output.startswith("usage: check_mail_roundtrip"), where
         assert message in run.output, where
         assert elapsed < 1.0, where
+        check_says(SAYS, case.row.id, [(PLUGIN, said(PLUGIN, run.output))])
         return
     assert run.first_line.startswith(f"{NAME} {case.row.state} - "), where
     assert message in run.first_line, where
+    check_says(SAYS, case.row.id, [(PLUGIN, said(PLUGIN, run.output))])
     assert elapsed < TIMEOUT + MARGIN, f"{elapsed:.2f}s: {where}"
     if case.sends:
         assert _sweep(lab, expected=2) >= 2, "the probes did not come back to the Maildir"

@@ -34,7 +34,7 @@ from check_smtp_posture.plugins.check_open_relay import main as relay_main
 from check_smtp_posture.plugins.check_smtp_phases import main as phases_main
 from tests import secretguard
 from tests.conftest import _lab_requirement, run_main
-from tests.faultmatrix import Fault
+from tests.faultmatrix import Fault, check_says, said
 from tests.lab.certs import LabCA, self_signed
 from tests.lab.fakesmtp import STALL, FakeSmtpServer
 from tests.lab.hostile import AWAIT, CLOSE, Drip, HostileServer, Reset
@@ -379,6 +379,285 @@ CASES = [
 
 MATRIX = [case.row for case in CASES]
 
+#: row id -> the whole line a user reads for the fault, for each run (tests.faultmatrix)
+SAYS: dict[str, tuple[str, ...]] = {
+    "smtp-connect-refused": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 connect: connection refused",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 connect: connection refused (17 probes untested)",
+    ),
+    "smtp-connect-unreachable": (
+        "SMTP_PHASES WARNING - 203.0.113.25 connect: Network is unreachable",
+        "OPEN_RELAY WARNING - 203.0.113.25 connect: Network is unreachable (17 probes "
+        "untested)",
+    ),
+    "smtp-connect-blackhole": (
+        "SMTP_PHASES CRITICAL - 198.51.100.25 connect: no connection within {N}s",
+        "OPEN_RELAY CRITICAL - 198.51.100.25 connect: no connection within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-banner-never": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 banner: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 banner: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-banner-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 banner: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 banner: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-banner-drip": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 banner: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 banner: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-banner-221": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 banner: 221 2.0.0 Bye",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 banner: 221 2.0.0 Bye",
+    ),
+    "smtp-ehlo-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 ehlo: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 ehlo: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-mail-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 mail: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 mail: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-rcpt-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 rcpt: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 rcpt: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "smtp-data-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 data: no complete reply within {N}s",
+    ),
+    "smtp-body-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 body: no complete reply within {N}s",
+    ),
+    "smtp-rset-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 rset: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 rset: no complete reply within {N}s (16 probes "
+        "untested)",
+    ),
+    "smtp-quit-stall": (
+        "SMTP_PHASES WARNING - 127.0.27.1 quit: no complete reply within {N}s",
+    ),
+    "smtp-quit-stall-relay": (
+        "OPEN_RELAY OK - 127.0.27.1: 16 relay probes refused, <> to postmaster accepted, {N}s",
+    ),
+    "smtp-line-1mb": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 banner: reply line longer than 8192 bytes",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 banner: reply line longer than 8192 bytes (17 "
+        "probes untested)",
+    ),
+    "smtp-continuation-flood": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 ehlo: reply longer than 100 lines",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 ehlo: reply longer than 100 lines (17 probes "
+        "untested)",
+    ),
+    "smtp-code-nonnumeric": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 banner: not an SMTP reply: 'ABC fake.posture.test "
+        "ESMTP'",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 banner: not an SMTP reply: 'ABC fake.posture.test "
+        "ESMTP' (17 probes untested)",
+    ),
+    "smtp-code-mismatch": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 ehlo: reply code changed within a reply: 250 then "
+        "251",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 ehlo: reply code changed within a reply: 250 then "
+        "251 (17 probes untested)",
+    ),
+    "smtp-reply-nul": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 banner: 554 5.3.2 mx.posture.test no service here",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 banner: 554 5.3.2 mx.posture.test no service here",
+    ),
+    "smtp-reply-not-utf8": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 banner: 554 5.3.2 No service for you "
+        "\ufffdd\ufffdsol\ufffd",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 banner: 554 5.3.2 No service for you "
+        "\ufffdd\ufffdsol\ufffd",
+    ),
+    "smtp-reply-controls": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 banner: 554 5.3.2 No service here 31m txet",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 banner: 554 5.3.2 No service here 31m txet",
+    ),
+    "smtp-reset-mid-reply": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 ehlo: connection reset by server",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 ehlo: connection reset by server (17 probes "
+        "untested)",
+    ),
+    "smtp-421-banner": (
+        "SMTP_PHASES WARNING - 127.0.27.1 banner: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+        "OPEN_RELAY WARNING - 127.0.27.1 banner: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-ehlo": (
+        "SMTP_PHASES WARNING - 127.0.27.1 ehlo: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+        "OPEN_RELAY WARNING - 127.0.27.1 ehlo: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-starttls": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 STARTTLS refused: 421 4.3.2 Service shutting "
+        "down, closing transmission channel",
+    ),
+    "smtp-421-starttls-relay": (
+        "OPEN_RELAY WARNING - 127.0.27.1 starttls: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-mail": (
+        "SMTP_PHASES WARNING - 127.0.27.1 mail: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-mail-relay": (
+        "OPEN_RELAY WARNING - 127.0.27.1: 17 probes untested, 421 4.3.2 Service shutting "
+        "down, closing transmission channel",
+    ),
+    "smtp-421-rcpt": (
+        "SMTP_PHASES WARNING - 127.0.27.1 rcpt: RCPT <probe@posture.test>: 421 4.3.2 Service "
+        "shutting down, closing transmission channel",
+    ),
+    "smtp-421-rcpt-relay": (
+        "OPEN_RELAY WARNING - 127.0.27.1: 17 probes untested, 421 4.3.2 Service shutting "
+        "down, closing transmission channel",
+    ),
+    "smtp-421-data": (
+        "SMTP_PHASES WARNING - 127.0.27.1 data: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-body": (
+        "SMTP_PHASES WARNING - 127.0.27.1 body: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-rset": (
+        "SMTP_PHASES WARNING - 127.0.27.1 rset: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-rset-relay": (
+        "OPEN_RELAY OK - 127.0.27.1: 16 relay probes refused, <> to postmaster accepted, {N}s",
+    ),
+    "smtp-421-quit": (
+        "SMTP_PHASES WARNING - 127.0.27.1 quit: 421 4.3.2 Service shutting down, closing "
+        "transmission channel",
+    ),
+    "smtp-421-quit-relay": (
+        "OPEN_RELAY OK - 127.0.27.1: 16 relay probes refused, <> to postmaster accepted, {N}s",
+    ),
+    "smtp-auth-echo-plain": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 auth: 535 5.7.8 Authentication failed: you sent "
+        "AUTH PLAIN ********; 127.0.27.1 offers AUTH (PLAIN LOGIN) without TLS",
+    ),
+    "smtp-auth-echo-login": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 auth: 535 5.7.8 Authentication failed: you sent "
+        "********; 127.0.27.1 offers AUTH (PLAIN LOGIN) without TLS",
+    ),
+    "smtp-data-250": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 data: 250 2.0.0 Ok",
+    ),
+    "tls-starttls-454": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 STARTTLS refused: 454 4.7.0 TLS not available due "
+        "to local problem",
+    ),
+    "tls-starttls-454-required": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 STARTTLS refused: 454 4.7.0 TLS not available due "
+        "to local problem",
+    ),
+    "tls-starttls-454-relay": (
+        "OPEN_RELAY WARNING - 127.0.27.1 starttls: 454 4.7.0 TLS not available due to local "
+        "problem",
+    ),
+    "tls-starttls-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 starttls: no complete reply within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 starttls: no complete reply within {N}s (17 probes "
+        "untested)",
+    ),
+    "tls-starttls-missing-required": (
+        "SMTP_PHASES CRITICAL - 127.0.25.5 STARTTLS not offered",
+    ),
+    "tls-starttls-missing": (
+        "SMTP_PHASES OK - 127.0.25.5, banner 220, no STARTTLS, 1 RCPT accepted, {N}s",
+    ),
+    "tls-handshake-garbage": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 tls_handshake: handshake failed: "
+        "WRONG_VERSION_NUMBER",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 tls_handshake: handshake failed: "
+        "WRONG_VERSION_NUMBER (17 probes untested)",
+    ),
+    "tls-handshake-close": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 tls_handshake: handshake failed: "
+        "UNEXPECTED_EOF_WHILE_READING",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 tls_handshake: handshake failed: "
+        "UNEXPECTED_EOF_WHILE_READING (17 probes untested)",
+    ),
+    "tls-handshake-stall": (
+        "SMTP_PHASES CRITICAL - 127.0.27.1 tls_handshake: TLS handshake did not finish "
+        "within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.1 tls_handshake: TLS handshake did not finish within "
+        "{N}s (17 probes untested)",
+    ),
+    "tls-handshake-drip": (
+        "SMTP_PHASES CRITICAL - 127.0.27.9 tls_handshake: TLS handshake did not finish "
+        "within {N}s",
+        "OPEN_RELAY CRITICAL - 127.0.27.9 tls_handshake: TLS handshake did not finish within "
+        "{N}s (17 probes untested)",
+    ),
+    "tls-cert-private-ca": (
+        "SMTP_PHASES WARNING - mx1.posture.test[127.0.25.1] certificate: untrusted "
+        "(self-signed certificate in chain)",
+    ),
+    "tls-cert-expired": (
+        "SMTP_PHASES CRITICAL - fake.posture.test[127.0.27.1] certificate: expired 1 day ago",
+    ),
+    "tls-cert-expired-ok": (
+        "SMTP_PHASES CRITICAL - fake.posture.test[127.0.27.1] certificate: expired 1 day ago",
+    ),
+    "tls-cert-expired-relay": (
+        "OPEN_RELAY OK - 127.0.27.1: 16 relay probes refused, <> to postmaster accepted, {N}s",
+    ),
+    "tls-cert-notyet": (
+        "SMTP_PHASES CRITICAL - fake.posture.test[127.0.27.1] certificate: not valid before "
+        "{DATE}",
+    ),
+    "tls-cert-notyet-ok": (
+        "SMTP_PHASES CRITICAL - fake.posture.test[127.0.27.1] certificate: not valid before "
+        "{DATE}",
+    ),
+    "tls-cert-selfsigned": (
+        "SMTP_PHASES WARNING - fake.posture.test[127.0.27.1] certificate: untrusted "
+        "(self-signed certificate)",
+    ),
+    "tls-cert-selfsigned-ok": (
+        "SMTP_PHASES OK - fake.posture.test[127.0.27.1], banner 220, STARTTLS TLSv1.3, 1 "
+        "RCPT accepted, {N}s",
+    ),
+    "tls-cert-wronghost": (
+        "SMTP_PHASES WARNING - fake.posture.test[127.0.27.1] certificate: name mismatch for "
+        "fake.posture.test",
+    ),
+    "tls-cert-wronghost-ok": (
+        "SMTP_PHASES OK - fake.posture.test[127.0.27.1], banner 220, STARTTLS TLSv1.3, 1 "
+        "RCPT accepted, {N}s",
+    ),
+    "tls-cert-weak-key": (
+        "SMTP_PHASES WARNING - fake.posture.test[127.0.27.1] certificate: weak key (RSA 1024 "
+        "bits)",
+    ),
+    "tls-cert-weak-key-ok": (
+        "SMTP_PHASES WARNING - fake.posture.test[127.0.27.1] certificate: weak key (RSA 1024 "
+        "bits)",
+    ),
+    "tls-cert-sha1": (
+        "SMTP_PHASES WARNING - fake.posture.test[127.0.27.1] certificate: weak signature "
+        "(sha1)",
+    ),
+    "tls-cert-sha1-ok": (
+        "SMTP_PHASES WARNING - fake.posture.test[127.0.27.1] certificate: weak signature "
+        "(sha1)",
+    ),
+}
+
 
 # -- running the plugins ------------------------------------------------------------------
 
@@ -511,6 +790,7 @@ def test_fault(case: Case, verbosity: int, request, monkeypatch):
         assert row.message in first, (run.plugin, first)
         assert first.isprintable(), (run.plugin, first)
         assert run.elapsed < case.timeout + MARGIN, (run.plugin, run.elapsed)
+    check_says(SAYS, row.id, [(run.plugin, said(run.plugin, run.output)) for run in runs])
 
 
 # -- the matrix itself ------------------------------------------------------------------

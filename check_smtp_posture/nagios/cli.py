@@ -367,7 +367,8 @@ def common_options(args, *, default_helo: bool = False) -> CommonOptions:
     if helo_name is None and default_helo:
         helo_name, helo_note = default_helo_name(min(1.0, args.timeout / 10))
     return CommonOptions(
-        family=args.family, dns_server=tuple(args.dns_server) if args.dns_server else None,
+        family=getattr(args, "family", None),
+        dns_server=tuple(args.dns_server) if args.dns_server else None,
         query_timeout=args.query_timeout, concurrency=getattr(args, "concurrency", None),
         helo_name=helo_name, helo_note=helo_note, unreachable_state=args.unreachable_state,
         warning=getattr(args, "warning", None), critical=getattr(args, "critical", None),

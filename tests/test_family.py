@@ -44,11 +44,13 @@ NAMES = sorted(SCRIPTS)
 STATUS = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANITY",
           "check_dnsbl": "DNSBL", "check_spf": "SPF", "check_open_relay": "OPEN_RELAY",
           "check_mta_sts": "MTA_STS", "check_dane": "DANE",
-          "check_mail_roundtrip": "MAIL_ROUNDTRIP"}
+          "check_mail_roundtrip": "MAIL_ROUNDTRIP",
+          "check_dkim": "DKIM"}
 #: what makes each plugin ask about a domain's MX set
 MX_ARGS = {"check_spf": ["--check-mx"],
            "check_mail_roundtrip": ["--to", "probe@posture.test", "--from", "m@posture.test",
-                                    "--mailbox", "maildir:/nonexistent"]}
+                                    "--mailbox", "maildir:/nonexistent"],
+           "check_dkim": ["--selector", "s1"]}
 
 
 def test_every_console_script_is_covered():

@@ -75,6 +75,10 @@ DEMO_RUNS: list[list[str]] = [
      *DANE_PROOF, "-v"],
     ["check_dane", "-D", "dual.dane.test", "--dns-server", "{resolver}",
      *DANE_PROOF, "-v"],
+    # the DKIM keys of two lab selectors (Ed25519 beside RSA), then a 1024-bit key
+    ["check_dkim", "-D", "dkim.test", "--selector", "ed", "--selector", "rsa2048",
+     "--dns-server", "{dns}", "-v"],
+    ["check_dkim", "-D", "dkim.test", "--selector", "rsa1024", "--dns-server", "{dns}"],
 ]
 
 RUN_TIMEOUT = 60.0

@@ -271,3 +271,36 @@ def lookup_key(client, domain: str, selector: str) -> KeyLookup:
     if len(keys) > 1:
         return KeyLookup(domain, selector, answer, SEVERAL, other_records=others)
     return KeyLookup(domain, selector, answer, FOUND, parse_record(keys[0]), others)
+
+
+#: where check_mail_roundtrip keeps the selectors its probes arrived signed with, in its
+#: state file: {signing domain: {selector: when last seen (epoch)}}, read by check_dkim
+ROUNDTRIP_STATE_KEY = "dkim_selectors"
+
+
+def signature_selectors(values: list) -> list:
+    """(d=, s=) of each DKIM-Signature header field value (RFC 6376 §3.5), normalised;
+    a signature without a usable d= or s= is left out."""
+    from check_smtp_posture import names
+
+    found = []
+    for value in values:
+        tags = dict(parse_tags(value)[0])
+        domain, selector = tags.get("d", ""), re.sub(r"\s+", "", tags.get("s", ""))
+        if names.is_hostname(domain) and names.is_hostname(selector):
+            pair = (names.normalize(domain), names.normalize(selector))
+            if pair not in found:
+                found.append(pair)
+    return found
+
+
+def recorded_selectors(data: dict, domain: str) -> list:
+    """The selectors a round-trip state file (its `data`) saw `domain` sign with, sorted;
+    entries of another shape are ignored."""
+    from check_smtp_posture import names
+
+    table = data.get(ROUNDTRIP_STATE_KEY) if isinstance(data, dict) else None
+    seen = table.get(domain) if isinstance(table, dict) else None
+    if not isinstance(seen, dict):
+        return []
+    return sorted(s for s in seen if isinstance(s, str) and names.is_hostname(s))

@@ -239,3 +239,61 @@ def test_a_pkcs1_rsa_key_is_read_as_rfc_6376_names_it():
 def test_record_problems(text, problems):
     assert dkim.parse_record(text).problems == problems
 
+
+# -- selectors from check_mail_roundtrip's state file (--from-roundtrip-state) --------------
+
+
+def test_signature_selectors_are_read_from_dkim_signature_fields():
+    values = ["v=1; a=rsa-sha256; c=relaxed/relaxed; d=Example.ORG; s=S2024;\t"
+              "h=From:To:Subject; bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=abc==",
+              "v=1; a=ed25519-sha256; d=example.org; s = ed 2024; b=xyz",  # FWS in s=
+              "v=1; a=rsa-sha256; d=example.org; s=s2024; b=again",  # the same pair again
+              "v=1; a=rsa-sha256; d=bad..domain; s=x; b=1",
+              "v=1; a=rsa-sha256; d=example.net; b=no-selector"]
+    assert dkim.signature_selectors(values) == [("example.org", "s2024"),
+                                                ("example.org", "ed2024")]
+
+
+def roundtrip_state(path, table) -> None:
+    path.write_text(json.dumps({"loop.test": {}, "seen": True,
+                                dkim.ROUNDTRIP_STATE_KEY: table}))
+
+
+def test_selectors_recorded_by_the_round_trip_are_checked(lab_dns, run_plugin, tmp_path):
+    state = tmp_path / "roundtrip.json"
+    roundtrip_state(state, {DOMAIN: {"rsa2048": T0, "ed": T0}, "other.test": {"x": T0}})
+    result = run(run_plugin, "--from-roundtrip-state", state)
+    assert result.exitcode == 0, result.output
+    assert stable(result.first_line) == (
+        f"DKIM OK - dkim.test: ed ed25519, rsa2048 rsa-2048 | {perf(2, 2, 2048)}")
+    # and beside the named ones, each once
+    both = run(run_plugin, "--selector", "rsa1024", "--selector", "ed",
+               "--from-roundtrip-state", state)
+    assert stable(both.first_line) == (
+        "DKIM WARNING - dkim.test: selector rsa1024: RSA key of 1024 bits, under 2048 "
+        f"(RFC 8301) | {perf(3, 2, 1024)}")
+
+
+def test_a_round_trip_that_saw_no_signature_cannot_judge(lab_dns, run_plugin, tmp_path):
+    state = tmp_path / "roundtrip.json"
+    roundtrip_state(state, {"other.test": {"x": T0}})
+    result = run(run_plugin, "--from-roundtrip-state", state)
+    assert result.exitcode == 3, result.output
+    assert result.first_line == (
+        "DKIM UNKNOWN - dkim.test: DKIM cannot be judged without selectors: the round-trip "
+        "state file has seen no signature of the domain yet; name them with --selector "
+        "| selectors=0;;;0")
+
+
+def test_an_unreadable_round_trip_state_is_unknown_naming_it(lab_dns, run_plugin, tmp_path):
+    missing = tmp_path / "nothing.json"
+    result = run(run_plugin, "--selector", "rsa2048", "--from-roundtrip-state", missing)
+    assert result.exitcode == 3, result.output
+    assert stable(result.first_line) == (
+        f"DKIM UNKNOWN - dkim.test: state file {missing} cannot be read: No such file or "
+        f"directory | {perf(bits=2048)}")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    alone = run(run_plugin, "--from-roundtrip-state", broken)
+    assert alone.first_line == (f"DKIM UNKNOWN - dkim.test: state file {broken} cannot be "
+                                "read: not JSON (JSONDecodeError) | selectors=0;;;0")

@@ -296,6 +296,39 @@ def test_a_probe_whose_header_lost_the_token_is_found_by_its_body(lab, lab_dns, 
     assert _probes_left(lab, rt.LOOP_DOMAIN) == []
 
 
+def test_the_selectors_a_probe_came_back_signed_with_are_kept_for_check_dkim(
+        lab, lab_dns, bystander, tmp_path):
+    # A forwarder that signs (the domain's outbound DKIM) adds DKIM-Signature fields; the
+    # asynchronous run that collects the probe keeps their d= and s= in its state file,
+    # where check_dkim --from-roundtrip-state finds them (tests/test_dkim.py).
+    from check_smtp_posture.dkim import ROUNDTRIP_STATE_KEY
+
+    sent = time.time() - 30
+    token = probemail.new_token(sent)
+    probe = probemail.build(token=token, domain=rt.LOOP_DOMAIN, mx_label=MX1_LABEL,
+                            sender=rt.MONITOR_USER, recipient=f"{rt.PROBE_LOCAL}@loop.test",
+                            helo_name="monitor.posture.test", sent=sent)
+    signatures = (b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=loop.test;\r\n"
+                  b" s=fwd2026; h=From:To:Subject; bh=AAAA; b=BBBB\r\n"
+                  b"DKIM-Signature: v=1; a=ed25519-sha256; d=Loop.Test; s=ed2026; b=CCCC\r\n")
+    key = _plant(lab, signatures + probe)
+    state = tmp_path / "roundtrip.json"
+    state.write_text(json.dumps({rt.LOOP_DOMAIN: {token: {
+        "label": "mx1.loop.test[127.0.25.13]", "prefix": MX1_LABEL, "sent": sent}}}))
+    try:
+        result = run(lab, lab_dns, *loop(), "--state-file", state)
+        deleted = key not in _maildir(lab)
+    finally:
+        _maildir(lab).discard(key)
+    assert result.exitcode == 0, result.output
+    assert deleted
+    seen = _state(state)[ROUNDTRIP_STATE_KEY]
+    assert list(seen) == ["loop.test"] and sorted(seen["loop.test"]) == ["ed2026", "fwd2026"]
+    assert all(abs(t - time.time()) < 60 for t in seen["loop.test"].values())
+    rt.sweep_probes(lab, state, rt.LOOP_DOMAIN)
+    assert _probes_left(lab, rt.LOOP_DOMAIN) == []
+
+
 def test_a_refused_login_is_critical_and_sends_nothing(lab, lab_dns, monkeypatch):
     monkeypatch.setenv("CHECK_MAILBOX_PASSWORD", "wrong")
     mark = lab.mark()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 UNWRITABLE = "unwritable"
 LOCKED = "locked"
 CORRUPT = "corrupt"
+UNREADABLE = "unreadable"  # another plugin's state file, read only (read_state)
 
 #: how often a locked state file is tried again
 LOCK_POLL = 0.05
@@ -42,6 +43,8 @@ class StateProblem:
             return f"state file {self.path} was corrupt and has been started afresh"
         if self.kind == LOCKED:
             return f"state file {self.path} is locked by another run"
+        if self.kind == UNREADABLE:
+            return f"state file {self.path} cannot be read: {self.detail}"
         return f"state file {self.path}: {self.detail or 'cannot be written'}"
 
 
@@ -138,3 +141,33 @@ class StateFile:
 
 class _Locked(OSError):
     pass
+
+
+def read_state(path: str, deadline) -> tuple[dict, StateProblem | None]:
+    """The data of another plugin's state file, read under a shared lock (its writer
+    holds an exclusive one while it writes) and never written: (data, None), or ({}, the
+    StateProblem: LOCKED, or UNREADABLE with why)."""
+    import json
+
+    from check_smtp_posture.userfiles import UserFileError, open_regular
+
+    try:
+        fd = open_regular(path, "it")
+    except (OSError, UserFileError) as exc:
+        return {}, StateProblem(path, UNREADABLE, getattr(exc, "strerror", None) or str(exc))
+    with os.fdopen(fd, "rb") as fobj:
+        while True:
+            try:
+                fcntl.flock(fobj, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline.remaining() <= LOCK_POLL:
+                    return {}, StateProblem(path, LOCKED)
+                time.sleep(LOCK_POLL)
+        try:
+            data = json.loads(fobj.read().decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            return {}, StateProblem(path, UNREADABLE, f"not JSON ({type(exc).__name__})")
+    if not isinstance(data, dict):
+        return {}, StateProblem(path, UNREADABLE, "not a JSON object")
+    return data, None

@@ -33,13 +33,15 @@ RSA_RECOMMENDED_BITS = 2048
 DAY = 86400.0
 NO_SELECTORS = ("DKIM cannot be judged without selectors: name the ones the domain signs "
                 "with (--selector)")
+NONE_RECORDED = ("DKIM cannot be judged without selectors: the round-trip state file has "
+                 "seen no signature of the domain yet; name them with --selector")
 
 
 # -- configuration -----------------------------------------------------------------
 
 
 class Options(namedtuple("Options", cli.CommonOptions._fields + (
-        "domain", "selectors", "state_file", "max_key_age"))):
+        "domain", "selectors", "state_file", "max_key_age", "from_roundtrip_state"))):
     """What the run was asked to do, parsed and checked (cli.CommonOptions first)."""
 
     __slots__ = ()
@@ -73,6 +75,10 @@ def build_parser() -> cli.PluginArgumentParser:
     parser.add_argument("--max-key-age", type=cli.whole_number(1), metavar="DAYS",
                         help="WARNING when a key has been seen unchanged for longer (needs "
                              "--state-file)")
+    parser.add_argument("--from-roundtrip-state", metavar="PATH",
+                        help="also check the selectors check_mail_roundtrip saw the domain "
+                             "sign its probes with (the DKIM-Signature d= and s= it records "
+                             "in its --state-file)")
     cli.add_unreachable_option(parser)
     return parser
 
@@ -83,10 +89,12 @@ def options_from(args) -> Options | str:
         return "--max-key-age needs --state-file"
     if args.state_file is not None and not args.state_file:
         return "--state-file: empty path"
+    if args.from_roundtrip_state is not None and not args.from_roundtrip_state:
+        return "--from-roundtrip-state: empty path"
     return Options(
         *cli.common_options(args), domain=args.domain,
         selectors=tuple(dict.fromkeys(args.selector)), state_file=args.state_file,
-        max_key_age=args.max_key_age)
+        max_key_age=args.max_key_age, from_roundtrip_state=args.from_roundtrip_state)
 
 
 # -- facts -------------------------------------------------------------------------
@@ -140,12 +148,14 @@ class DkimResource(nagiosplugin.Resource):
     """Looks up the selectors' keys and compares them with the state file; decides nothing."""
 
     def __init__(self, domain: str, selectors, client, deadline, *, state_file=None,
-                 clock=time.time):
+                 roundtrip_state=None, clock=time.time):
         self.domain = domain
         self.selectors = selectors
         self.client = client
         self.deadline = deadline
         self.state_file = state_file
+        self.roundtrip_state = roundtrip_state
+        self.roundtrip_problem = None
         self.clock = clock
         self.state_problem = None
 
@@ -157,12 +167,21 @@ class DkimResource(nagiosplugin.Resource):
         from check_smtp_posture import dkim
         from check_smtp_posture.fanout import all_at_once
 
-        yield nagiosplugin.Metric("selectors", len(self.selectors), min=0, context="selectors")
-        if not self.selectors:
+        selectors = self.selectors
+        if self.roundtrip_state:
+            from check_smtp_posture.nagios.statefile import read_state
+
+            data, problem = read_state(self.roundtrip_state, self.deadline)
+            self.roundtrip_problem = problem
+            yield nagiosplugin.Metric("roundtrip_state", problem, context="roundtrip_state")
+            recorded = dkim.recorded_selectors(data, self.domain)
+            selectors = tuple(dict.fromkeys(selectors + tuple(recorded)))
+        yield nagiosplugin.Metric("selectors", len(selectors), min=0, context="selectors")
+        if not selectors:
             return
         found = all_at_once({s: (lambda s=s: dkim.lookup_key(self.client, self.domain, s))
-                             for s in self.selectors})
-        lookups = [found[s] for s in self.selectors]
+                             for s in selectors})
+        lookups = [found[s] for s in selectors]
         facts = self._history(lookups) if self.state_file else [SelectorFacts(x)
                                                                 for x in lookups]
         for fact in facts:
@@ -213,7 +232,11 @@ class SelectorsContext(nagiosplugin.Context):
     def evaluate(self, metric, resource):
         if metric.value:
             return self.result_cls(Ok, None, metric)
-        return self.result_cls(Unknown, NO_SELECTORS, metric)
+        if not resource.roundtrip_state:
+            return self.result_cls(Unknown, NO_SELECTORS, metric)
+        # an unreadable round-trip state file says so itself (StateFileContext)
+        return self.result_cls(Unknown, None if resource.roundtrip_problem else NONE_RECORDED,
+                               metric)
 
 
 class KeyContext(nagiosplugin.Context):
@@ -388,13 +411,15 @@ def build_check(options: Options, deadline: Deadline, clock=time.time) -> nagios
                       clock=clock)
     return runner.new_check(
         DkimResource(options.domain, options.selectors, cli.dns_client(options, deadline),
-                     deadline, state_file=options.state_file, clock=clock),
+                     deadline, state_file=options.state_file,
+                     roundtrip_state=options.from_roundtrip_state, clock=clock),
         SelectorsContext(),
         keys,
         SelectorsOkContext(keys),
         KeyTypesContext(),
         KeyAgeContext(options.max_key_age),
         StateFileContext(),
+        StateFileContext("roundtrip_state"),
         TimeContext("dns_time"),
         DkimSummary(options.domain, options.verbose),
         name=NAME,

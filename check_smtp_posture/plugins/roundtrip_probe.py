@@ -36,7 +36,8 @@ class ProbeOutcome:
     """What became of the probe through one endpoint (or of an earlier run's probe)."""
 
     __slots__ = ("label", "prefix", "status", "token", "sent", "roundtrip", "to_second",
-                 "folder", "hops", "auth", "session", "matched", "age", "given_up")
+                 "folder", "hops", "auth", "session", "matched", "age", "given_up",
+                 "signatures")
 
     def __init__(self, label: str, prefix: str, status: str, token: str | None = None,
                  sent: float | None = None):
@@ -54,6 +55,7 @@ class ProbeOutcome:
         self.matched: str | None = None
         self.age: float | None = None  # async: seconds since an unanswered probe was sent
         self.given_up = False  # async: no longer looked for, the state file forgets it
+        self.signatures: list = []  # (d=, s=) of the DKIM-Signature fields it came back with
 
 
 class RoundTrip(nagiosplugin.Resource):
@@ -138,10 +140,26 @@ class RoundTrip(nagiosplugin.Resource):
                     o.token: {"label": o.label, "prefix": o.prefix, "sent": o.sent}
                     for o in list(pending.values()) + sent
                     if o.status in (SENT, IN_FLIGHT) and not o.given_up}
+                self._remember_selectors(state, pending.values(), now)
         self.state_problem = state.problem
         self.outcomes = _latest_per_endpoint(list(pending.values()), sent)
         yield nagiosplugin.Metric("state_file", self.state_problem, context="state_file")
         yield from self._metrics()
+
+    @staticmethod
+    def _remember_selectors(state, outcomes, now: float) -> None:
+        """The DKIM selectors the probes came back signed with, for check_dkim
+        (--from-roundtrip-state): signing domain -> selector -> when last seen."""
+        from check_smtp_posture.dkim import ROUNDTRIP_STATE_KEY
+
+        seen = state.data.get(ROUNDTRIP_STATE_KEY)
+        if not isinstance(seen, dict) or not all(isinstance(v, dict) for v in seen.values()):
+            seen = {}
+        for outcome in outcomes:
+            for domain, selector in outcome.signatures:
+                seen.setdefault(domain, {})[selector] = int(now)
+        if seen:
+            state.data[ROUNDTRIP_STATE_KEY] = seen
 
     def _load(self, state) -> dict:
         entries = state.data.get(self.options.domain, {})
@@ -319,6 +337,11 @@ class RoundTrip(nagiosplugin.Resource):
         else:  # INTERNALDATE and Received: dates are to the second
             outcome.roundtrip = received.seconds_between(sent_at, arrival)
             outcome.to_second = arrival.microsecond == 0
+        if self.options.state_file:
+            from check_smtp_posture import dkim
+
+            outcome.signatures = dkim.signature_selectors(
+                probemail.field_values(seen.header, "DKIM-Signature"))
         values = probemail.field_values(seen.header, "Authentication-Results")
         if values:
             from check_smtp_posture import authresults

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hashlib
 import re
-from dataclasses import dataclass
+from collections import namedtuple
 
 from check_smtp_posture.sanitize import one_line
 
@@ -45,21 +45,21 @@ def key_name(domain: str, selector: str) -> str:
     return f"{selector}._domainkey.{domain}"
 
 
-@dataclass(frozen=True)
-class KeyRecord:
-    """One key record, parsed. `problems` are what makes verifiers refuse it."""
+class KeyRecord(namedtuple("KeyRecord", (
+        "text",
+        "tags",  # (name, value) in the record's order
+        "version",  # v=, or None
+        "key_type",  # k= (default rsa)
+        "key_data",  # p= decoded; b"" when p= is empty (revoked); None: not base64
+        "hashes",  # h= (empty: any)
+        "services",  # s=
+        "flags",  # t=
+        "unknown_tags",
+        "rsa_bits",  # an RSA key's size, or None
+        "problems"))):  # what makes verifiers refuse it
+    """One key record, parsed."""
 
-    text: str
-    tags: tuple = ()  # (name, value) in the record's order
-    version: str | None = None
-    key_type: str = RSA  # k= (default rsa)
-    key_data: bytes | None = None  # p= decoded; b"" when p= is empty (revoked)
-    hashes: tuple = ()  # h= (empty: any)
-    services: tuple = ("*",)  # s=
-    flags: tuple = ()  # t=
-    unknown_tags: tuple = ()
-    rsa_bits: int | None = None
-    problems: tuple = ()
+    __slots__ = ()
 
     @property
     def revoked(self) -> bool:
@@ -217,16 +217,15 @@ def _der_length(n: int) -> bytes:
     return bytes([0x80 | len(octets)]) + octets
 
 
-@dataclass(frozen=True)
-class KeyLookup:
+class KeyLookup(namedtuple("KeyLookup", (
+        "domain", "selector",
+        "answer",  # dnslookup.DnsAnswer
+        "status",  # FOUND, MISSING, FAILED, SEVERAL
+        "key",  # the KeyRecord, or None
+        "other_records"), defaults=(None, 0))):  # TXT records there that are no key record
     """A selector's key record as DNS gave it."""
 
-    domain: str
-    selector: str
-    answer: object  # dnslookup.DnsAnswer
-    status: str  # FOUND, MISSING, FAILED, SEVERAL
-    key: KeyRecord | None = None
-    other_records: int = 0  # TXT records at the name that are no key record
+    __slots__ = ()
 
     @property
     def name(self) -> str:

@@ -85,6 +85,7 @@ DNS_PATH_DATACLASSES = {"check_smtp_posture.dnslookup",
     ("check_spf", ["-D", "posture.test", "--ip", "127.0.25.1"]),
     ("check_dnsbl", ["--ip", "127.0.25.1", "--zone", "dnsbl.posture.test",
                      "--no-default-zones"]),
+    ("check_dkim", ["-D", "dkim.test", "--selector", "rsa2048", "--selector", "ed"]),
 ])
 def test_a_dns_only_run_builds_no_dataclass_of_its_own(lab_dns, script, args):
     first, built = dataclasses_built(f"check_smtp_posture.plugins.{script}", *args,

@@ -297,3 +297,14 @@ def test_an_unreadable_round_trip_state_is_unknown_naming_it(lab_dns, run_plugin
     alone = run(run_plugin, "--from-roundtrip-state", broken)
     assert alone.first_line == (f"DKIM UNKNOWN - dkim.test: state file {broken} cannot be "
                                 "read: not JSON (JSONDecodeError) | selectors=0;;;0")
+
+
+def test_the_long_output_says_why_a_selector_has_no_key(lab_dns, run_plugin):
+    result = run(run_plugin, "--selector", "nosuch", "--selector", "twice",
+                 "--selector", "dangling", "-v")
+    assert result.exitcode == 2, result.output
+    assert result.output.splitlines()[-3:] == [
+        "nosuch._domainkey.dkim.test: no key (NXDOMAIN)",
+        "twice._domainkey.dkim.test: 2 key records",
+        "dangling._domainkey.dkim.test -> nothing.keys.dkim.test: no key (NXDOMAIN, alias "
+        "of nothing.keys.dkim.test)"]

@@ -385,7 +385,7 @@ class DkimSummary(FamilySummary):
             lookup = fact.lookup
             where = lookup.name + (f" -> {lookup.alias}" if lookup.alias else "")
             if lookup.key is None:
-                lines.append(f"{where}: {lookup.status}")
+                lines.append(f"{where}: {_no_key(lookup)}")
                 continue
             lines.append(f"{where}: {lookup.key.describe()}, {lookup.key.fingerprint or 'no key'}"
                          + (f", first seen {_day(fact.first_seen)}" if fact.first_seen else ""))
@@ -394,6 +394,17 @@ class DkimSummary(FamilySummary):
             if fact.known and fact.known != lookup.key.fingerprint:
                 lines.append(f"  was {fact.known}")
         return lines
+
+
+def _no_key(lookup) -> str:
+    """Why a selector's lookup gave no key, for the long output."""
+    from check_smtp_posture import dkim
+
+    if lookup.status == dkim.FAILED:
+        return f"lookup failed: {lookup.answer.failure()}"
+    if lookup.status == dkim.SEVERAL:
+        return f"{len(lookup.answer.records) - lookup.other_records} key records"
+    return f"no key ({lookup.absence()})"
 
 
 def _day(epoch: float) -> str:

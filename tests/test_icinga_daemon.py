@@ -308,6 +308,23 @@ object Host "agent.lab" {
     dnsbl_ip = "127.0.0.2"
   }
 }
+
+/* DKIM: created only for a domain that lists its selectors (no state file here). */
+object Host "dkim.lab" {
+  import "smtp-posture-host"
+  vars.mail_domains["dkim.test"] = {
+    dns_server = "{dns}"
+    no_smtp_check = true
+    no_mx_check = true
+    no_dnsbl_check = true
+    no_spf_check = true
+    no_open_relay_check = true
+    no_dane_check = true
+    no_mta_sts_check = true
+    dkim_selectors = [ "ed", "rsa2048" ]
+    dkim_state_file = ""
+  }
+}
 """
 
 #: the cluster: the same text on both nodes
@@ -477,6 +494,10 @@ VARIANTS = [
             ("check_dnsbl", "-D", "posture.test", D, "{dns}", "-t", "10", "-v",
              "--no-default-zones", "--zone", "dnsbl.posture.test", "--ip", "127.0.0.2"),
             1, "127.0.0.2 listed on dnsbl.posture.test", endpoint=AGENT),
+    Variant("dkim.lab", "dkim-dkim.test",
+            ("check_dkim", "-D", "dkim.test", "--selector", "ed", "--selector", "rsa2048",
+             D, "{dns}"),
+            0, "DKIM OK - dkim.test: ed ed25519, rsa2048 rsa-2048"),
 ]
 BY_NAME = {v.name: v for v in VARIANTS}
 

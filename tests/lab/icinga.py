@@ -392,3 +392,10 @@ class IcingaNode:
             body["filter"] = filter_expr
         answer = self.api("GET", "/v1/objects/services", body)
         return {item["name"]: item["attrs"] for item in answer["results"]}
+
+
+def graphite_writer(address: str, port: int) -> str:
+    """Icinga 2's GraphiteWriter feature (Debian's features-available/graphite.conf),
+    sending every check result's perfdata to a lab Carbon (tests/lab/carbon.py)."""
+    return (f'object GraphiteWriter "graphite" {{\n  host = "{address}"\n  port = {port}\n'
+            '  enable_send_thresholds = false\n}\n')

@@ -9,6 +9,7 @@
   127.0.25.2:25    mx2.posture.test, Postfix instance "mx2"
   127.0.25.3-.49   more lab Postfix/Dovecot endpoints as issues need them
   127.0.25.60      Carbon (tests/lab/carbon.py), fed by the lab Icinga's GraphiteWriter
+  127.0.25.61      InfluxDB (tests/lab/influx.py), fed by the lab Icinga's InfluxdbWriter
   127.0.27.0/24    scripted misbehaving SMTP servers (tests/lab/fakesmtp.py), the
                    phases.test MX host (.1); .54/.55 a silent and a refusing DNS server
   127.0.28.0/24    addresses named by the check_mx_sanity and check_dnsbl zones

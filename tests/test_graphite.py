@@ -61,17 +61,21 @@ object Host "graph.lab" {
 FRAGMENT = re.compile(r"^(?:\d+|mx1|mx2|graph|posture|test|.*_\d+)$")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
     results: dict  # host!service -> the last check result
     paths: list  # the metric paths Carbon wrote during the run
-    series: list = None  # every series InfluxDB has after the run
+    series: list  # every series InfluxDB has after the run
 
     def perf_labels(self) -> set:
-        """(service, label) of every perfdata item the services reported."""
-        return {(name, item.split("=", 1)[0].strip("'"))
-                for name, result in self.results.items()
-                for item in result["performance_data"] or []}
+        return perf_labels(self.results)
+
+
+def perf_labels(results: dict) -> set:
+    """(service, label) of every perfdata item of the check results."""
+    return {(name, item.split("=", 1)[0].strip("'"))
+            for name, result in results.items()
+            for item in result["performance_data"] or []}
 
 
 def wait_until(predicate, timeout: float, what: str, node: IcingaNode):
@@ -101,13 +105,12 @@ def run_services(master: IcingaNode, carbon, influx) -> Run:
         return len(results) == len(services)
 
     wait_until(all_checked, 120, "every service checked", master)
-    run = Run(results, [])
-    run.paths = carbon.wait_for_metrics(len(run.perf_labels()), since=forced_at)
-    labels = {label for _, label in run.perf_labels()}
+    items = perf_labels(results)
+    paths = carbon.wait_for_metrics(len(items), since=forced_at)
+    labels = {label for _, label in items}
     wait_until(lambda: labels <= set(metric_tags(influx.series())), 30,
                "every perfdata label a series in InfluxDB", master)
-    run.series = influx.series()
-    return run
+    return Run(results, paths, influx.series())
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +125,7 @@ def graphite(lab, lab_dns):
     files = private_dir("graphite-lab-")
     pki = master = None
     try:
-        with LabCarbon(private_dir("carbon-")) as carbon, \
-                LabInflux(private_dir("influx-")) as influx:
+        with LabCarbon(files / "carbon") as carbon, LabInflux(files / "influx") as influx:
             installed = install_for_nagios(files / "etc")
             pki = Pki(private_dir("icinga-pki-"))
             objects = SITE.replace("{dns}", lab_dns.server_arg) \

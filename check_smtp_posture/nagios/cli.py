@@ -494,3 +494,12 @@ def oauth_settings(args, needed: bool):
     return oauth.OAuthSettings(url, args.oauth2_client_id, secret, args.oauth2_scope,
                                args.oauth2_refresh_token_file, args.oauth2_token_cache,
                                args.oauth2_ca_file)
+
+
+def add_perfdata_option(parser: argparse.ArgumentParser) -> None:
+    """The family's one name for per-endpoint perfdata (nagios/perfdata.py): by default
+    a run over several endpoints reports the worst value per metric."""
+    parser.add_argument("--perfdata-per-endpoint", action="store_true",
+                        help="perfdata for every endpoint too, labelled by its key "
+                             "(MX name, address family, position: mx1_example_com_v4_1_...); "
+                             "default: the worst value per metric over all endpoints")

@@ -44,33 +44,89 @@ def new_check(*objects, name: str) -> nagiosplugin.Check:
     return made
 
 
-def render(check: nagiosplugin.Check, verbose: int) -> Outcome:
-    """Status line with perfdata first, long output after it."""
+#: NRPE 2 keeps 1 KiB of a plugin's output, Nagios Core 8 KiB: the status line (its
+#: newline included) stays under the one, the whole output under the other
+FIRST_LINE_MAX = 1024
+OUTPUT_MAX = 8192
+#: the status line's bound with --perfdata-per-endpoint: room for perfdata, and for the
+#: long output within OUTPUT_MAX
+PER_ENDPOINT_LINE_MAX = OUTPUT_MAX // 2
+#: from this verbosity on (-vvv: transcripts, for a person at a shell) the output is not cut
+UNBOUNDED_VERBOSITY = 3
+
+
+def render(check: nagiosplugin.Check, verbose: int, *,
+           first_line_max: int = FIRST_LINE_MAX) -> Outcome:
+    """Status line with perfdata first, long output after it.
+
+    The status line with its newline stays under `first_line_max` bytes: whole
+    perfdata items are left out from the end where they would not fit, and the long
+    output says how many. Below -vvv the whole output stays under OUTPUT_MAX bytes,
+    the long output cut at a line boundary with a closing "... N more lines".
+    """
     state = check.state
     summary = one_line(check.summary_str, limit=300)
     line = f"{check.name.upper()} {str(state).upper()}"
     if summary:
         line += f" - {summary}"
-    perf = " ".join(p for p in check.perfdata if p)
-    if perf:
-        line += f" | {perf}"
-    lines = [line]
+    perfdata = [p for p in check.perfdata if p]
+    line, kept = _fit(line, perfdata, first_line_max - 2)
+    lines = []
+    if kept < len(perfdata):
+        lines.append(f"perfdata: {len(perfdata) - kept} of {len(perfdata)} items left out, "
+                     f"the status line stays under {first_line_max} bytes")
     if verbose > 0:
         extra = check.verbose_str
         if isinstance(extra, str):
             extra = extra.splitlines()
-        lines.extend(printable(x) for x in extra if x is not None)
-    return Outcome(check.exitcode, "\n".join(lines) + "\n")
+        lines += [printable(x) for x in extra if x is not None]
+    if verbose < UNBOUNDED_VERBOSITY:
+        lines = _cut(lines, OUTPUT_MAX - 1 - _size(line))
+    return Outcome(check.exitcode, "\n".join([line, *lines]) + "\n")
+
+
+def _size(line: str) -> int:
+    """Bytes of `line` and its newline, as written (UTF-8)."""
+    return len(line.encode("utf-8", "backslashreplace")) + 1
+
+
+def _fit(text: str, perfdata: list, limit: int) -> tuple:
+    """(`text | perfdata` in at most `limit` bytes, how many perfdata items it kept):
+    whole items are left out from the end; text too long alone is cut at a character."""
+    encoded = text.encode("utf-8", "backslashreplace")
+    if len(encoded) > limit:
+        return encoded[:limit].decode("utf-8", "ignore"), 0
+    kept = []
+    used = len(encoded) + len(" | ")
+    for item in perfdata:
+        used += len(item.encode("utf-8", "backslashreplace")) + (1 if kept else 0)
+        if used > limit:
+            break
+        kept.append(item)
+    return (f"{text} | {' '.join(kept)}" if kept else text), len(kept)
+
+
+def _cut(lines: list, budget: int) -> list:
+    """As many of `lines` as fit in `budget` bytes (newlines included), and a closing
+    "... N more lines" when some do not."""
+    sizes = [_size(line) for line in lines]
+    if sum(sizes) <= budget:
+        return lines
+    kept, used = 0, 0
+    while used + sizes[kept] + _size(f"... {len(lines) - kept - 1} more lines") <= budget:
+        used += sizes[kept]
+        kept += 1
+    return lines[:kept] + [f"... {len(lines) - kept} more lines"]
 
 
 def execute(check: nagiosplugin.Check, *, verbose: int, timeout: float,
-            timeout_state: int = 2) -> int:
+            timeout_state: int = 2, first_line_max: int = FIRST_LINE_MAX) -> int:
     """Run `check` within `timeout` seconds, print its output, return the exit code."""
     name = check.name.upper()
     previous = _arm_alarm(timeout + ALARM_GRACE)
     try:
         check()
-        outcome = render(check, verbose)
+        outcome = render(check, verbose, first_line_max=first_line_max)
     except (_LastResortTimeout, DeadlineExceeded) as exc:
         reason = str(exc) if isinstance(exc, DeadlineExceeded) else f"timeout after {timeout:g}s"
         outcome = Outcome(timeout_state,
@@ -95,10 +151,13 @@ def internal_error(name: str, exc: Exception) -> Outcome:
 
 
 def run(check: nagiosplugin.Check, options) -> int:
-    """execute() with the family's common options (cli.CommonOptions): -v, -t and
-    --unreachable-state."""
+    """execute() with the family's common options: -v, -t, --unreachable-state and
+    --perfdata-per-endpoint (a longer status line; cli.add_perfdata_option).
+    """
+    per_endpoint = getattr(options, "perfdata_per_endpoint", False)
     return execute(check, verbose=options.verbose, timeout=options.timeout,
-                   timeout_state=states.exit_code(options.unreachable_state))
+                   timeout_state=states.exit_code(options.unreachable_state),
+                   first_line_max=PER_ENDPOINT_LINE_MAX if per_endpoint else FIRST_LINE_MAX)
 
 
 def plugin_main(argv, build_parser, options_from, build_check, mode=None) -> int:

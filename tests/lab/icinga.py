@@ -392,3 +392,18 @@ class IcingaNode:
             body["filter"] = filter_expr
         answer = self.api("GET", "/v1/objects/services", body)
         return {item["name"]: item["attrs"] for item in answer["results"]}
+
+
+def graphite_writer(address: str, port: int) -> str:
+    """Icinga 2's GraphiteWriter feature (Debian's features-available/graphite.conf),
+    sending every check result's perfdata to a lab Carbon (tests/lab/carbon.py)."""
+    return (f'object GraphiteWriter "graphite" {{\n  host = "{address}"\n  port = {port}\n'
+            '  enable_send_thresholds = false\n}\n')
+
+
+def influxdb_writer(address: str, port: int, database: str) -> str:
+    """Icinga 2's InfluxdbWriter feature (Debian's features-available/influxdb.conf, its
+    default templates), sending every check result at once to a lab InfluxDB
+    (tests/lab/influx.py)."""
+    return (f'object InfluxdbWriter "influxdb" {{\n  host = "{address}"\n  port = {port}\n'
+            f'  database = "{database}"\n  flush_threshold = 1\n  flush_interval = 1s\n}}\n')

@@ -8,6 +8,9 @@ DEBS=(postfix nsd unbound nginx dovecot-imapd dovecot-pop3d icinga2 nagios-nrpe-
       # the Nagios Core daemon of tests/test_nagios_daemon.py (nagios4 would add its CGIs,
       # Apache and PHP)
       nagios4-core
+      # the Carbon and the InfluxDB that Icinga 2's GraphiteWriter and InfluxdbWriter feed
+      # in tests/test_graphite.py
+      graphite-carbon influxdb
       # the peers `make bench` compares with: check_rbl and check_ssl_cert, and what
       # they need that --no-install-recommends leaves out
       monitoring-plugins-contrib libmonitoring-plugin-perl libnet-dns-perl libnet-ip-perl

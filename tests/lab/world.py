@@ -8,6 +8,8 @@
   127.0.25.1:25    mx1.posture.test, Postfix instance "mx1"
   127.0.25.2:25    mx2.posture.test, Postfix instance "mx2"
   127.0.25.3-.49   more lab Postfix/Dovecot endpoints as issues need them
+  127.0.25.60      Carbon (tests/lab/carbon.py), fed by the lab Icinga's GraphiteWriter
+  127.0.25.61      InfluxDB (tests/lab/influx.py), fed by the lab Icinga's InfluxdbWriter
   127.0.27.0/24    scripted misbehaving SMTP servers (tests/lab/fakesmtp.py), the
                    phases.test MX host (.1); .54/.55 a silent and a refusing DNS server
   127.0.28.0/24    addresses named by the check_mx_sanity and check_dnsbl zones
@@ -57,6 +59,14 @@ DNS_ADDRESS = "127.0.25.53"
 DNS_PORT = 53
 DNS_SERVER_ARG = f"{DNS_ADDRESS}:{DNS_PORT}"
 
+#: 16 MX of one domain, on the lab Postfix's mx1 and mx2 (the output size test)
+SIZE_DOMAIN = "size.posture.test"
+SIZE_MX = [(f"mx{n:02d}.{SIZE_DOMAIN}", "127.0.25.1" if n % 2 else "127.0.25.2")
+           for n in range(1, 17)]
+SIZE_RECORDS = "\n".join(
+    f"        size      MX {n * 10} {name}.\n        {name}. A {address}"
+    for n, (name, address) in enumerate(SIZE_MX, 1))
+
 MX1 = ("mx1.posture.test", "127.0.25.1")
 MX2 = ("mx2.posture.test", "127.0.25.2")
 
@@ -76,7 +86,15 @@ POSTURE_ZONES: dict[str, str] = {
         openrelay  A  127.0.25.6
         percentrelay A 127.0.25.7
         routerelay A  127.0.25.8
-        """,
+        ; the Graphite test's domain (tests/test_graphite.py), whose mx1 it moves
+        graph      MX 10 mx1.graph
+        graph      MX 20 mx2.graph
+        graph      TXT "v=spf1 ip4:127.0.25.0/24 mx -all"
+        mx1.graph  A  127.0.25.1
+        mx2.graph  A  127.0.25.2
+        ; 16 MX for the output size test (tests/test_output_size.py)
+        size       TXT "v=spf1 ip4:127.0.25.0/24 -all"
+""" + SIZE_RECORDS + "\n",
     "25.0.127.in-addr.arpa": f"""
         1   PTR {MX1[0]}.
         2   PTR {MX2[0]}.

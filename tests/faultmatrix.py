@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+import re
 import sys
 
 import tests
@@ -29,6 +30,17 @@ class Fault:
 
 
 AREAS = ("SMTP", "TLS", "mailbox", "OAuth", "DNS", "arguments", "state files")
+
+
+#: how a first line says the run ran out of time: at -t, a --query-timeout, or waiting
+#: for a state file's lock
+_OUT_OF_TIME = re.compile(r"(reply|connection|finish|answer) within\b|\bTIMEOUT\b|timed out"
+                          r"|timeout after|locked by another run")
+
+
+def waits_out_deadline(row: object) -> bool:
+    """Is `row` a fault whose run waits out a deadline (the test is `slow`: conftest.py)?"""
+    return isinstance(row, Fault) and bool(_OUT_OF_TIME.search(row.message))
 
 
 def all_rows() -> list[Fault]:

@@ -45,6 +45,7 @@ def test_normal_dialogue_is_recorded(fake_smtp):
     assert srv.sessions[0].data[-1] == b"..hi"
 
 
+@pytest.mark.slow
 def test_no_banner_stalls_but_records(fake_smtp):
     srv = fake_smtp("no-banner")
     with _connect(srv, timeout=0.3) as s:
@@ -56,6 +57,7 @@ def test_no_banner_stalls_but_records(fake_smtp):
     assert srv.commands == ["QUIT"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"])
 def test_stall_at_phase(fake_smtp, phase):
     srv = fake_smtp(f"stall-{phase.lower()}")
@@ -75,6 +77,7 @@ def test_stall_at_phase(fake_smtp, phase):
     assert srv.commands[-1] == phase
 
 
+@pytest.mark.slow
 def test_drip_banner(fake_smtp):
     srv = fake_smtp("drip-banner", drip_interval=0.05)
     with _connect(srv) as s:
@@ -83,6 +86,7 @@ def test_drip_banner(fake_smtp):
     assert data.startswith(b"220 ") and b"\n" not in data and 3 <= len(data) <= 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario,check", [
     ("garbage-banner", lambda d: d.startswith(b"\x16\x03")),
     ("overlong-banner", lambda d: len(d) >= 100_000 and b"\n" not in d),
@@ -339,6 +343,7 @@ def test_accept_rcpt_reject_data(fake_smtp):
     assert session.data_sent and session.ended_with_quit and not session.probe_only
 
 
+@pytest.mark.slow
 def test_tarpit_holds_the_rcpt_reply(fake_smtp):
     srv = fake_smtp("tarpit")
     with _connect(srv, timeout=0.5) as s:
@@ -372,6 +377,7 @@ def test_tarpit_stop_is_prompt(fake_smtp):
         s.close()
 
 
+@pytest.mark.slow
 def test_tarpit_reply_comes_after_the_delay():
     from tests.lab.fakesmtp import Delayed
 

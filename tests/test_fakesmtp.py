@@ -52,7 +52,9 @@ def test_no_banner_stalls_but_records(fake_smtp):
         with pytest.raises(socket.timeout):
             s.recv(100)
         s.sendall(b"QUIT\r\n")
-        time.sleep(0.2)
+        deadline = time.monotonic() + 2
+        while srv.commands != ["QUIT"] and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert srv.wait_ended()
     assert srv.commands == ["QUIT"]
 
@@ -77,13 +79,13 @@ def test_stall_at_phase(fake_smtp, phase):
     assert srv.commands[-1] == phase
 
 
-@pytest.mark.slow
 def test_drip_banner(fake_smtp):
     srv = fake_smtp("drip-banner", drip_interval=0.05)
     with _connect(srv) as s:
-        time.sleep(0.5)
-        data = s.recv(1000)
-    assert data.startswith(b"220 ") and b"\n" not in data and 3 <= len(data) <= 20
+        data = b""
+        while len(data) < 4:  # a byte every 0.05 s
+            data += s.recv(1000)
+    assert data.startswith(b"220 ") and b"\n" not in data and len(data) <= 20
 
 
 @pytest.mark.slow
@@ -367,7 +369,9 @@ def test_tarpit_stop_is_prompt(fake_smtp):
         _read_reply(s)
         _dialogue(s, b"EHLO c\r\n", b"MAIL FROM:<>\r\n")
         s.sendall(b"RCPT TO:<postmaster@posture.test>\r\n")
-        time.sleep(0.3)  # the server is now holding the reply
+        deadline = time.monotonic() + 2
+        while srv.commands[-1:] != ["RCPT"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the server holds the reply
         start = time.monotonic()
         srv.stop()
         assert time.monotonic() - start < 2

@@ -4,7 +4,7 @@ PYTHON ?= python3
 # The known-good set of every Python dependency (see `deps-latest` below).
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: install demo test test-floors deps-latest lint bench fuzz
+.PHONY: install demo test test-fast test-floors deps-latest lint bench fuzz
 
 install:
 	PYTHON=$(PYTHON) CONSTRAINTS=$(CONSTRAINTS) bash tests/lab/install-deps.sh
@@ -16,6 +16,12 @@ test: install
 	$(PYTHON) -m ruff check check_smtp_posture tests
 	$(PYTHON) -m pytest -q
 	$(MAKE) --no-print-directory test-floors
+
+# The edit-and-rerun loop: lint, then every test that neither waits out a deadline nor
+# drives a lab daemon (the `slow` marker, tests/conftest.py); installs nothing.
+test-fast:
+	$(PYTHON) -m ruff check check_smtp_posture tests
+	$(PYTHON) -m pytest -q -m "not slow"
 
 # The lowest versions setup.cfg accepts, installed exactly, run the plugins' tests
 # (README, "Dependencies").

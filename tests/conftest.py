@@ -56,6 +56,38 @@ def pytest_report_header(config):
     return f"python: {sys.executable}"
 
 
+# `slow` (pyproject.toml): what waits out a deadline or drives a daemon; `make test-fast`
+# runs the rest. A test that uses a lab daemon below, even through another fixture, or
+# that is marked `lab` (Icinga 2, Nagios, NRPE are started by their modules) is slow; so
+# is a fault-matrix row whose first line says the run ran out of time
+# (tests/faultmatrix.py). Other tests that wait out a deadline, and the property tests'
+# searches, are marked where written.
+LAB_FIXTURES = frozenset({"lab", "lab_dns", "lab_postfix", "lab_nginx", "lab_resolver"})
+
+
+def pytest_collection_modifyitems(items):
+    from tests.faultmatrix import waits_out_deadline
+
+    for item in items:
+        params = getattr(item, "callspec", None)
+        rows = [getattr(value, "row", value) for value in params.params.values()] \
+            if params else []
+        if item.get_closest_marker("lab") or LAB_FIXTURES & set(item.fixturenames) \
+                or any(waits_out_deadline(row) for row in rows):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _a_lab_test_is_slow(request):
+    """A test that took a lab daemon with request.getfixturevalue(), which collection
+    cannot see, errs unless marked: else `make test-fast` would start the daemons."""
+    yield
+    used = LAB_FIXTURES & set(request.fixturenames)
+    if used and not request.node.get_closest_marker("slow"):
+        pytest.fail(f"uses the lab ({', '.join(sorted(used))}): mark it lab or slow",
+                    pytrace=False)
+
+
 # --- the lab: real servers started by the tests (tests/lab/) ----------------------------
 #
 # Lab fixtures skip only when a server binary is absent or we are not root (a

@@ -97,6 +97,17 @@ def _modules():
             yield importlib.import_module(f"tests.{info.name}")
 
 
+#: how a first line says the run ran out of time: at -t, a --query-timeout, or waiting
+#: for a state file's lock
+_OUT_OF_TIME = re.compile(r"(reply|connection|finish|answer) within\b|\bTIMEOUT\b|timed out"
+                          r"|timeout after|locked by another run")
+
+
+def waits_out_deadline(row: object) -> bool:
+    """Is `row` a fault whose run waits out a deadline (the test is `slow`: conftest.py)?"""
+    return isinstance(row, Fault) and bool(_OUT_OF_TIME.search(row.message))
+
+
 def all_rows() -> list[Fault]:
     """Every row of every tests/test_faults_*.py module, in area order."""
     rows = [row for module in _modules() for row in getattr(module, "MATRIX", [])]

@@ -361,7 +361,7 @@ def test_dns_questions_that_need_no_answer_first_are_asked_at_once(dane_lab):
     assert result.exitcode == 0, result.output
     assert result.first_line.startswith("DANE OK - 1 endpoint of MX of ee.dane.test: DANE "
                                         "authenticated"), result.output
-    assert 3 * delay < elapsed < 4.5 * delay, elapsed
+    assert elapsed < 4.5 * delay, elapsed
 
 
 @pytest.mark.lab

@@ -45,17 +45,21 @@ def test_normal_dialogue_is_recorded(fake_smtp):
     assert srv.sessions[0].data[-1] == b"..hi"
 
 
+@pytest.mark.slow
 def test_no_banner_stalls_but_records(fake_smtp):
     srv = fake_smtp("no-banner")
     with _connect(srv, timeout=0.3) as s:
         with pytest.raises(socket.timeout):
             s.recv(100)
         s.sendall(b"QUIT\r\n")
-        time.sleep(0.2)
+        deadline = time.monotonic() + 2
+        while srv.commands != ["QUIT"] and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert srv.wait_ended()
     assert srv.commands == ["QUIT"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["EHLO", "MAIL", "RCPT", "DATA", "QUIT"])
 def test_stall_at_phase(fake_smtp, phase):
     srv = fake_smtp(f"stall-{phase.lower()}")
@@ -78,11 +82,13 @@ def test_stall_at_phase(fake_smtp, phase):
 def test_drip_banner(fake_smtp):
     srv = fake_smtp("drip-banner", drip_interval=0.05)
     with _connect(srv) as s:
-        time.sleep(0.5)
-        data = s.recv(1000)
-    assert data.startswith(b"220 ") and b"\n" not in data and 3 <= len(data) <= 20
+        data = b""
+        while len(data) < 4:  # a byte every 0.05 s
+            data += s.recv(1000)
+    assert data.startswith(b"220 ") and b"\n" not in data and len(data) <= 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scenario,check", [
     ("garbage-banner", lambda d: d.startswith(b"\x16\x03")),
     ("overlong-banner", lambda d: len(d) >= 100_000 and b"\n" not in d),
@@ -154,7 +160,10 @@ def test_starttls_454(fake_smtp):
         assert client.docmd("STARTTLS")[0] == 454
 
 
-@pytest.mark.parametrize("scenario", ["starttls-garbage", "starttls-close"])
+@pytest.mark.parametrize("scenario", [
+    # a TLS record promising bytes that never come: the client waits until the fake hangs
+    # up, a second later
+    pytest.param("starttls-garbage", marks=pytest.mark.slow), "starttls-close"])
 def test_starttls_handshake_fails(fake_smtp, scenario):
     srv = fake_smtp(scenario)
     with _smtp(srv) as client:
@@ -339,6 +348,7 @@ def test_accept_rcpt_reject_data(fake_smtp):
     assert session.data_sent and session.ended_with_quit and not session.probe_only
 
 
+@pytest.mark.slow
 def test_tarpit_holds_the_rcpt_reply(fake_smtp):
     srv = fake_smtp("tarpit")
     with _connect(srv, timeout=0.5) as s:
@@ -362,7 +372,9 @@ def test_tarpit_stop_is_prompt(fake_smtp):
         _read_reply(s)
         _dialogue(s, b"EHLO c\r\n", b"MAIL FROM:<>\r\n")
         s.sendall(b"RCPT TO:<postmaster@posture.test>\r\n")
-        time.sleep(0.3)  # the server is now holding the reply
+        deadline = time.monotonic() + 2
+        while srv.commands[-1:] != ["RCPT"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the server holds the reply
         start = time.monotonic()
         srv.stop()
         assert time.monotonic() - start < 2
@@ -372,6 +384,7 @@ def test_tarpit_stop_is_prompt(fake_smtp):
         s.close()
 
 
+@pytest.mark.slow
 def test_tarpit_reply_comes_after_the_delay():
     from tests.lab.fakesmtp import Delayed
 

@@ -94,6 +94,7 @@ def silent_dns():
         yield f"127.0.28.97:{sink.getsockname()[1]}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", NAMES)
 @pytest.mark.parametrize("state, exitcode", [(None, 2), ("warning", 1), ("unknown", 3)])
 def test_silent_dns_ends_within_the_timeout_in_the_unreachable_state(script, state, exitcode,

@@ -163,8 +163,9 @@ def dane_lab(request):
         request.getfixturevalue("lab_postfix")
 
 
-@pytest.mark.parametrize("case, dane_lab", [(c, c.lab) for c in CASES],
-                         ids=[c.row.id for c in CASES], indirect=["dane_lab"])
+@pytest.mark.parametrize("case, dane_lab", [
+    pytest.param(c, c.lab, id=c.row.id, marks=[pytest.mark.lab] if c.lab else [])
+    for c in CASES], indirect=["dane_lab"])
 def test_row(case, dane_lab):
     started = time.monotonic()
     run = run_main(main, [*case.argv, "-t", str(TIMEOUT)])

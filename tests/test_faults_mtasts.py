@@ -465,7 +465,9 @@ def _state_path(case: Case, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.row.id) for c in CASES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.row.id, marks=[pytest.mark.lab] if c.row.area != "arguments"
+                 and c.dns == "lab" else []) for c in CASES])
 def test_mta_sts_fault(case, request, tmp_path):
     argv_ca = ()
     if case.row.area == "arguments":

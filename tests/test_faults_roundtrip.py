@@ -811,7 +811,8 @@ def verbosities(case: Case) -> tuple:
 
 
 @pytest.mark.parametrize("case, verbosity", [
-    pytest.param(c, v, id=c.row.id + (f"-{'v' * v}" if v else ""))
+    pytest.param(c, v, id=c.row.id + (f"-{'v' * v}" if v else ""),
+                 marks=[pytest.mark.lab] if c.row.area != "arguments" else [])
     for c in CASES for v in verbosities(c)])
 def test_roundtrip_fault(case, verbosity, request, tmp_path, monkeypatch):
     if case.password is None:

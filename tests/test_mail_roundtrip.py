@@ -252,7 +252,10 @@ def test_a_third_asynchronous_run_finds_the_lost_probe(lab, lab_dns, bystander, 
     assert second.exitcode == 0, second.output
     assert second.first_line.startswith(
         "MAIL_ROUNDTRIP OK - 1 of 2 probes back via 2 MX endpoints of lossy.test")
-    time.sleep(2.5)
+    # until every probe sent via drop is older than the -c 2 of the next run: lost
+    dropped = max(entry["sent"] for entry in _state(state)[rt.LOSSY_DOMAIN].values()
+                  if entry["label"].startswith("drop."))
+    time.sleep(max(0.0, dropped + 2.1 - time.time()))
     third = run(lab, lab_dns, *loop(rt.LOSSY_DOMAIN), "--state-file", state, "-w", "1",
                 "-c", "2")
     assert third.exitcode == 2, third.output

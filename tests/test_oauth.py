@@ -337,6 +337,7 @@ def test_authorize_usage_errors(args, message):
     assert message in result.output, result.output
 
 
+@pytest.mark.slow
 def test_authorize_without_a_browser_ends_within_t(idp, files, tmp_path):
     started = time.monotonic()
     result = run_main(main, ["--oauth2-authorize", idp.authorize_url, "--oauth2-token-url",

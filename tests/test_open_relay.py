@@ -213,7 +213,7 @@ def test_stock_postfix_error_limits_slow_the_probes_down_and_change_no_verdict(l
             "OPEN_RELAY OK - 127.0.25.17: 10 relay probes refused, <> to postmaster accepted, "
         ), result.output
         assert "1 connection(s)" in result.output
-        assert 2.0 <= _seconds(result) < 3.0, result.first_line
+        assert _seconds(result) >= 2.0, result.first_line  # smtpd's error sleeps, waited out
     assert _timeless(runs[0].first_line) == _timeless(runs[1].first_line)
     assert_probe_only_in_maillog(lab_postfix, mark, connections=2, endpoints=("stocklimits",))
 

@@ -88,6 +88,7 @@ def test_the_noisy_libraries_are_noisy_without_the_policy(noisy_path):
     assert "lab: dns.resolver logs a warning" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("environment", sorted(ENVIRONMENTS))
 @pytest.mark.parametrize("script", NAMES)
 def test_a_run_prints_no_library_warning(script, environment, noisy_path):
@@ -100,6 +101,7 @@ def test_a_run_prints_no_library_warning(script, environment, noisy_path):
     assert_only_the_plugin_speaks(script, output)
 
 
+@pytest.mark.slow
 def test_at_vvv_the_kept_warnings_are_long_output(noisy_path):
     code, output = run_script("check_mx_sanity",
                               ["-D", "posture.test", "--dns-server", "127.0.29.99:9",

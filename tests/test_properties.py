@@ -79,6 +79,10 @@ PROFILE = settings.get_profile(
     "properties-explore" if os.environ.get("CSP_HYPOTHESIS") == "explore" else "properties")
 
 
+# a search of this size takes most of `make test-fast`'s budget: `make test` runs it
+pytestmark = pytest.mark.slow
+
+
 def budget(n: int):
     """The profile with its example count scaled for a slower or faster property."""
     return settings(PROFILE, max_examples=max(1, PROFILE.max_examples * n // 200))

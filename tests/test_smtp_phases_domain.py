@@ -76,6 +76,7 @@ def test_nxdomain_and_dangling_mx_are_critical(dns):
     assert "nowhere.phases.test: NXDOMAIN" in result.first_line
 
 
+@pytest.mark.slow
 def test_refusing_dns_server_is_critical_within_the_deadline():
     # Nothing listens there: ICMP refusals make dnspython back off and retry,
     # sleeping past its own lifetime unless the DNS layer stops waiting.

@@ -212,6 +212,7 @@ def test_reply_before_its_command_is_a_protocol_fault(fake_smtp):
 # -- 4. auth_time counted once ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_auth_time_is_the_time_the_server_took(fake_smtp, monkeypatch):
     monkeypatch.setenv("CHECK_SMTP_PASSWORD", "secret")
     server = fake_smtp({"AUTH": Delayed(1.0, "535 5.7.8 Authentication failed")},

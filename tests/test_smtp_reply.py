@@ -108,6 +108,7 @@ def test_reader_refuses_an_endless_multiline_reply():
     feed.close()
 
 
+@pytest.mark.slow
 def test_reader_holds_the_deadline_against_a_drip():
     feed = _Feeder()
     feed.send_later([b"2", b"2", b"0", b" "] * 10, pause=0.2)

@@ -225,6 +225,7 @@ def silent_dns():
     sock.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra, code", [([], 2), (["--unreachable-state", "warning"], 1)])
 def test_dns_server_that_never_answers(run_plugin, silent_dns, extra, code):
     started = time.monotonic()

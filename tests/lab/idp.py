@@ -75,7 +75,8 @@ class LabIdp:
         self.port = self._server.server_address[1]
         self.url = f"https://{IDP_ADDRESS}:{self.port}/token"
         self.authorize_url = f"https://{IDP_ADDRESS}:{self.port}/authorize"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def start(self) -> LabIdp:
         self._thread.start()

@@ -115,15 +115,19 @@ class Pop3Box:
                         from None
                 raise MailboxError(PROTOCOL, f"{how} as {spec.user}: {text}") from None
             return conn
-        except MailboxError:
-            _drop(conn)
-            raise
-        except poplib.error_proto as exc:
-            _drop(conn)
-            raise MailboxError(PROTOCOL, self._text(exc)) from None
-        except OSError as exc:
-            _drop(conn)
-            raise connection_error(exc, f"{self.address} port {spec.port}") from None
+        except (MailboxError, poplib.error_proto, OSError) as exc:
+            raise self._failed(conn, exc) from None
+
+    def _failed(self, conn, exc: Exception) -> MailboxError:
+        """What the failure `exc` of the session `conn` means, once `conn` is dropped (closed
+        without QUIT): a MailboxError as it is, a -ERR or garbage PROTOCOL, a socket error
+        connection_error's."""
+        _drop(conn)
+        if isinstance(exc, MailboxError):
+            return exc
+        if isinstance(exc, poplib.error_proto):
+            return MailboxError(PROTOCOL, self._text(exc))
+        return connection_error(exc, f"{self.address} port {self.spec.port}")
 
     @staticmethod
     def _capa(conn) -> dict:
@@ -155,15 +159,8 @@ class Pop3Box:
                     continue
                 found.append(Seen("INBOX", False, head, None, time.time(), matched, uid))
             self._quit(conn)
-        except MailboxError:
-            _drop(conn)
-            raise
-        except poplib.error_proto as exc:
-            _drop(conn)
-            raise MailboxError(PROTOCOL, self._text(exc)) from None
-        except OSError as exc:
-            _drop(conn)
-            raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
+        except (MailboxError, poplib.error_proto, OSError) as exc:
+            raise self._failed(conn, exc) from None
         return found
 
     def wait(self, seconds: float) -> None:

@@ -28,7 +28,7 @@ from check_smtp_posture.nagios.contexts import (
     reply_state,
     seconds,
 )
-from check_smtp_posture.nagios.summary import HINT_CAP, FamilySummary, capped
+from check_smtp_posture.nagios.summary import HINT_CAP, ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.session import (
@@ -382,11 +382,7 @@ def _acceptance_phrase(outcome: ProbeResult) -> str:
 # -- summary ---------------------------------------------------------------------------
 
 
-class RelaySummary(FamilySummary):
-    def __init__(self, resource: OpenRelay):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class RelaySummary(ResourceSummary):
     def headline(self, results):
         res = self.resource.results
         if not res:

@@ -12,7 +12,7 @@ from nagiosplugin.state import Critical, Ok, Warn
 from check_smtp_posture import clock, mtasts, targets
 from check_smtp_posture.nagios import states
 from check_smtp_posture.nagios.contexts import OptionsContext
-from check_smtp_posture.nagios.summary import FamilySummary, capped
+from check_smtp_posture.nagios.summary import ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
 
 # -- contexts ------------------------------------------------------------------------
@@ -245,11 +245,7 @@ def _mx_kind(res: targets.Resolution) -> str:
 # -- summary ---------------------------------------------------------------------------
 
 
-class StsSummary(FamilySummary):
-    def __init__(self, resource):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class StsSummary(ResourceSummary):
     def headline(self, results):
         facts = self.resource.facts
         policy = facts.usable_policy

@@ -10,7 +10,7 @@ import nagiosplugin
 
 from check_smtp_posture.nagios import states
 from check_smtp_posture.nagios.contexts import OptionsContext
-from check_smtp_posture.nagios.summary import FamilySummary
+from check_smtp_posture.nagios.summary import ResourceSummary
 from check_smtp_posture.plugins.roundtrip_probe import (
     BACK,
     IN_FLIGHT,
@@ -19,7 +19,6 @@ from check_smtp_posture.plugins.roundtrip_probe import (
     SEND_FAILED,
     SENT,
     ProbeOutcome,
-    RoundTrip,
 )
 from check_smtp_posture.sanitize import one_line, printable
 
@@ -115,11 +114,7 @@ class SkippedContext(OptionsContext):
 # -- summary ---------------------------------------------------------------------------
 
 
-class RoundTripSummary(FamilySummary):
-    def __init__(self, resource: RoundTrip):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class RoundTripSummary(ResourceSummary):
     def headline(self, results):
         res = self.resource
         outcomes = res.outcomes

@@ -10,7 +10,7 @@ import nagiosplugin
 
 from check_smtp_posture.nagios import states
 from check_smtp_posture.nagios.contexts import OptionsContext, reply_state
-from check_smtp_posture.nagios.summary import FamilySummary
+from check_smtp_posture.nagios.summary import ResourceSummary
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
@@ -21,7 +21,7 @@ from check_smtp_posture.smtp.session import (
 )
 
 if TYPE_CHECKING:
-    from check_smtp_posture.plugins.check_smtp_phases import Fact, Options, SmtpPhases
+    from check_smtp_posture.plugins.check_smtp_phases import Fact, Options
 
 def _where(fact: Fact) -> str:
     return fact.endpoint.label
@@ -212,11 +212,7 @@ class CertDaysContext(nagiosplugin.ScalarContext):
 # -- summary -----------------------------------------------------------------------
 
 
-class PhasesSummary(FamilySummary):
-    def __init__(self, resource: SmtpPhases):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class PhasesSummary(ResourceSummary):
     def headline(self, results):
         res = self.resource.results
         if not res:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from check_smtp_posture import names
 from check_smtp_posture.sanitize import one_line
@@ -91,53 +91,45 @@ def _versioned(texts, prefix: str) -> list:
             or re.match(re.escape(prefix) + r"[ \t]*;", t)]
 
 
-def sts_record(texts) -> TxtRecord:
-    """The `_mta-sts` TXT record a sender uses, from every TXT string at that name."""
-    found = _versioned(texts, "v=STSv1")
+def _one_record(texts, version: str, required: str, several: str = "") -> TxtRecord:
+    """The one record of `version` among the TXT strings `texts`, its fields, and the
+    first problem: none or several records, a bad field list, the `required` field
+    missing or given twice. `several` adds to the note on several records."""
+    found = _versioned(texts, version)
     if not found:
-        return TxtRecord(problem="no v=STSv1 record")
+        return TxtRecord(problem=f"no {version} record")
     if len(found) > 1:
         return TxtRecord(found[0], count=len(found),
-                         problem=f"{len(found)} v=STSv1 records")
+                         problem=f"{len(found)} {version} records{several}")
     text = found[0]
     fields, problem = _tag_fields(text)
-    record = TxtRecord(text, tuple(fields), 1)
-    if problem:
-        return TxtRecord(text, tuple(fields), 1, problem)
-    ids = [v for k, v in fields if k == "id"]
-    if not ids:
-        return TxtRecord(text, tuple(fields), 1, "no id field")
-    if len(ids) > 1:
-        return TxtRecord(text, tuple(fields), 1, "id given twice")
-    if not _ID.fullmatch(ids[0]):
-        return TxtRecord(text, tuple(fields), 1,
-                         f"bad id {ids[0][:40]!r} (1-32 letters and digits)")
-    for name, value in fields[1:]:
+    values = [v for k, v in fields if k == required]
+    if not problem and not values:
+        problem = f"no {required} field"
+    elif not problem and len(values) > 1:
+        problem = f"{required} given twice"
+    return TxtRecord(text, tuple(fields), 1, problem)
+
+
+def sts_record(texts) -> TxtRecord:
+    """The `_mta-sts` TXT record a sender uses, from every TXT string at that name."""
+    record = _one_record(texts, "v=STSv1", "id")
+    if record.problem:
+        return record
+    sts_id = record.get("id")
+    if not _ID.fullmatch(sts_id):
+        return replace(record, problem=f"bad id {sts_id[:40]!r} (1-32 letters and digits)")
+    for name, value in record.fields[1:]:
         if name == "id":
             continue
         if not _EXT_NAME.fullmatch(name) or not _EXT_VALUE.fullmatch(value):
-            return TxtRecord(text, tuple(fields), 1, f"bad field {name[:32]!r}")
+            return replace(record, problem=f"bad field {name[:32]!r}")
     return record
 
 
 def tlsrpt_record(texts) -> TxtRecord:
     """The `_smtp._tls` TXT record (RFC 8460 §3); `problem` when senders would use none."""
-    found = _versioned(texts, "v=TLSRPTv1")
-    if not found:
-        return TxtRecord(problem="no v=TLSRPTv1 record")
-    if len(found) > 1:
-        return TxtRecord(found[0], count=len(found),
-                         problem=f"{len(found)} v=TLSRPTv1 records (senders use none)")
-    text = found[0]
-    fields, problem = _tag_fields(text)
-    if problem:
-        return TxtRecord(text, tuple(fields), 1, problem)
-    rua = [v for k, v in fields if k == "rua"]
-    if not rua:
-        return TxtRecord(text, tuple(fields), 1, "no rua field")
-    if len(rua) > 1:
-        return TxtRecord(text, tuple(fields), 1, "rua given twice")
-    return TxtRecord(text, tuple(fields), 1)
+    return _one_record(texts, "v=TLSRPTv1", "rua", " (senders use none)")
 
 
 @dataclass(frozen=True)

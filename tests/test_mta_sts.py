@@ -124,6 +124,8 @@ def test_tlsrpt_record_and_uris():
     (["v=TLSRPTv1; rua=mailto:a@b.example", "v=TLSRPTv1; rua=mailto:c@b.example"],
      "2 v=TLSRPTv1 records"),
     (["v=TLSRPTv1;"], "no rua field"),
+    (["v=TLSRPTv1; rua=mailto:a@b.example; rua=mailto:c@b.example"], "rua given twice"),
+    (["v=TLSRPTv1; rua=mailto:a@b.example; junk"], "field 'junk' has no '='"),
 ])
 def test_tlsrpt_record_problems(texts, problem):
     assert mtasts.tlsrpt_record(texts).problem.startswith(problem)

@@ -139,6 +139,33 @@ def open_mailbox(spec: MailboxSpec, *, address: str | None, password: str | None
     return box
 
 
+class ServerBox:
+    """What an IMAP and a POP3 mailbox share: where and how they log in, and the transcript,
+    every line of it through the redactor (open_mailbox gives the arguments)."""
+
+    skipped = ()  # a server's store has no entries to skip
+
+    def __init__(self, spec, address, password, ca_file, deadline, poll_interval, transcript,
+                 auth):
+        from check_smtp_posture.secrets import Redactor
+
+        self.spec = spec
+        self.auth = auth
+        self.address = address or spec.host
+        self.password = password
+        # the server may quote the password back (in a refusal, in garbage): never shown
+        self.redact = Redactor()
+        self.redact.add(password, spec.user)
+        self.ca_file = ca_file
+        self.deadline = deadline
+        self.poll_interval = poll_interval
+        self.transcript = transcript if transcript is not None else []
+        self.tls = None
+
+    def _log(self, line: str) -> None:
+        self.transcript.append(self.redact(line))
+
+
 def oauth_mechanism(auth: str, offered, label: str) -> str:
     """The OAuth SASL mechanism to log in with (`auth` as open_mailbox takes it) among
     the `offered` ones; a LOGIN failure naming what is offered when there is none."""

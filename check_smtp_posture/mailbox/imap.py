@@ -22,13 +22,13 @@ from check_smtp_posture.mailbox import (
     PASSWORD,
     MailboxError,
     Seen,
+    ServerBox,
     connection_error,
     header_has,
     oauth_mechanism,
     tls_context,
     tokens_in,
 )
-from check_smtp_posture.secrets import Redactor
 
 
 class _Imap4(imaplib.IMAP4):
@@ -58,28 +58,17 @@ class _Client(imapclient.IMAPClient):
                       self._context if self.ssl else None)
 
 
-class ImapBox:
-    skipped = ()  # a server's store has no entries to skip
+class ImapBox(ServerBox):
     def __init__(self, spec, address, password, ca_file, deadline, junk_folders, idle,
                  poll_interval, transcript, auth=PASSWORD):
-        self.spec = spec
-        self.auth = auth
+        super().__init__(spec, address, password, ca_file, deadline, poll_interval, transcript,
+                         auth)
         self.mechanism = None  # the OAuth SASL mechanism logged in with
-        self.address = address or spec.host
-        self.password = password
-        # the server may quote the password back (in a refusal, in garbage): never shown
-        self.redact = Redactor()
-        self.redact.add(password, spec.user)
-        self.ca_file = ca_file
-        self.deadline = deadline
         self.junk_names = tuple(junk_folders)
         self.use_idle = idle
-        self.poll_interval = poll_interval
-        self.transcript = transcript if transcript is not None else []
         self.client: _Client | None = None
         self.folders: list = []  # (name, junk) to scan, the main folder first
         self.idle_offered = False
-        self.tls = None
         self._uidnext: dict = {}  # folder -> UIDNEXT when it was last looked at
 
     @property
@@ -312,9 +301,6 @@ class ImapBox:
             if isinstance(exc, DeadlineExceeded):
                 raise MailboxError(TIMEOUT, f"{self.spec.label}: no time left") from None
             raise MailboxError(PROTOCOL, f"{type(exc).__name__}: {self._text(exc)}") from None
-
-    def _log(self, line: str) -> None:
-        self.transcript.append(self.redact(line))
 
     def _text(self, exc: BaseException) -> str:
         """An imaplib or imapclient error as one line, the password masked in it."""

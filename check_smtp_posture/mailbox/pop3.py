@@ -18,6 +18,7 @@ from check_smtp_posture.mailbox import (
     PASSWORD,
     MailboxError,
     Seen,
+    ServerBox,
     connection_error,
     header_block,
     header_has,
@@ -25,7 +26,6 @@ from check_smtp_posture.mailbox import (
     tls_context,
     tokens_in,
 )
-from check_smtp_posture.secrets import Redactor
 
 #: the newest messages looked at; a probe mailbox holds few
 SCAN_CAP = 500
@@ -46,25 +46,14 @@ class _Pop3(poplib.POP3):
         return sock
 
 
-class Pop3Box:
-    skipped = ()  # a server's store has no entries to skip
+class Pop3Box(ServerBox):
     idles = False
     folders = (("INBOX", False),)
 
     def __init__(self, spec, address, password, ca_file, deadline, poll_interval, transcript,
                  auth=PASSWORD):
-        self.spec = spec
-        self.auth = auth
-        self.address = address or spec.host
-        self.password = password
-        # the server may quote the password back (in a refusal, in garbage): never shown
-        self.redact = Redactor()
-        self.redact.add(password, spec.user)
-        self.ca_file = ca_file
-        self.deadline = deadline
-        self.poll_interval = poll_interval
-        self.transcript = transcript if transcript is not None else []
-        self.tls = None
+        super().__init__(spec, address, password, ca_file, deadline, poll_interval, transcript,
+                         auth)
         self._not_probes: set = set()  # UIDLs already read and found to be no probe
 
     def open(self) -> None:
@@ -115,15 +104,19 @@ class Pop3Box:
                         from None
                 raise MailboxError(PROTOCOL, f"{how} as {spec.user}: {text}") from None
             return conn
-        except MailboxError:
-            _drop(conn)
-            raise
-        except poplib.error_proto as exc:
-            _drop(conn)
-            raise MailboxError(PROTOCOL, self._text(exc)) from None
-        except OSError as exc:
-            _drop(conn)
-            raise connection_error(exc, f"{self.address} port {spec.port}") from None
+        except (MailboxError, poplib.error_proto, OSError) as exc:
+            raise self._failed(conn, exc) from None
+
+    def _failed(self, conn, exc: Exception) -> MailboxError:
+        """What the failure `exc` of the session `conn` means, once `conn` is dropped (closed
+        without QUIT): a MailboxError as it is, a -ERR or garbage PROTOCOL, a socket error
+        connection_error's."""
+        _drop(conn)
+        if isinstance(exc, MailboxError):
+            return exc
+        if isinstance(exc, poplib.error_proto):
+            return MailboxError(PROTOCOL, self._text(exc))
+        return connection_error(exc, f"{self.address} port {self.spec.port}")
 
     @staticmethod
     def _capa(conn) -> dict:
@@ -155,15 +148,8 @@ class Pop3Box:
                     continue
                 found.append(Seen("INBOX", False, head, None, time.time(), matched, uid))
             self._quit(conn)
-        except MailboxError:
-            _drop(conn)
-            raise
-        except poplib.error_proto as exc:
-            _drop(conn)
-            raise MailboxError(PROTOCOL, self._text(exc)) from None
-        except OSError as exc:
-            _drop(conn)
-            raise connection_error(exc, f"{self.address} port {self.spec.port}") from None
+        except (MailboxError, poplib.error_proto, OSError) as exc:
+            raise self._failed(conn, exc) from None
         return found
 
     def wait(self, seconds: float) -> None:
@@ -200,9 +186,6 @@ class Pop3Box:
             _drop(conn)
             self._log(f"QUIT: {self._text(exc)}" + (f": {undone}" if undone else ""))
             return False
-
-    def _log(self, line: str) -> None:
-        self.transcript.append(self.redact(line))
 
     def _text(self, exc: BaseException) -> str:
         """A poplib error as one line, the password masked in it."""

@@ -155,14 +155,20 @@ def domain_name(text: str) -> str:
     return names.normalize(text)
 
 
+def parsed(parse, text: str, *args, **kwargs):
+    """`parse(text, ...)` as an argparse type: its ValueError, with its message, is the
+    usage error."""
+    try:
+        return parse(text, *args, **kwargs)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def sender_address(text: str) -> str:
     """MAIL FROM: `<>` or '' (the null sender), `<addr>` or `addr`; returned bare."""
     from check_smtp_posture.smtp.address import envelope_address
 
-    try:
-        return envelope_address(text, null=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parsed(envelope_address, text, null=True)
 
 
 def spf_sender(text: str) -> str:
@@ -177,20 +183,14 @@ def recipient_address(text: str) -> str:
     """RCPT TO: `<addr>` or `addr` (or `postmaster`); returned bare."""
     from check_smtp_posture.smtp.address import envelope_address
 
-    try:
-        return envelope_address(text, null=False)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parsed(envelope_address, text, null=False)
 
 
 def header_address(text: str) -> str:
     """--header-from: one address for the From field, `addr` or `Name <addr>`."""
     from check_smtp_posture.smtp.message import header_address as parse
 
-    try:
-        return parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    return parsed(parse, text)
 
 
 def helo_name(text: str) -> str:

@@ -7,6 +7,7 @@
   point (perfdata parsers choke on "7.9e-05").
 - `StateFileContext`: what a statefile.StateProblem means.
 - `OAuthContext`: what an oauth.OAuthError (no access token) means.
+- `OptionsContext`: the base of a plugin's Contexts that decide from its Options.
 
 Counts that are perfdata only need no Context of their own: their Metrics use
 nagiosplugin's built-in `default` context.
@@ -78,6 +79,17 @@ class MxContext(nagiosplugin.Context):
             state = self.unreachable if target.problem == targets.LOOKUP_FAILED else Critical
             out.append((state, one_line(target.describe_problem(), 160)))
         return out
+
+
+class OptionsContext(nagiosplugin.Context):
+    """A Context that decides from the plugin's Options (`self.options`); the subclass
+    names the context its Metrics ask for in `context_name`."""
+
+    context_name = ""
+
+    def __init__(self, options):
+        super().__init__(self.context_name)
+        self.options = options
 
 
 def reply_state(reply, transient: str):

@@ -182,6 +182,18 @@ def plugin_main(argv, build_parser, options_from, build_check, mode=None) -> int
     return run(build_check(options, Deadline(options.timeout)), options)
 
 
+def entry_points(build_parser, options_from, build_check, mode=None):
+    """A plugin's `main(argv=None) -> int` (plugin_main over its parts) and its
+    `console_main()` (the console script setup.cfg names: console() over that main)."""
+    def main(argv=None) -> int:
+        return plugin_main(argv, build_parser, options_from, build_check, mode)
+
+    def console_main() -> None:
+        console(main)
+
+    return main, console_main
+
+
 def _arm_alarm(seconds: float):
     if not hasattr(signal, "setitimer"):
         return None

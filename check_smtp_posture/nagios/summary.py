@@ -69,3 +69,12 @@ class FamilySummary(nagiosplugin.Summary):
         lines = [f"{str(r.state).lower()}: {r.hint}" for r in results
                  if r.state != Ok and r.hint]
         return lines + self.details(results)
+
+
+class ResourceSummary(FamilySummary):
+    """A FamilySummary phrasing what its Resource found (`self.resource`, which carries the
+    run's Options as `.options`), at the verbosity of those Options."""
+
+    def __init__(self, resource):
+        super().__init__(resource.options.verbose)
+        self.resource = resource

@@ -23,7 +23,7 @@ from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import all_at_once, each_endpoint
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import MxContext
-from check_smtp_posture.nagios.summary import FamilySummary, capped
+from check_smtp_posture.nagios.summary import ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, SessionResult, run_session
 
@@ -383,11 +383,7 @@ class RrsigContext(nagiosplugin.ScalarContext):
 # -- summary ---------------------------------------------------------------------------
 
 
-class DaneSummary(FamilySummary):
-    def __init__(self, resource: Dane):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class DaneSummary(ResourceSummary):
     def headline(self, results):
         res = self.resource
         if not res.endpoints:
@@ -467,12 +463,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         name=NAME)
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ lists 127.0.0.1, which no list may list, is broken and its answers are ignored.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import threading
 import time
@@ -64,10 +63,7 @@ def zone_arg(kind: str):
     def parse(text: str) -> ZoneSpec:
         if kind == DOMAIN and text.strip().lower() == "default":
             return "default"
-        try:
-            return dnsbl.parse_zone(text, kind)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+        return cli.parsed(dnsbl.parse_zone, text, kind)
     return parse
 
 
@@ -441,12 +437,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     )
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check, list_zones)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check, list_zones)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -314,12 +314,7 @@ def authorize(parser, args) -> int | None:
     return 0
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check, authorize)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check, authorize)
 
 
 if __name__ == "__main__":

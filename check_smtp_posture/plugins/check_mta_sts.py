@@ -398,24 +398,19 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
-        StsRecordContext("sts_record", options),
-        PolicyContext("policy", options),
-        CoverageContext("coverage", options),
-        TlsRptContext("tlsrpt", options),
-        DaneContext("dane", options),
-        HistoryContext("history", options),
+        StsRecordContext(options),
+        PolicyContext(options),
+        CoverageContext(options),
+        TlsRptContext(options),
+        DaneContext(options),
+        HistoryContext(options),
         StateFileContext(),
         TimeContext("time", warning=options.warning, critical=options.critical),
         StsSummary(resource),
         name=NAME)
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check)
 
 
 if __name__ == "__main__":

@@ -490,12 +490,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     )
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,11 +23,12 @@ from check_smtp_posture.fanout import each_endpoint
 from check_smtp_posture.nagios import cli, runner, states
 from check_smtp_posture.nagios.contexts import (
     MxContext,
+    OptionsContext,
     TimeContext,
     reply_state,
     seconds,
 )
-from check_smtp_posture.nagios.summary import HINT_CAP, FamilySummary, capped
+from check_smtp_posture.nagios.summary import HINT_CAP, ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.address import path
 from check_smtp_posture.smtp.session import (
@@ -280,12 +281,10 @@ def _path_line(outcome: ProbeResult) -> str:
     return mail if probe.recipient is None else f"{mail} RCPT TO:{path(probe.recipient)}"
 
 
-class SessionContext(nagiosplugin.Context):
+class SessionContext(OptionsContext):
     """Could the endpoint be probed at all: connection, banner, EHLO, STARTTLS."""
 
-    def __init__(self, options: Options):
-        super().__init__("session")
-        self.options = options
+    context_name = "session"
 
     def evaluate(self, metric, resource):
         result: EndpointProbes = metric.value
@@ -313,12 +312,10 @@ class SessionContext(nagiosplugin.Context):
         return self.result_cls(nagiosplugin.Ok, "", metric)
 
 
-class RelayContext(nagiosplugin.Context):
+class RelayContext(OptionsContext):
     """Accepted relay probes: CRITICAL (OK with --allow-open-relay); 4xx: inconclusive."""
 
-    def __init__(self, options: Options):
-        super().__init__("relay")
-        self.options = options
+    context_name = "relay"
 
     def evaluate(self, metric, resource):
         result: EndpointProbes = metric.value
@@ -351,12 +348,10 @@ def _listed(outcomes: list) -> str:
     return " ".join(filter(None, (", ".join(names), more)))
 
 
-class AcceptanceContext(nagiosplugin.Context):
+class AcceptanceContext(OptionsContext):
     """The null sender, postmaster and every --rcpt must be accepted."""
 
-    def __init__(self, options: Options):
-        super().__init__("acceptance")
-        self.options = options
+    context_name = "acceptance"
 
     def evaluate(self, metric, resource):
         result: EndpointProbes = metric.value
@@ -387,11 +382,7 @@ def _acceptance_phrase(outcome: ProbeResult) -> str:
 # -- summary ---------------------------------------------------------------------------
 
 
-class RelaySummary(FamilySummary):
-    def __init__(self, resource: OpenRelay):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class RelaySummary(ResourceSummary):
     def headline(self, results):
         res = self.resource.results
         if not res:
@@ -473,12 +464,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         name=NAME)
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check)
 
 
 if __name__ == "__main__":

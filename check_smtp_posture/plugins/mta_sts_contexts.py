@@ -7,24 +7,20 @@ mtasts.py's; here they become states and phrases.
 
 from __future__ import annotations
 
-import nagiosplugin
 from nagiosplugin.state import Critical, Ok, Warn
 
 from check_smtp_posture import clock, mtasts, targets
 from check_smtp_posture.nagios import states
-from check_smtp_posture.nagios.summary import FamilySummary, capped
+from check_smtp_posture.nagios.contexts import OptionsContext
+from check_smtp_posture.nagios.summary import ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
 
 # -- contexts ------------------------------------------------------------------------
 
 
-class FactContext(nagiosplugin.Context):
+class FactContext(OptionsContext):
     """A Context judging the StsFacts with `judge() -> (state, hint)` (options: the plugin's
     Options)."""
-
-    def __init__(self, name: str, options):
-        super().__init__(name)
-        self.options = options
 
     def evaluate(self, metric, resource):
         state, hint = self.judge(metric.value)
@@ -37,6 +33,8 @@ class FactContext(nagiosplugin.Context):
 class StsRecordContext(FactContext):
     """The `_mta-sts` TXT record: missing --missing; failed lookup --unreachable-state;
     several or invalid CRITICAL (senders then apply no policy)."""
+
+    context_name = "sts_record"
 
     def judge(self, facts):
         sts = facts.sts
@@ -57,6 +55,8 @@ class StsRecordContext(FactContext):
 class PolicyContext(FactContext):
     """The fetch and the policy: anything a sender would refuse is CRITICAL, an unreachable
     policy host --unreachable-state; mode none and unknown keys are notes."""
+
+    context_name = "policy"
 
     def judge(self, facts):
         fetch = facts.fetch
@@ -102,6 +102,8 @@ class CoverageContext(FactContext):
     """Every live MX named by a policy pattern with a valid STARTTLS certificate:
     enforce CRITICAL, testing WARNING, none a note; an MX not reached --unreachable-state."""
 
+    context_name = "coverage"
+
     def judge(self, facts):
         policy = facts.usable_policy
         if policy is None:
@@ -134,6 +136,8 @@ class TlsRptContext(FactContext):
     """TLS-RPT: absent a note; several records, a bad rua, a mailto domain without MX
     WARNING (reports get lost, mail does not); failed lookup --unreachable-state."""
 
+    context_name = "tlsrpt"
+
     def judge(self, facts):
         rpt = facts.tlsrpt
         answer = rpt.records.answer
@@ -161,6 +165,8 @@ class TlsRptContext(FactContext):
 class DaneContext(FactContext):
     """TLSA records at an MX: a note (RFC 8461 §2: senders doing both apply DANE)."""
 
+    context_name = "dane"
+
     def judge(self, facts):
         with_tlsa = [mx.name for mx in facts.mx if mx.tlsa]
         if not with_tlsa:
@@ -172,6 +178,8 @@ class DaneContext(FactContext):
 class HistoryContext(FactContext):
     """--state-file findings: an older policy senders may still cache that differs from
     the current one in a way that matters, WARNING, until the date it names."""
+
+    context_name = "history"
 
     def judge(self, facts):
         findings = history_findings(facts.history) if facts.history else []
@@ -237,11 +245,7 @@ def _mx_kind(res: targets.Resolution) -> str:
 # -- summary ---------------------------------------------------------------------------
 
 
-class StsSummary(FamilySummary):
-    def __init__(self, resource):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class StsSummary(ResourceSummary):
     def headline(self, results):
         facts = self.resource.facts
         policy = facts.usable_policy

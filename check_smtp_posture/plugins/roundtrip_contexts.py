@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import nagiosplugin
 
 from check_smtp_posture.nagios import states
-from check_smtp_posture.nagios.summary import FamilySummary
+from check_smtp_posture.nagios.contexts import OptionsContext
+from check_smtp_posture.nagios.summary import ResourceSummary
 from check_smtp_posture.plugins.roundtrip_probe import (
     BACK,
     IN_FLIGHT,
@@ -18,7 +19,6 @@ from check_smtp_posture.plugins.roundtrip_probe import (
     SEND_FAILED,
     SENT,
     ProbeOutcome,
-    RoundTrip,
 )
 from check_smtp_posture.sanitize import one_line, printable
 
@@ -28,12 +28,10 @@ if TYPE_CHECKING:
 # -- contexts ------------------------------------------------------------------------
 
 
-class ProbeContext(nagiosplugin.Context):
+class ProbeContext(OptionsContext):
     """A probe that did not come back, landed in junk, or could not be sent."""
 
-    def __init__(self, options: Options):
-        super().__init__("probe")
-        self.options = options
+    context_name = "probe"
 
     def evaluate(self, metric, resource):
         outcome: ProbeOutcome = metric.value
@@ -82,12 +80,10 @@ def lost(outcome: ProbeOutcome, options: Options, resource) -> bool:
     return outcome.age > options.lost_after and resource.mailbox_error is None
 
 
-class MailboxContext(nagiosplugin.Context):
+class MailboxContext(OptionsContext):
     """The mailbox could not be used: unreachable (--unreachable-state), else CRITICAL."""
 
-    def __init__(self, options: Options):
-        super().__init__("mailbox")
-        self.options = options
+    context_name = "mailbox"
 
     def evaluate(self, metric, resource):
         error = metric.value
@@ -98,14 +94,12 @@ class MailboxContext(nagiosplugin.Context):
         return self.result_cls(state, f"mailbox {label}: {one_line(error.detail, 120)}", metric)
 
 
-class SkippedContext(nagiosplugin.Context):
+class SkippedContext(OptionsContext):
     """Entries of the mailbox that are no message it can read (a named pipe, a symbolic
     link loop in a Maildir): skipped, never opened; WARNING, since a probe could hide
     behind such a store."""
 
-    def __init__(self, options: Options):
-        super().__init__("mailbox_skipped")
-        self.options = options
+    context_name = "mailbox_skipped"
 
     def evaluate(self, metric, resource):
         skipped = metric.value
@@ -120,11 +114,7 @@ class SkippedContext(nagiosplugin.Context):
 # -- summary ---------------------------------------------------------------------------
 
 
-class RoundTripSummary(FamilySummary):
-    def __init__(self, resource: RoundTrip):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class RoundTripSummary(ResourceSummary):
     def headline(self, results):
         res = self.resource
         outcomes = res.outcomes

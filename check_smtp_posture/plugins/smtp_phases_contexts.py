@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import nagiosplugin
 
 from check_smtp_posture.nagios import states
-from check_smtp_posture.nagios.contexts import reply_state
-from check_smtp_posture.nagios.summary import FamilySummary
+from check_smtp_posture.nagios.contexts import OptionsContext, reply_state
+from check_smtp_posture.nagios.summary import ResourceSummary
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.dialogue import PHASES
 from check_smtp_posture.smtp.session import (
@@ -21,18 +21,16 @@ from check_smtp_posture.smtp.session import (
 )
 
 if TYPE_CHECKING:
-    from check_smtp_posture.plugins.check_smtp_phases import Fact, Options, SmtpPhases
+    from check_smtp_posture.plugins.check_smtp_phases import Fact, Options
 
 def _where(fact: Fact) -> str:
     return fact.endpoint.label
 
 
-class DialogueContext(nagiosplugin.Context):
+class DialogueContext(OptionsContext):
     """Transport failures, refusing replies, banner/command expectations, QUIT."""
 
-    def __init__(self, options: Options):
-        super().__init__("dialogue")
-        self.options = options
+    context_name = "dialogue"
 
     def evaluate(self, metric, resource):
         fact: Fact = metric.value
@@ -110,10 +108,8 @@ class DialogueContext(nagiosplugin.Context):
         return self.result_cls(nagiosplugin.Ok, "", metric)
 
 
-class StartTlsContext(nagiosplugin.Context):
-    def __init__(self, options: Options):
-        super().__init__("starttls")
-        self.options = options
+class StartTlsContext(OptionsContext):
+    context_name = "starttls"
 
     def evaluate(self, metric, resource):
         fact: Fact = metric.value
@@ -167,7 +163,7 @@ class TlsProtocolContext(nagiosplugin.Context):
         return self.result_cls(nagiosplugin.Ok, "", metric)
 
 
-class CertificateContext(nagiosplugin.Context):
+class CertificateContext(OptionsContext):
     """Validity, trust, name, key and signature of the peer certificate, in tls.py's wording.
 
     Unreadable, expired or not yet valid: CRITICAL. Untrusted chain or name
@@ -175,9 +171,7 @@ class CertificateContext(nagiosplugin.Context):
     Weak key or signature: WARNING. The worst of these wins; all are named.
     """
 
-    def __init__(self, options: Options):
-        super().__init__("certificate")
-        self.options = options
+    context_name = "certificate"
 
     def evaluate(self, metric, resource):
         from check_smtp_posture import tls
@@ -218,11 +212,7 @@ class CertDaysContext(nagiosplugin.ScalarContext):
 # -- summary -----------------------------------------------------------------------
 
 
-class PhasesSummary(FamilySummary):
-    def __init__(self, resource: SmtpPhases):
-        super().__init__(resource.options.verbose)
-        self.resource = resource
-
+class PhasesSummary(ResourceSummary):
     def headline(self, results):
         res = self.resource.results
         if not res:

@@ -437,12 +437,7 @@ def build_check(options: Options, deadline: Deadline, clock=time.time) -> nagios
     )
 
 
-def main(argv=None) -> int:
-    return runner.plugin_main(argv, build_parser, options_from, build_check)
-
-
-def console_main() -> None:
-    runner.console(main)
+main, console_main = runner.entry_points(build_parser, options_from, build_check)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,6 +23,10 @@ nginx on 127.0.25.80:443 (nginx.py); nothing listens on 127.0.25.81:443.
 loop.test, lossy.test, junky.test, monitor.test: the round-trip lab (roundtriplab.py),
 its MX hosts the lab Postfix on 127.0.25.13-.16 and its mailbox the lab Dovecot (.3).
 
+dmarclab (a lab top-level domain, so a DMARC tree walk ends in a zone the lab serves):
+check_dmarc's records, one name per case (dmarclab.py); its report destinations' MX is
+the lab Postfix on 127.0.25.21 (endpoint dmarcreports).
+
 dane.test (DNSSEC-signed) and its unsigned child unsigned.dane.test: danelab.py; the
 validating resolver that trusts dane.test listens on 127.0.25.54 (unbound.py).
 
@@ -41,6 +45,7 @@ Never 127.0.0.1:25: a system MTA may own it.
 from __future__ import annotations
 
 from tests.lab.danelab import dane_zones
+from tests.lab.dmarclab import DMARC_ZONES
 from tests.lab.dnsbllab import DNSBL_ZONES
 from tests.lab.mtastslab import MTASTS_ZONES
 from tests.lab.mxlab import MX_ZONES
@@ -121,7 +126,8 @@ def _union(*parts: dict[str, str]) -> dict[str, str]:
 
 #: every zone the lab DNS serves (the first one is its readiness probe)
 ZONES: dict[str, str] = _union(POSTURE_ZONES, MX_ZONES, DNSBL_ZONES, SPF_ZONES, PHASES_ZONES,
-                               VERDICT_ZONES, dane_zones(), MTASTS_ZONES, ROUNDTRIP_ZONES)
+                               VERDICT_ZONES, dane_zones(), MTASTS_ZONES, ROUNDTRIP_ZONES,
+                               DMARC_ZONES)
 
 
 def lab_dns(workdir=None):

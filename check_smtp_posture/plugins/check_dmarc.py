@@ -10,6 +10,7 @@ the Contexts decide; `DmarcSummary` phrases.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import namedtuple
 
@@ -422,7 +423,7 @@ class DmarcSummary(FamilySummary):
 
     def problem(self, results):
         text = super().problem(results)
-        if not text.startswith(self.domain) and f" {self.domain}" not in text:
+        if not re.search(rf"(^|\s){re.escape(self.domain)}([\s:;,]|$)", text):
             text = f"{self.domain}: {text}"
         return text
 

@@ -75,6 +75,12 @@ DEMO_RUNS: list[list[str]] = [
      *DANE_PROOF, "-v"],
     ["check_dane", "-D", "dual.dane.test", "--dns-server", "{resolver}",
      *DANE_PROOF, "-v"],
+    # DMARC: a good policy whose report addresses are probed at RCPT (never DATA); the
+    # tree walk two labels up; an outside destination that authorised nothing
+    ["check_dmarc", "-D", "good.dmarclab", "--dns-server", "{dns}", "--probe-destinations",
+     "-v"],
+    ["check_dmarc", "-D", "a.b.tree.dmarclab", "--dns-server", "{dns}", "-v"],
+    ["check_dmarc", "-D", "unauth.dmarclab", "--dns-server", "{dns}"],
 ]
 
 RUN_TIMEOUT = 60.0

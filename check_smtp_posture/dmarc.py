@@ -234,12 +234,14 @@ def parse_record(text: str) -> Record:
 class Lookup:
     """One query of a tree walk: the name asked, the answer, the v=DMARC1 records in it."""
 
-    __slots__ = ("domain", "answer", "texts")
+    __slots__ = ("domain", "answer", "texts", "record")
 
     def __init__(self, domain: str, answer):
         self.domain = domain
         self.answer = answer
         self.texts = tuple(t for t in answer.records if is_dmarc(t)) if answer.ok else ()
+        #: the record here when there is exactly one
+        self.record = parse_record(self.texts[0]) if len(self.texts) == 1 else None
 
     @property
     def name(self) -> str:
@@ -248,11 +250,6 @@ class Lookup:
     @property
     def failed(self) -> bool:
         return self.answer.failed
-
-    @property
-    def record(self) -> Record | None:
-        """The record here when there is exactly one."""
-        return parse_record(self.texts[0]) if len(self.texts) == 1 else None
 
 
 class Discovery:

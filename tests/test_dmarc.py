@@ -205,6 +205,37 @@ def test_dns_failure_is_never_no_record():
     assert "no DMARC record" not in result.output
 
 
+@pytest.fixture
+def dropping_dns(dmarc_dns):
+    """A forwarder to the lab NSD that never answers _dmarc.dmarclab, the walk's last name."""
+    from tests.lab.authdns import free_udp_port
+    from tests.lab.dnsdelay import DelayingDns
+
+    forwarder = DelayingDns(("127.0.28.97", free_udp_port("127.0.28.97")),
+                            (dmarc_dns.address, dmarc_dns.port), drop=["_dmarc.dmarclab"])
+    with forwarder:
+        yield forwarder.server_arg
+
+
+@pytest.mark.lab
+def test_a_walk_cut_short_by_a_failed_lookup_is_unreachable_not_missing(dropping_dns):
+    """_dmarc.nodmarc.dmarclab has no record; _dmarc.dmarclab never answers: the walk
+    cannot say that the domain has none."""
+    result = run_main(main, ["-D", "nodmarc.dmarclab", "--dns-server", dropping_dns,
+                             "-t", "2", "--query-timeout", "0.5"])
+    assert result.exitcode == 2, result.output
+    assert result.first_line.partition(" | ")[0] == (
+        "DMARC CRITICAL - nodmarc.dmarclab: DMARC lookup of _dmarc.dmarclab failed: TIMEOUT "
+        "(no answer within 0.5s)")
+    # the record two labels up is found before the silent name: the policy is known, and
+    # only the organisational domain is left undecided (said in the long output)
+    tree = run_main(main, ["-D", "a.b.tree.dmarclab", "--dns-server", dropping_dns,
+                           "-t", "2", "--query-timeout", "0.5", "-v"])
+    assert tree.exitcode == 0, tree.output
+    assert "organisational domain: tree.dmarclab (walk stopped at _dmarc.dmarclab: " \
+           "TIMEOUT (no answer within 0.5s))" in tree.output
+
+
 # -- report destinations probed at RCPT: the lab Postfix ---------------------------
 
 

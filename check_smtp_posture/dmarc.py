@@ -64,11 +64,18 @@ REMOVED = {
 }
 
 _VERSION = re.compile(r"^v[ \t]*=[ \t]*DMARC1[ \t]*(;|$)")
+_NEAR_VERSION = re.compile(_VERSION.pattern, re.IGNORECASE)
 
 
 def is_dmarc(text: str) -> bool:
     """Does a TXT record begin with v=DMARC1 (RFC 9989 §4.7: case-sensitive)?"""
     return bool(_VERSION.match(text))
+
+
+def looks_like_dmarc(text: str) -> bool:
+    """A TXT record that is no DMARC record but was meant to be one: "v=dmarc1; ...",
+    " v=DMARC1", which receivers discard."""
+    return not is_dmarc(text) and bool(_NEAR_VERSION.match(text.strip()))
 
 
 def record_name(domain: str) -> str:
@@ -234,12 +241,15 @@ def parse_record(text: str) -> Record:
 class Lookup:
     """One query of a tree walk: the name asked, the answer, the v=DMARC1 records in it."""
 
-    __slots__ = ("domain", "answer", "texts", "record")
+    __slots__ = ("domain", "answer", "texts", "record", "near_misses")
 
     def __init__(self, domain: str, answer):
         self.domain = domain
         self.answer = answer
         self.texts = tuple(t for t in answer.records if is_dmarc(t)) if answer.ok else ()
+        #: TXT records that were meant to be DMARC records but are not (looks_like_dmarc)
+        self.near_misses = tuple(t for t in answer.records if looks_like_dmarc(t)) \
+            if answer.ok else ()
         #: the record here when there is exactly one
         self.record = parse_record(self.texts[0]) if len(self.texts) == 1 else None
 

@@ -148,7 +148,9 @@ def perf(queries=2, rank=None) -> str:
                   "mail", perf(rank=2)),
     ("nodmarc", 2, "no DMARC record for nodmarc.dmarclab (2 tree-walk queries)", perf()),
     # v=dmarc1 is not v=DMARC1 (case-sensitive, RFC 9989 §4.7)
-    ("lower", 2, "no DMARC record for lower.dmarclab (2 tree-walk queries)", perf()),
+    ("lower", 2, "no DMARC record for lower.dmarclab (2 tree-walk queries); "
+                 "_dmarc.lower.dmarclab has 'v=dmarc1; p=reject', which receivers discard "
+                 "(it must begin with v=DMARC1)", perf()),
     ("syntax", 2, "syntax.dmarclab: _dmarc.syntax.dmarclab: p=rejekt is not one of none, "
                   "quarantine, reject; adkim=x is not one of r, s", perf()),
     ("novalue", 2, "novalue.dmarclab: _dmarc.novalue.dmarclab: 'rua' is not tag=value",

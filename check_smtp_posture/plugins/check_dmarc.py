@@ -270,8 +270,12 @@ class RecordContext(nagiosplugin.Context):
             return self.result_cls(self.unreachable, f"DMARC lookup of {lookup.name} failed: "
                                    f"{lookup.answer.failure()}", metric)
         if found.policy is None:
-            return self.result_cls(self.missing, f"no DMARC record for {found.domain} "
-                                   f"({found.queries} tree-walk queries)", metric)
+            text = f"no DMARC record for {found.domain} ({found.queries} tree-walk queries)"
+            miss = next((lookup for lookup in found.lookups if lookup.near_misses), None)
+            if miss is not None:
+                text += (f"; {miss.name} has {one_line(miss.near_misses[0], 40)!r}, which "
+                         "receivers discard (it must begin with v=DMARC1)")
+            return self.result_cls(self.missing, text, metric)
         where = found.policy.name
         if found.several:
             return self.result_cls(Critical, f"{where} has {found.several} DMARC records "

@@ -244,8 +244,10 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("monitormx", *rt.MONITOR_MX, 25, ("cleanup_service_name=monitorcleanup",)),
     Endpoint("stocklimits", "stocklimits.posture.test", "127.0.25.17", 25, STOCK_ERROR_LIMITS),
     Endpoint("dmarcreports", *dmarclab.REPORT_MX, 25,
-             ("smtpd_relay_restrictions=check_recipient_access "
-              "texthash:$config_directory/dmarc-access, permit",
+             ("mynetworks=127.0.0.0/8",
+              "smtpd_relay_restrictions=check_recipient_access "
+              "texthash:$config_directory/dmarc-access, permit_mynetworks, "
+              "reject_unauth_destination",
               "content_filter=discard:never delivered")),
 )}
 

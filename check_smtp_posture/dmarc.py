@@ -137,7 +137,10 @@ def parse_uri(text: str) -> ReportUri:
         return ReportUri(text, scheme, size=size)
     address = unquote(rest.split("?", 1)[0])
     local, at, domain = address.rpartition("@")
-    if not at or not local or not names.is_hostname(domain):
+    # nothing that breaks a line of output or the RCPT command the address goes into
+    usable = local and all(ch.isprintable() and not ch.isspace() and ch not in "<>"
+                           for ch in local)
+    if not at or not usable or not names.is_hostname(domain):
         return ReportUri(text, scheme, size=size,
                          problem=f"{shown!r} is not a mailto: URI with an address")
     return ReportUri(text, scheme, address, names.normalize(domain), size)

@@ -68,6 +68,13 @@ def test_record_defaults_sp_from_p_and_np_from_sp():
     ("v=DMARC1; p=reject; rua=mailto:a@example.org!big", ["rua: bad size suffix in "
                                                           "'mailto:a@example.org!big'"]),
     ("v=DMARC1; p=rej\ufffdct", ["p= holds bytes that are not UTF-8"]),
+    # an address that would break the output line or inject an SMTP command at RCPT
+    ("v=DMARC1; p=reject; rua=mailto:a%0D%0ADATA@example.org",
+     ["rua: 'mailto:a%0D%0ADATA@example.org' is not a mailto: URI with an address"]),
+    ("v=DMARC1; p=reject; rua=mailto:a%20b@example.org",
+     ["rua: 'mailto:a%20b@example.org' is not a mailto: URI with an address"]),
+    ("v=DMARC1; p=reject; rua=mailto:a%3Eb@example.org",
+     ["rua: 'mailto:a%3Eb@example.org' is not a mailto: URI with an address"]),
 ])
 def test_record_syntax_errors(text, errors):
     assert dmarc.parse_record(text).errors == errors

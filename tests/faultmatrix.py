@@ -42,7 +42,7 @@ STATUS_NAMES = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANIT
                 "check_dnsbl": "DNSBL", "check_spf": "SPF", "check_open_relay": "OPEN_RELAY",
                 "check_dane": "DANE", "check_mta_sts": "MTA_STS",
                 "check_mail_roundtrip": "MAIL_ROUNDTRIP",
-                "check_dkim": "DKIM"}
+                "check_dkim": "DKIM", "check_dmarc": "DMARC"}
 PLUGINS = tuple(STATUS_NAMES)
 
 #: a variable part of a ``says`` line, {NAME}: what it stands for may vary from run to

@@ -45,7 +45,7 @@ STATUS = {"check_smtp_phases": "SMTP_PHASES", "check_mx_sanity": "MX_SANITY",
           "check_dnsbl": "DNSBL", "check_spf": "SPF", "check_open_relay": "OPEN_RELAY",
           "check_mta_sts": "MTA_STS", "check_dane": "DANE",
           "check_mail_roundtrip": "MAIL_ROUNDTRIP",
-          "check_dkim": "DKIM"}
+          "check_dkim": "DKIM", "check_dmarc": "DMARC"}
 #: what makes each plugin ask about a domain's MX set
 MX_ARGS = {"check_spf": ["--check-mx"],
            "check_mail_roundtrip": ["--to", "probe@posture.test", "--from", "m@posture.test",

@@ -181,7 +181,7 @@ def _plugin_actions(script: str) -> dict:
 @pytest.mark.parametrize("script", ["check_smtp_phases", "check_mx_sanity", "check_dnsbl",
                                     "check_spf", "check_open_relay", "check_dane",
                                     "check_mta_sts", "check_mail_roundtrip",
-                                    "check_dkim"])
+                                    "check_dkim", "check_dmarc"])
 def test_every_argument_is_passed_only_when_its_variable_says_so(script):
     """Flags by set_if, optional values only when set and not empty (set_if), repeatable
     options with repeat_key, the verbosity as -v..-vvv; a description each."""

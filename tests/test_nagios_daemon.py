@@ -86,8 +86,10 @@ def site(installed: Installed, values: dict) -> str:
     """The site: the two examples edited for the lab, and the lab's own services."""
     domain_example = installed.example("check_smtp_posture-example.cfg")
     posture = example(domain_example, values,
-                      replace={"example.org": "posture.test"},
-                      keep={"smtp", "mx", "dnsbl", "spf", "open-relay", "dane", "mta-sts"},
+                      replace={"example.org": "posture.test",
+                               "/var/lib/nagios4/check_dmarc.json": "{state_dir}/dmarc.json"},
+                      keep={"smtp", "mx", "dnsbl", "spf", "open-relay", "dane", "mta-sts",
+                            "dmarc"},
                       host={"_MAIL_DOMAIN_OPTIONS": "--dns-server {dns}"},
                       options={"smtp": "--ca-file {ca}",
                                "dane": "--dns-server {resolver} --secure-name dane.test "
@@ -229,6 +231,11 @@ CHECKS = [
            "--bogus-name", "badsig.dane.test"),
           0, "DANE OK - DANE not applicable"),
     Check("posture.test", "mta-sts", ("check_mta_sts", *POSTURE), 2, "no MTA-STS record"),
+    # the lab NSD refuses _dmarc.test: the tree walk cannot prove there is no record
+    Check("posture.test", "dmarc",
+          ("check_dmarc", *POSTURE, "--probe-destinations", "--state-file",
+           "{state_dir}/dmarc.json", "-w", "30"),
+          2, "DMARC lookup of _dmarc.test failed: SERVFAIL (REFUSED)"),
     Check("loop.test", None, ("check_mx_sanity", "-D", "loop.test", D, "{dns}"),
           1, "MX_SANITY WARNING - loop.test: non-public address 127.0.25.13"),
     Check("loop.test", "mail-roundtrip", (*ROUNDTRIP, "--state-file", "{state}"),

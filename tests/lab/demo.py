@@ -79,6 +79,12 @@ DEMO_RUNS: list[list[str]] = [
     ["check_dkim", "-D", "dkim.test", "--selector", "ed", "--selector", "rsa2048",
      "--dns-server", "{dns}", "-v"],
     ["check_dkim", "-D", "dkim.test", "--selector", "rsa1024", "--dns-server", "{dns}"],
+    # DMARC: a good policy whose report addresses are probed at RCPT (never DATA); the
+    # tree walk two labels up; an outside destination that authorised nothing
+    ["check_dmarc", "-D", "good.dmarclab", "--dns-server", "{dns}", "--probe-destinations",
+     "-v"],
+    ["check_dmarc", "-D", "a.b.tree.dmarclab", "--dns-server", "{dns}", "-v"],
+    ["check_dmarc", "-D", "unauth.dmarclab", "--dns-server", "{dns}"],
 ]
 
 RUN_TIMEOUT = 60.0

@@ -27,6 +27,11 @@ One Postfix master with its own config directory serves every lab endpoint
                                                           the monitor mailbox (Dovecot)
   stocklimits  127.0.25.17:25  stocklimits.posture.test   as mx1, with Postfix's own error limits
                                                           (STOCK_ERROR_LIMITS), not the lab's
+  dmarcreports 127.0.25.21:25  reportmx.dmarclab          the DMARC report destinations' MX
+                                                          (tests/lab/dmarclab.py): takes every
+                                                          recipient at RCPT but refuses
+                                                          dmarclab.GONE_ADDRESS (550); what it
+                                                          would accept is discarded
 
 Error limits. The instance relaxes smtpd's error limits (main.cf: no error sleep, soft
 limit 100, hard limit 200), so that a test's refusals never slow it down. stocklimits
@@ -151,7 +156,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab import idp
+from tests.lab import dmarclab, idp
 from tests.lab import roundtriplab as rt
 from tests.lab.sharedlock import SharedLock
 
@@ -238,6 +243,12 @@ ENDPOINTS: dict[str, Endpoint] = {e.name: e for e in (
     Endpoint("loopdrop", *rt.DROP_MX, 25, ("content_filter=discard:never forwarded",)),
     Endpoint("monitormx", *rt.MONITOR_MX, 25, ("cleanup_service_name=monitorcleanup",)),
     Endpoint("stocklimits", "stocklimits.posture.test", "127.0.25.17", 25, STOCK_ERROR_LIMITS),
+    Endpoint("dmarcreports", *dmarclab.REPORT_MX, 25,
+             ("mynetworks=127.0.0.0/8",
+              "smtpd_relay_restrictions=check_recipient_access "
+              "texthash:$config_directory/dmarc-access, permit_mynetworks, "
+              "reject_unauth_destination",
+              "content_filter=discard:never delivered")),
 )}
 
 #: The recipients of check_open_relay's relay probes (see RELAY_PROBE_REPLIES).
@@ -299,6 +310,7 @@ LAB_MAPS: dict[str, str] = {
     "monitor-vmailbox": f"monitor@{rt.INBOX_DOMAIN} {rt.MONITOR_DOMAIN}/monitor/\n"
                         f"junk@{rt.INBOX_DOMAIN} {rt.MONITOR_DOMAIN}/monitor/.{rt.JUNK_FOLDER}/\n",
     "monitor-header.regexp": f"/^Subject:/ PREPEND {MONITOR_AUTH_RESULTS}\n",
+    "dmarc-access": dmarclab.DMARC_ACCESS,
 }
 
 _MAIN_CF = """\

@@ -26,6 +26,9 @@ loop.test, lossy.test, junky.test, monitor.test: the round-trip lab (roundtripla
 its MX hosts the lab Postfix on 127.0.25.13-.16 and its mailbox the lab Dovecot (.3).
 
 dkim.test: check_dkim's selectors, one per case (dkimlab.py).
+dmarclab (a lab top-level domain, so a DMARC tree walk ends in a zone the lab serves):
+check_dmarc's records, one name per case (dmarclab.py); its report destinations' MX is
+the lab Postfix on 127.0.25.21 (endpoint dmarcreports).
 
 dane.test (DNSSEC-signed) and its unsigned child unsigned.dane.test: danelab.py; the
 validating resolver that trusts dane.test listens on 127.0.25.54 (unbound.py).
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 from tests.lab.danelab import dane_zones
 from tests.lab.dkimlab import DKIM_ZONES
+from tests.lab.dmarclab import DMARC_ZONES
 from tests.lab.dnsbllab import DNSBL_ZONES
 from tests.lab.mtastslab import MTASTS_ZONES
 from tests.lab.mxlab import MX_ZONES
@@ -143,7 +147,7 @@ def _union(*parts: dict[str, str]) -> dict[str, str]:
 #: every zone the lab DNS serves (the first one is its readiness probe)
 ZONES: dict[str, str] = _union(POSTURE_ZONES, MX_ZONES, DNSBL_ZONES, SPF_ZONES, PHASES_ZONES,
                                VERDICT_ZONES, dane_zones(), MTASTS_ZONES, ROUNDTRIP_ZONES,
-                               DKIM_ZONES)
+                               DKIM_ZONES, DMARC_ZONES)
 
 
 def lab_dns(workdir=None):

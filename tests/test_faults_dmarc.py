@@ -107,7 +107,9 @@ def silent_dns():
         yield f"127.0.28.97:{sink.getsockname()[1]}"
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.row.id) for c in CASES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.row.id, marks=[pytest.mark.lab] if c.dns == "lab" else [])
+    for c in CASES])
 def test_dmarc_fault(case, request, tmp_path):
     if case.dns == "lab":
         assert request.getfixturevalue("lab_dns").server_arg == DNS_SERVER_ARG

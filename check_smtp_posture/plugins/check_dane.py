@@ -152,10 +152,6 @@ class Dane(nagiosplugin.Resource):
         self.endpoints: list[EndpointDane] = []
         self.mta_sts = False
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         opts = self.options
         client = cli.dns_client(opts, self.deadline, dnssec=True)

@@ -159,10 +159,6 @@ class DkimResource(nagiosplugin.Resource):
         self.clock = clock
         self.state_problem = None
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         from check_smtp_posture import dkim
         from check_smtp_posture.fanout import all_at_once

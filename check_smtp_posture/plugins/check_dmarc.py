@@ -154,10 +154,6 @@ class DmarcResource(nagiosplugin.Resource):
         self.deadline = deadline
         self.now = now
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         opts = self.options
         started = time.monotonic()

@@ -228,10 +228,6 @@ class DnsblResource(nagiosplugin.Resource):
         self._dead = set()
         self._lock = threading.Lock()
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         started = time.monotonic()
         facts = DnsblFacts()

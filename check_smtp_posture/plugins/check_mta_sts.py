@@ -229,10 +229,6 @@ class MtaSts(nagiosplugin.Resource):
         self.deadline = deadline
         self.facts = StsFacts(options.domain)
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         from check_smtp_posture import mtasts
 

@@ -208,10 +208,6 @@ class MxResource(nagiosplugin.Resource):
         self.expect_mx = expect_mx
         self.concurrency = concurrency
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         started = time.monotonic()
         resolution = targets.resolve_mx(self.client, self.domain, family=self.family,

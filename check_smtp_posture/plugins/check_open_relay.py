@@ -237,10 +237,6 @@ class OpenRelay(nagiosplugin.Resource):
         self.resolution: targets.Resolution | None = None
         self.results: list[EndpointProbes] = []
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         opts = self.options
         self.resolution = targets.resolve_target(

@@ -318,10 +318,6 @@ class SmtpPhases(nagiosplugin.Resource):
         self._certificates: dict = {}
         self.oauth_note: str | None = None  # where the OAuth access token came from
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         self.resolution = resolve(self.options, self.deadline)
         yield nagiosplugin.Metric("mx", self.resolution, context="mx")

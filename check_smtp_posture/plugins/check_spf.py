@@ -117,10 +117,6 @@ class SpfResource(nagiosplugin.Resource):
         self.family = family
         self.max_length = max_length
 
-    @property
-    def name(self):
-        return NAME
-
     def probe(self):
         from check_smtp_posture.spf import check_host, lint
         from check_smtp_posture.spf.adapter import DnsClientLookup

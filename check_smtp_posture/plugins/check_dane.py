@@ -200,7 +200,7 @@ class Dane(nagiosplugin.Resource):
             self.endpoints = each_endpoint(
                 endpoints, lambda e, d: self._probe_endpoint(e, published[e.name], d),
                 self.deadline, opts.concurrency)
-        several = len(self.endpoints) > 1
+        several = opts.domain is not None or len(self.endpoints) > 1
         keys = perfdata.endpoint_keys(result.endpoint for result in self.endpoints)
         for key, result in zip(keys, self.endpoints):
             yield nagiosplugin.Metric(perfdata.label(key if several else "", "dane"), result,
@@ -208,7 +208,8 @@ class Dane(nagiosplugin.Resource):
         yield from perfdata.run_metrics(
             [result.endpoint.label for result in self.endpoints],
             [measured(result) for result in self.endpoints], MEASURES,
-            worst=self.worst if several else {},
+            # the RRSIG warning names the endpoint where there are several to tell apart
+            worst=self.worst if len(self.endpoints) > 1 else {},
             oks=[result.failure is None and all(c.authenticated for c in result.checks)
                  for result in self.endpoints] if several else None,
             keys=keys if opts.perfdata_per_endpoint else None)

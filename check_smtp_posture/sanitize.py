@@ -2,16 +2,13 @@
 
 Server replies, DNS names and certificate fields are written by strangers. In
 the status line a '|' would start the perfdata and a control character would
-break the line; in the long output a '|' would start perfdata too; in a
-perfdata label a quote or '=' would end the label.
+break the line; in the long output a '|' would start perfdata too. (Perfdata
+labels are nagios/perfdata.label's: `[a-z0-9_]` only.)
 """
 
 from __future__ import annotations
 
 import re
-
-# a pattern, compiled (and cached by re) on first use: not every run writes a label
-_LABEL_UNSAFE = r"[^\w.:@+-]+"
 
 
 def one_line(text: str | bytes, limit: int = 120) -> str:
@@ -32,11 +29,6 @@ def printable(text: str, limit: int | None = None) -> str:
     """A line of long output: every character printable ('?' otherwise), '|' as '/'."""
     text = "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in str(text))
     return _truncate(text.replace("|", "/"), limit)
-
-
-def perf_label(text: str) -> str:
-    """A perfdata label part: only letters, digits and . : @ + - (others become '_')."""
-    return re.sub(_LABEL_UNSAFE, "_", str(text))
 
 
 def _truncate(text: str, limit: int | None) -> str:

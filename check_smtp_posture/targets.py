@@ -60,14 +60,6 @@ class Endpoint(namedtuple("Endpoint", ("address", "port", "name", "dns_time"),
     def label(self) -> str:
         return f"{self.name}[{self.address}]" if self.name else self.address
 
-    def perf_prefix(self, prefixed: bool) -> str:
-        """`<name>_<address>_` before the perfdata labels of one endpoint of several."""
-        if not prefixed:
-            return ""
-        from check_smtp_posture.sanitize import perf_label
-
-        return perf_label(f"{self.name}_{self.address}_" if self.name else f"{self.address}_")
-
 
 class Target(namedtuple("Target", ("preference", "name", "addresses", "problem", "detail",
                                     "canonical", "authenticated"),

@@ -278,6 +278,20 @@ def test_perfdata_and_signature_expiry_thresholds(dane_lab):
 
 
 @pytest.mark.lab
+def test_perfdata_per_endpoint_adds_the_endpoint_key_labels(dane_lab):
+    result = run("-D", "ee.dane.test", "--perfdata-per-endpoint", "-w", "40:", "-c", "3:")
+    assert result.exitcode == 1, result.output
+    key = "mx_ee_dane_test_v4_1_"
+    assert result.perfdata[key + "tlsa_records"] == "2"
+    assert result.perfdata[key + "tlsa_matched"] == "1"
+    assert result.perfdata[key + "rrsig_days_left"] == result.perfdata["rrsig_days_left"]
+    # the thresholds are on the endpoint's value too; the state comes from the run's one
+    assert f"{key}rrsig_days_left={result.perfdata['rrsig_days_left']};40:;3:" in \
+        result.first_line.replace("'", "")
+    assert result.first_line.count("expire in") == 1, result.first_line
+
+
+@pytest.mark.lab
 def test_one_host_by_name(dane_lab):
     result = run("-H", "mx.ta.dane.test")
     assert result.exitcode == 0, result.output

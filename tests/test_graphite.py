@@ -183,7 +183,6 @@ def test_every_service_of_the_domain_sends_its_perfdata_to_carbon(graphite):
     assert {split(path)[0] for path in after.paths} == with_perfdata
 
 
-@pytest.mark.xfail(strict=True, reason="plugins switch to nagios.perfdata labels (issue 24)")
 def test_one_folder_per_service_and_one_per_label(graphite):
     """No folder is made of a host name's or an address's fragment (mx1, posture, 127)."""
     before, after, *_ = graphite
@@ -196,7 +195,6 @@ def test_one_folder_per_service_and_one_per_label(graphite):
     assert all(re.fullmatch(r"[a-z0-9_]+", folders[0]) for _, folders in made)
 
 
-@pytest.mark.xfail(strict=True, reason="plugins switch to nagios.perfdata labels (issue 24)")
 def test_an_mx_address_change_writes_to_the_same_metric_paths(graphite):
     before, after, carbon, _ = graphite
     assert after.paths, "the second run wrote nothing"
@@ -217,7 +215,6 @@ def test_every_perfdata_label_is_an_influxdb_series(graphite):
         sorted(set(metric_tags(before.series)))
 
 
-@pytest.mark.xfail(strict=True, reason="plugins switch to nagios.perfdata labels (issue 24)")
 def test_an_mx_address_change_makes_no_new_influxdb_series(graphite):
     """A label that names an address starts a new series when the address changes
     (cardinality grows, the old graph ends)."""

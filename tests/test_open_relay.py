@@ -67,11 +67,27 @@ def test_closed_mx_set_is_ok_over_every_endpoint(lab):
     assert result.first_line.startswith(
         "OPEN_RELAY OK - 2 endpoints of MX of posture.test: 16 relay probes refused each, "
         "<> to postmaster accepted, slowest ")
-    for prefix in ("mx1.posture.test_127.0.25.1_", "mx2.posture.test_127.0.25.2_"):
-        assert result.perfdata[prefix + "relay_refused"] == "16"
-        assert result.perfdata[prefix + "relay_accepted"] == "0"
-        assert result.perfdata[prefix + "probes"] == "17"
+    # the run's worst of each count, never an MX name or address in a label
+    assert sorted(result.perfdata) == ["endpoints", "endpoints_ok", "probes", "relay_accepted",
+                                       "relay_inconclusive", "relay_refused", "time"]
+    assert result.perfdata["relay_refused"] == "16"
+    assert result.perfdata["relay_accepted"] == "0"
+    assert result.perfdata["probes"] == "17"
+    assert result.perfdata["endpoints"] == result.perfdata["endpoints_ok"] == "2"
     assert_probe_only_in_maillog(lab, mark, connections=2, endpoints=("mx1", "mx2"))
+
+
+@pytest.mark.lab
+def test_perfdata_per_endpoint_labels_each_mx_by_its_key(lab):
+    result, _ = lab_run(lab, "--perfdata-per-endpoint")
+    assert result.exitcode == 0, result.output
+    for key in ("mx1_posture_test_v4_1_", "mx2_posture_test_v4_1_"):
+        assert result.perfdata[key + "relay_refused"] == "16"
+        assert result.perfdata[key + "relay_accepted"] == "0"
+        assert result.perfdata[key + "probes"] == "17"
+        assert key + "time" in result.perfdata
+    assert result.perfdata["relay_refused"] == "16"
+    assert all(re.fullmatch(r"[a-z0-9_]+", label) for label in result.perfdata)
 
 
 @pytest.mark.lab

@@ -2,7 +2,8 @@
 
 size.posture.test (tests/lab/world.py) has 16 MX, mx01 to mx16, on the lab Postfix's
 mx1 and mx2. Every plugin of the family runs against it at default verbosity, -v and
--vv, as a service of the domain would: the status line with its perfdata must stay
+-vv, as a service of the domain would (check_dkim, which asks no MX, against 16
+selectors of dkim.test): the status line with its perfdata must stay
 under 1 KiB (NRPE 2), the whole output under 8 KiB (Nagios Core). runner.render()
 guarantees both by leaving perfdata items out and cutting the long output; the
 status line must not need that: it must carry all of the run's perfdata.
@@ -11,16 +12,21 @@ status line must not need that: it must carry all of the run's perfdata.
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 
 from tests.conftest import run_main
 from tests.lab import world
+from tests.lab.dkimlab import DKIM_DOMAIN
 
 pytestmark = pytest.mark.lab
 
 D = "--dns-server"
 SIZE = world.SIZE_DOMAIN
+DKIM_SELECTORS = ("rsa512", "rsa1024", "rsa2048", "rsa4096", "ed", "revoked", "testing",
+                  "strict", "sha1", "notmail", "badkey", "twice", "other", "provider",
+                  "dangling", "missing")
 
 #: plugin -> its arguments for the domain ({dns}: the lab NSD, {resolver}: the lab's
 #: validating resolver, {maildir}: an empty Maildir)
@@ -35,13 +41,11 @@ PLUGINS = {
                              "--helo-name", "monitor.posture.test", "-t", "5"),
     "check_dane": ("-D", SIZE, D, "{resolver}"),
     "check_mta_sts": ("-D", SIZE, D, "{dns}"),
+    # asks no MX: 16 selectors of the lab's dkim.test instead, each a case of its own
+    "check_dkim": ("-D", DKIM_DOMAIN, D, "{dns}",
+                   *(arg for selector in DKIM_SELECTORS for arg in ("--selector", selector))),
 }
 VERBOSITIES = ("", "-v", "-vv")
-
-#: their perfdata does not fit today: one label per endpoint and metric
-PER_ENDPOINT_TODAY = {"check_smtp_phases", "check_open_relay"}
-SWITCH = pytest.mark.xfail(strict=True,
-                           reason="plugins switch to nagios.perfdata labels (issue 24)")
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +94,19 @@ def test_the_whole_output_stays_under_8_kib(runs, plugin, verbose):
         assert run.output.splitlines()[-1].endswith(" more lines")
 
 
-@pytest.mark.parametrize("plugin", [
-    pytest.param(plugin, marks=[SWITCH] if plugin in PER_ENDPOINT_TODAY else [])
-    for plugin in PLUGINS])
+@pytest.mark.parametrize("plugin", PLUGINS)
 def test_the_status_line_carries_all_of_the_perfdata(runs, plugin):
     """No "perfdata: N of M items left out": 16 endpoints fit as aggregates."""
     for verbose in VERBOSITIES:
         run = runs[plugin, verbose]
         assert not [line for line in run.output.splitlines() if line.startswith("perfdata: ")], \
             run.output[:1500]
+
+
+@pytest.mark.parametrize("plugin", PLUGINS)
+def test_every_label_is_lower_case_letters_digits_and_underscores(runs, plugin):
+    """What Graphite and InfluxDB keep as it is: no dot, colon, space or quote."""
+    for verbose in VERBOSITIES:
+        run = runs[plugin, verbose]
+        bad = [label for label in run.perfdata if not re.fullmatch(r"[a-z0-9_]+", label)]
+        assert bad == [], run.first_line

@@ -43,9 +43,10 @@ from check_smtp_posture.dnslookup import (
     TIMEOUT,
     DnsAnswer,
 )
+from check_smtp_posture.nagios import perfdata
 from check_smtp_posture.nagios.contexts import MxContext
 from check_smtp_posture.plugins import check_dnsbl
-from check_smtp_posture.sanitize import one_line, perf_label, printable
+from check_smtp_posture.sanitize import one_line, printable
 from check_smtp_posture.smtp.dialogue import Extensions
 from check_smtp_posture.smtp.errors import (
     SmtpConnectionClosed,
@@ -742,9 +743,13 @@ def test_mx_targets_from_any_names_are_safe_to_show_and_to_label(mx, answers, st
         _assert_display_safe(target.describe_problem())
     for endpoint in res.endpoints(25):
         _assert_display_safe(endpoint.label)
-        _assert_label_safe(endpoint.perf_prefix(True))
         ipaddress.ip_address(endpoint.address)  # an address, IPv4-mapped ones as IPv4
         assert "::ffff:" not in endpoint.address
+    keys = perfdata.endpoint_keys(res.endpoints(25))
+    assert len(set(keys)) == len(keys)  # one label per endpoint
+    for key in keys:
+        assert re.fullmatch(r"[a-z0-9_]+", key), key
+        _assert_label_safe(key + "_")
     result = MxContext().evaluate(nagiosplugin.Metric("mx", res, context="mx"), None)
     assert result.state in (Ok, Warn, Critical)
     if result.hint:
@@ -795,7 +800,7 @@ def test_name_helpers_take_any_text(text):
         assert form.isascii() and len(form) <= names.MAX_NAME
         assert all(0 < len(label) <= names.MAX_LABEL for label in form.split("."))
         assert names.is_hostname(form)
-        _assert_label_safe(perf_label(form) + "_")
+        _assert_label_safe(perfdata.label(form) + "_")
     names.is_ip_literal(text)
     try:
         plain = names.plain_address(text)
@@ -826,7 +831,9 @@ def test_printable_lines_are_printable(text, limit):
 @budget(400)
 @given(text=s.nasty_text)
 def test_perf_labels_never_carry_quotes_equals_or_spaces(text):
-    _assert_label_safe(perf_label(text))
+    label = perfdata.label(text)
+    assert re.fullmatch(r"[a-z0-9_]*", label), label
+    _assert_label_safe(label)
 
 
 # -------------------------------------------------------------- C1 controls, line separators

@@ -344,7 +344,8 @@ class CommonOptions(namedtuple("CommonOptions", (
         "concurrency",
         "helo_name",  # the EHLO name (--helo-name, else this host's name when asked for)
         "helo_note",  # why the default EHLO name may be refused, or None
-        "unreachable_state", "warning", "critical", "verbose", "timeout"))):
+        "unreachable_state", "warning", "critical", "verbose", "timeout",
+        "perfdata_per_endpoint"))):  # --perfdata-per-endpoint (add_perfdata_option), else False
     """The family's common options, parsed: the first fields of every plugin's Options.
 
     A plugin declares its Options as a named tuple of these fields and its own,
@@ -372,7 +373,8 @@ def common_options(args, *, default_helo: bool = False) -> CommonOptions:
         query_timeout=args.query_timeout, concurrency=getattr(args, "concurrency", None),
         helo_name=helo_name, helo_note=helo_note, unreachable_state=args.unreachable_state,
         warning=getattr(args, "warning", None), critical=getattr(args, "critical", None),
-        verbose=args.verbose, timeout=args.timeout)
+        verbose=args.verbose, timeout=args.timeout,
+        perfdata_per_endpoint=getattr(args, "perfdata_per_endpoint", False))
 
 
 #: where a client secret comes from when no file is named

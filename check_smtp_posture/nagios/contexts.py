@@ -5,6 +5,8 @@
   gets the same answer from every plugin (the table in check_smtp_posture(7)).
 - `TimeContext`: a time in seconds with optional thresholds, written in fixed
   point (perfdata parsers choke on "7.9e-05").
+- `EachEndpoint`: one endpoint's value of a metric whose run-wide worst another
+  Context judges (--perfdata-per-endpoint, nagios/perfdata.py).
 - `StateFileContext`: what a statefile.StateProblem means.
 - `OAuthContext`: what an oauth.OAuthError (no access token) means.
 - `OptionsContext`: the base of a plugin's Contexts that decide from its Options.
@@ -107,9 +109,40 @@ class TimeContext(nagiosplugin.ScalarContext):
     def evaluate(self, metric, resource):
         result = super().evaluate(metric, resource)
         if result.state != Ok:
-            return self.result_cls(result.state, f"{metric.name} {metric.value:.3f}s "
-                                   f"({result.hint})", metric)
+            return self.result_cls(result.state, f"{metric.name} {metric.value:.3f}s"
+                                   f"{worst_at(metric, resource)} ({result.hint})", metric)
         return result
+
+
+def worst_at(metric, resource) -> str:
+    """" at <endpoint>" when `metric` is the worst value of a run over several endpoints
+    (perfdata.run_metrics recorded where it came from in `resource.worst`), else ""."""
+    found = getattr(resource, "worst", {}).get(metric.name)
+    return f" at {found.endpoint}" if found is not None else ""
+
+
+class EachEndpoint(nagiosplugin.Context):
+    """One endpoint's value of a metric (--perfdata-per-endpoint): perfdata with the
+    thresholds of `of`, the Context that judges the run's worst value; no state of its own
+    (that worst value has it)."""
+
+    def __init__(self, of: nagiosplugin.Context):
+        from check_smtp_posture.nagios.perfdata import each
+
+        super().__init__(each(of.name))
+        self.of = of
+
+    def evaluate(self, metric, resource):
+        return self.result_cls(Ok, None, metric)
+
+    def performance(self, metric, resource):
+        return self.of.performance(metric, resource)
+
+
+def per_endpoint_contexts(contexts) -> list:
+    """An EachEndpoint of every Context in `contexts` that writes thresholds (a
+    ScalarContext), for a Check whose Resource may yield per-endpoint metrics."""
+    return [EachEndpoint(c) for c in contexts if isinstance(c, nagiosplugin.ScalarContext)]
 
 
 def seconds(name: str, value: float, context: str = "time") -> nagiosplugin.Metric:

@@ -31,6 +31,8 @@ from __future__ import annotations
 import re
 from collections import namedtuple
 
+import nagiosplugin
+
 _NOT_LABEL = re.compile(r"[^a-z0-9]+")
 
 
@@ -96,3 +98,50 @@ def counts(oks) -> Counts:
     """Counts of an iterable of booleans, one per endpoint probed: True for an OK one."""
     oks = list(oks)
     return Counts(len(oks), sum(1 for ok in oks if ok))
+
+
+#: one metric a plugin measures at each endpoint: its label, how the run's worst value
+#: is picked (slowest or lowest), the Context that judges that value, its unit, minimum
+Measure = namedtuple("Measure", ("name", "pick", "context", "uom", "min"),
+                     defaults=("default", None, None))
+
+#: the Context of one endpoint's value of a metric is its Measure's Context's name and
+#: this (nagios.contexts.EachEndpoint); nagiosplugin's `default` serves itself
+EACH = "_each"
+
+
+def each(context: str) -> str:
+    """The name of the Context of one endpoint's value of a metric judged by `context`."""
+    return context if context == "default" else context + EACH
+
+
+def run_metrics(where, values, measures, *, worst: dict, oks=None, keys=None):
+    """The perfdata Metrics of a run over several endpoints.
+
+    `where`: each endpoint as the text names it (targets.Endpoint.label); `values`: for
+    each, a dict metric name -> value (absent or None: not measured there). Per Measure
+    the run's worst value, recorded in `worst` (name -> Worst) for the text to name its
+    endpoint; with `oks` (one boolean per endpoint, a run over several endpoints) the
+    counts `endpoints` and `endpoints_ok`; with `keys` (endpoint_keys(), for
+    --perfdata-per-endpoint) every endpoint's values too, labelled `<key>_<name>`.
+    """
+    where, values = list(where), list(values)
+    for measure in measures:
+        found = measure.pick(zip(where, (row.get(measure.name) for row in values)))
+        if found is not None:
+            worst[measure.name] = found
+            yield nagiosplugin.Metric(measure.name, found.value, measure.uom, min=measure.min,
+                                      context=measure.context)
+    if oks is not None:
+        counted = counts(oks)
+        yield nagiosplugin.Metric("endpoints", counted.endpoints, min=0, context="default")
+        yield nagiosplugin.Metric("endpoints_ok", counted.endpoints_ok, min=0,
+                                  context="default")
+    written = set()  # two values of one endpoint (an earlier run's probe): the first
+    for key, row in zip(keys or (), values):
+        for measure in measures:
+            name = label(key, measure.name)
+            if row.get(measure.name) is not None and name not in written:
+                written.add(name)
+                yield nagiosplugin.Metric(name, row[measure.name], measure.uom,
+                                          min=measure.min, context=each(measure.context))

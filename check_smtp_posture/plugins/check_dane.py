@@ -21,8 +21,8 @@ from check_smtp_posture import dane, names, targets
 from check_smtp_posture.dane import LOOKUP_FAILED, NO_TLSA, NOT_APPLICABLE, PUBLISHED, HostTlsa
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import all_at_once, each_endpoint
-from check_smtp_posture.nagios import cli, runner, states
-from check_smtp_posture.nagios.contexts import MxContext
+from check_smtp_posture.nagios import cli, perfdata, runner, states
+from check_smtp_posture.nagios.contexts import MxContext, per_endpoint_contexts
 from check_smtp_posture.nagios.summary import ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
 from check_smtp_posture.smtp.session import STARTTLS_AUTO, SessionPlan, SessionResult, run_session
@@ -86,6 +86,7 @@ def build_parser() -> cli.PluginArgumentParser:
                                            "the MX and TLSA records expires",
                               warning="7:", critical="3:")
     cli.add_unreachable_option(limits)
+    cli.add_perfdata_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
     return parser
 
@@ -150,6 +151,7 @@ class Dane(nagiosplugin.Resource):
         self.resolution: targets.Resolution | None = None
         self.hosts: list[HostTlsa] = []
         self.endpoints: list[EndpointDane] = []
+        self.worst: dict = {}  # metric name -> perfdata.Worst, in a run over several endpoints
         self.mta_sts = False
 
     def probe(self):
@@ -194,20 +196,19 @@ class Dane(nagiosplugin.Resource):
             self.endpoints = each_endpoint(
                 endpoints, lambda e, d: self._probe_endpoint(e, published[e.name], d),
                 self.deadline, opts.concurrency)
-        prefixed = len(self.endpoints) > 1
-        for result in self.endpoints:
-            prefix = result.endpoint.perf_prefix(prefixed)
-            yield nagiosplugin.Metric(prefix + "dane", result, context="dane")
-            checks = result.checks
-            matched = {o.record for c in checks for o in c.matched}
-            yield nagiosplugin.Metric(prefix + "tlsa_records", len(result.host.records), min=0,
-                                      context="default")
-            yield nagiosplugin.Metric(prefix + "tlsa_matched", len(matched), min=0,
-                                      context="default")
-            if result.rrsig_expiration is not None:
-                days = round((result.rrsig_expiration - time.time()) / DAY, 1)
-                yield nagiosplugin.Metric(prefix + "rrsig_days_left", days,
-                                          context="rrsig_days_left")
+        several = opts.domain is not None or len(self.endpoints) > 1
+        keys = perfdata.endpoint_keys(result.endpoint for result in self.endpoints)
+        for key, result in zip(keys, self.endpoints):
+            yield nagiosplugin.Metric(perfdata.label(key if several else "", "dane"), result,
+                                      context="dane")
+        yield from perfdata.run_metrics(
+            [result.endpoint.label for result in self.endpoints],
+            [measured(result) for result in self.endpoints], MEASURES,
+            # the RRSIG warning names the endpoint where there are several to tell apart
+            worst=self.worst if len(self.endpoints) > 1 else {},
+            oks=[result.failure is None and all(c.authenticated for c in result.checks)
+                 for result in self.endpoints] if several else None,
+            keys=keys if opts.perfdata_per_endpoint else None)
 
     def _probe_endpoint(self, endpoint, host: HostTlsa, deadline: Deadline) -> EndpointDane:
         from check_smtp_posture import tls
@@ -235,6 +236,24 @@ class Dane(nagiosplugin.Resource):
                        if e is not None]
         return EndpointDane(endpoint, host, tuple(handshakes),
                             min(expirations) if expirations else None)
+
+
+#: what check_dane counts at each endpoint, the lowest of each in the run: its host's
+#: TLSA records, those its certificates matched, the days until the earliest signature
+#: over the MX or TLSA records expires (-w/-c)
+MEASURES = (
+    perfdata.Measure("tlsa_records", perfdata.lowest, min=0),
+    perfdata.Measure("tlsa_matched", perfdata.lowest, min=0),
+    perfdata.Measure("rrsig_days_left", perfdata.lowest, "rrsig_days_left"))
+
+
+def measured(result: EndpointDane) -> dict:
+    """One endpoint's values of MEASURES."""
+    values = {"tlsa_records": len(result.host.records),
+              "tlsa_matched": len({o.record for c in result.checks for o in c.matched})}
+    if result.rrsig_expiration is not None:
+        values["rrsig_days_left"] = round((result.rrsig_expiration - time.time()) / DAY, 1)
+    return values
 
 
 def _has_mta_sts(client, domain: str) -> bool:
@@ -370,7 +389,8 @@ class RrsigContext(nagiosplugin.ScalarContext):
         if result.state == nagiosplugin.Ok:
             return result
         limit = self.critical if result.state == nagiosplugin.Critical else self.warning
-        where = metric.name[: -len("rrsig_days_left")].rstrip("_")
+        found = resource.worst.get(metric.name)
+        where = found.endpoint if found else ""
         return self.result_cls(result.state, f"DNSSEC signatures over the MX/TLSA records "
                                f"{'of ' + where + ' ' if where else ''}expire in "
                                f"{metric.value:g} days (range {limit})", metric)
@@ -446,6 +466,7 @@ def _describe_endpoint(result: EndpointDane, verbosity: int) -> list:
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = Dane(options, deadline)
+    rrsig = RrsigContext(options.warning, options.critical)
     return runner.new_check(
         resource,
         ResolverContext(options.unreachable_state),
@@ -454,7 +475,8 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
         CoverageContext(options.missing_state),
         HostContext(options.unreachable_state),
         DaneContext(options.unreachable_state),
-        RrsigContext(options.warning, options.critical),
+        rrsig,
+        *per_endpoint_contexts([rrsig]),
         DaneSummary(resource),
         name=NAME)
 

@@ -29,6 +29,7 @@ from check_smtp_posture.nagios.contexts import (
     OAuthContext,
     StateFileContext,
     TimeContext,
+    per_endpoint_contexts,
 )
 from check_smtp_posture.plugins.roundtrip_contexts import (
     MailboxContext,
@@ -145,6 +146,7 @@ def build_parser() -> cli.PluginArgumentParser:
                               " older than the critical end is lost)",
                               warning=DEFAULT_WARNING, critical=DEFAULT_CRITICAL)
     cli.add_unreachable_option(limits)
+    cli.add_perfdata_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
     cli.add_oauth_options(parser)
     parser.add_argument_group("OAuth 2.0 set-up (once, by a person)").add_argument(
@@ -257,6 +259,7 @@ def _host_port(text: str) -> tuple:
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = RoundTrip(options, deadline)
+    roundtrip = TimeContext("roundtrip", warning=options.warning, critical=options.critical)
     return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
@@ -267,7 +270,8 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
                      else "", options.unreachable_state),
         SkippedContext(options),
         StateFileContext(),
-        TimeContext("roundtrip", warning=options.warning, critical=options.critical),
+        roundtrip,
+        *per_endpoint_contexts([roundtrip]),
         RoundTripSummary(resource),
         name=NAME)
 

@@ -20,13 +20,13 @@ import nagiosplugin
 from check_smtp_posture import targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
-from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios import cli, perfdata, runner, states
 from check_smtp_posture.nagios.contexts import (
     MxContext,
     OptionsContext,
     TimeContext,
+    per_endpoint_contexts,
     reply_state,
-    seconds,
 )
 from check_smtp_posture.nagios.summary import HINT_CAP, ResourceSummary, capped
 from check_smtp_posture.sanitize import one_line
@@ -132,6 +132,7 @@ def build_parser() -> cli.PluginArgumentParser:
     cli.add_transient_option(limits, "a probe answered 4xx (greylisting: inconclusive)")
     cli.add_threshold_options(limits, what="the time of each endpoint, in seconds")
     cli.add_unreachable_option(limits)
+    cli.add_perfdata_option(limits)
     cli.add_common_options(limits, timeout=DEFAULT_TIMEOUT)
     return parser
 
@@ -236,6 +237,7 @@ class OpenRelay(nagiosplugin.Resource):
         self.deadline = deadline
         self.resolution: targets.Resolution | None = None
         self.results: list[EndpointProbes] = []
+        self.worst: dict = {}  # metric name -> perfdata.Worst, in a run over several endpoints
 
     def probe(self):
         opts = self.options
@@ -251,21 +253,41 @@ class OpenRelay(nagiosplugin.Resource):
             return EndpointProbes(endpoint, tuple(run_probes(endpoint, opts.plan, deadline)))
 
         self.results = each_endpoint(endpoints, probe_endpoint, self.deadline, opts.concurrency)
-        prefixed = opts.hostname is None or len(endpoints) > 1
-        for result in self.results:
-            prefix = result.endpoint.perf_prefix(prefixed)
-            verdicts = [classify(o) for o in result.outcomes
-                        if o.probe.name in opts.relay_probes]
-            yield nagiosplugin.Metric(prefix + "session", result, context="session")
-            yield nagiosplugin.Metric(prefix + "relay", result, context="relay")
-            yield nagiosplugin.Metric(prefix + "acceptance", result, context="acceptance")
-            for label, kind in (("relay_accepted", RELAYED), ("relay_refused", REFUSED),
-                                ("relay_inconclusive", INCONCLUSIVE)):
-                yield nagiosplugin.Metric(prefix + label, verdicts.count(kind), min=0,
-                                          context="default")
-            yield nagiosplugin.Metric(prefix + "probes", len(opts.plan.probes), min=0,
-                                      context="default")
-            yield seconds(prefix + "time", result.time)
+        several = opts.hostname is None or len(endpoints) > 1
+        keys = perfdata.endpoint_keys(result.endpoint for result in self.results)
+        values = []
+        for key, result in zip(keys, self.results):
+            key = key if several else ""
+            yield nagiosplugin.Metric(perfdata.label(key, "session"), result, context="session")
+            yield nagiosplugin.Metric(perfdata.label(key, "relay"), result, context="relay")
+            yield nagiosplugin.Metric(perfdata.label(key, "acceptance"), result,
+                                      context="acceptance")
+            values.append(measured(result, opts))
+        yield from perfdata.run_metrics(
+            [result.endpoint.label for result in self.results], values, MEASURES,
+            worst=self.worst if several else {},
+            oks=[not result.untested(opts.plan) and not row["relay_accepted"]
+                 for result, row in zip(self.results, values)] if several else None,
+            keys=keys if opts.perfdata_per_endpoint else None)
+
+
+#: what check_open_relay counts at each endpoint, and the run's worst: the most relay
+#: probes accepted (and inconclusive), the fewest refused, the probes sent, the slowest
+#: endpoint's time (-w/-c)
+MEASURES = (
+    perfdata.Measure("relay_accepted", perfdata.slowest, min=0),
+    perfdata.Measure("relay_refused", perfdata.lowest, min=0),
+    perfdata.Measure("relay_inconclusive", perfdata.slowest, min=0),
+    perfdata.Measure("probes", perfdata.slowest, min=0),
+    perfdata.Measure("time", perfdata.slowest, "time", "s", 0))
+
+
+def measured(result: EndpointProbes, opts: Options) -> dict:
+    """One endpoint's values of MEASURES."""
+    verdicts = [classify(o) for o in result.outcomes if o.probe.name in opts.relay_probes]
+    return {"relay_accepted": verdicts.count(RELAYED), "relay_refused": verdicts.count(REFUSED),
+            "relay_inconclusive": verdicts.count(INCONCLUSIVE),
+            "probes": len(opts.plan.probes), "time": round(result.time, 6)}
 
 
 # -- contexts ------------------------------------------------------------------------
@@ -449,13 +471,15 @@ def describe_endpoint(result: EndpointProbes, options: Options, verbosity: int) 
 
 def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     resource = OpenRelay(options, deadline)
+    timing = TimeContext("time", warning=options.warning, critical=options.critical)
     return runner.new_check(
         resource,
         MxContext(unreachable=options.unreachable_state),
         SessionContext(options),
         RelayContext(options),
         AcceptanceContext(options),
-        TimeContext("time", warning=options.warning, critical=options.critical),
+        timing,
+        *per_endpoint_contexts([timing]),
         RelaySummary(resource),
         name=NAME)
 

@@ -18,12 +18,12 @@ import nagiosplugin
 from check_smtp_posture import targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.fanout import each_endpoint
-from check_smtp_posture.nagios import cli, runner, states
+from check_smtp_posture.nagios import cli, perfdata, runner, states
 from check_smtp_posture.nagios.contexts import (
     MxContext,
     OAuthContext,
     TimeContext,
-    seconds,
+    per_endpoint_contexts,
 )
 from check_smtp_posture.plugins.smtp_phases_contexts import (
     AuthPostureContext,
@@ -171,6 +171,7 @@ def build_parser() -> cli.PluginArgumentParser:
                         help="ranges for one phase's time, e.g. banner=2,5 (repeatable)")
     cli.add_transient_option(limits, "a 4xx reply where 2xx was expected")
     cli.add_unreachable_option(limits)
+    cli.add_perfdata_option(limits)
     cli.add_common_options(limits)
     cli.add_oauth_options(parser)
     return parser
@@ -314,7 +315,7 @@ class SmtpPhases(nagiosplugin.Resource):
         self.deadline = deadline
         self.resolution: targets.Resolution | None = None
         self.results: list[SessionResult] = []
-        self.labels: dict = {}  # perfdata label prefix -> the endpoint's name[address]
+        self.worst: dict = {}  # metric name -> perfdata.Worst, in a run over several endpoints
         self._certificates: dict = {}
         self.oauth_note: str | None = None  # where the OAuth access token came from
 
@@ -337,11 +338,16 @@ class SmtpPhases(nagiosplugin.Resource):
             plan = options.plan._replace(sasl=options.plan.sasl._replace(password=token))
             options = options._replace(plan=plan)
         self.results = run_sessions(endpoints, options, self.deadline)
-        prefixed = self.options.domain is not None or len(endpoints) > 1
-        for result in self.results:
-            prefix = result.endpoint.perf_prefix(prefixed)
-            self.labels[prefix] = result.endpoint.label
-            yield from endpoint_metrics(result, self.certificate(result), prefix)
+        several = self.options.domain is not None or len(endpoints) > 1
+        keys = perfdata.endpoint_keys(result.endpoint for result in self.results)
+        for key, result in zip(keys, self.results):
+            yield from endpoint_facts(result, self.certificate(result), key if several else "")
+        yield from perfdata.run_metrics(
+            [result.endpoint.label for result in self.results],
+            [measured(result, self.certificate(result)) for result in self.results],
+            MEASURES, worst=self.worst if several else {},
+            oks=[completed(result) for result in self.results] if several else None,
+            keys=keys if self.options.perfdata_per_endpoint else None)
 
     def certificate(self, result: SessionResult):
         """Facts about the endpoint's certificate (None without TLS), parsed once."""
@@ -370,29 +376,48 @@ def run_sessions(endpoints, options: Options, deadline: Deadline) -> list[Sessio
                          deadline, options.concurrency)
 
 
-#: a fact about one endpoint (targets.Endpoint, its SessionResult, its perfdata label
-#: prefix), handed from probe to Context
-Fact = namedtuple("Fact", ("endpoint", "result", "prefix"))
+#: a fact about one endpoint (targets.Endpoint and its SessionResult), handed from probe
+#: to Context
+Fact = namedtuple("Fact", ("endpoint", "result"))
+
+#: what check_smtp_phases measures at each endpoint: the time of each phase (thresholds
+#: from --phase-threshold) and the total (-w/-c), the slowest endpoint's in a run over
+#: several; the certificate's days left (--cert-days), the lowest
+MEASURES = tuple(perfdata.Measure(f"{phase}_time", perfdata.slowest, f"phase_{phase}", "s", 0)
+                 for phase in TIMED_PHASES) + (
+    perfdata.Measure("time", perfdata.slowest, "time", "s", 0),
+    perfdata.Measure("cert_days_left", perfdata.lowest, "cert_days_left"))
 
 
-def endpoint_metrics(result: SessionResult, cert, prefix: str):
-    ep = result.endpoint
-    fact = Fact(ep, result, prefix)
-    yield nagiosplugin.Metric(prefix + "dialogue", fact, context="dialogue")
-    yield nagiosplugin.Metric(prefix + "starttls", fact, context="starttls")
-    yield nagiosplugin.Metric(prefix + "auth_posture", fact, context="auth_posture")
-    for phase in TIMED_PHASES:
-        if phase in result.times:
-            yield seconds(f"{prefix}{phase}_time", result.times[phase], f"phase_{phase}")
-    yield seconds(prefix + "time", result.times["total"])
+def endpoint_facts(result: SessionResult, cert, key: str):
+    """The facts of one endpoint for the Contexts (`key`: its perfdata.endpoint_keys()
+    key in a run over several endpoints, else "")."""
+    fact = Fact(result.endpoint, result)
+    yield nagiosplugin.Metric(perfdata.label(key, "dialogue"), fact, context="dialogue")
+    yield nagiosplugin.Metric(perfdata.label(key, "starttls"), fact, context="starttls")
+    yield nagiosplugin.Metric(perfdata.label(key, "auth_posture"), fact, context="auth_posture")
     if result.tls is not None:
-        yield nagiosplugin.Metric(prefix + "tls_protocol", fact, context="tls_protocol")
+        yield nagiosplugin.Metric(perfdata.label(key, "tls_protocol"), fact,
+                                  context="tls_protocol")
     if cert is not None:
-        yield nagiosplugin.Metric(prefix + "certificate", (fact, cert), context="certificate")
-        if cert.days_left is not None:
-            # No unit: "d" is not among the units Nagios perfdata defines.
-            yield nagiosplugin.Metric(prefix + "cert_days_left", round(cert.days_left, 2),
-                                      context="cert_days_left")
+        yield nagiosplugin.Metric(perfdata.label(key, "certificate"), (fact, cert),
+                                  context="certificate")
+
+
+def measured(result: SessionResult, cert) -> dict:
+    """One endpoint's values of MEASURES (a time in seconds, six places)."""
+    values = {f"{phase}_time": round(result.times[phase], 6)
+              for phase in TIMED_PHASES if phase in result.times}
+    values["time"] = round(result.times["total"], 6)
+    if cert is not None and cert.days_left is not None:
+        # No unit: "d" is not among the units Nagios perfdata defines.
+        values["cert_days_left"] = round(cert.days_left, 2)
+    return values
+
+
+def completed(result: SessionResult) -> bool:
+    """The endpoint's dialogue ran as planned: reached, nothing refused or withheld."""
+    return result.failure is None and result.stopped is None and result.withheld is None
 
 
 # -- main --------------------------------------------------------------------------
@@ -415,6 +440,7 @@ def build_check(options: Options, deadline: Deadline) -> nagiosplugin.Check:
     for phase in TIMED_PHASES:
         warn, crit = options.phase_thresholds.get(phase, (None, None))
         contexts.append(TimeContext(f"phase_{phase}", warning=warn, critical=crit))
+    contexts += per_endpoint_contexts(contexts)
     return runner.new_check(resource, *contexts, PhasesSummary(resource), name=NAME)
 
 

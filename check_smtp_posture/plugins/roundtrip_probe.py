@@ -13,8 +13,7 @@ import nagiosplugin
 
 from check_smtp_posture import probemail, targets
 from check_smtp_posture.deadline import Deadline
-from check_smtp_posture.nagios import cli
-from check_smtp_posture.nagios.contexts import seconds
+from check_smtp_posture.nagios import cli, perfdata
 
 if TYPE_CHECKING:
     from check_smtp_posture.plugins.check_mail_roundtrip import Options
@@ -35,14 +34,14 @@ BACK, JUNK, LOST, IN_FLIGHT, SENT, SEND_FAILED, UNCHECKED = (
 class ProbeOutcome:
     """What became of the probe through one endpoint (or of an earlier run's probe)."""
 
-    __slots__ = ("label", "prefix", "status", "token", "sent", "roundtrip", "to_second",
+    __slots__ = ("label", "key", "status", "token", "sent", "roundtrip", "to_second",
                  "folder", "hops", "auth", "session", "matched", "age", "given_up",
                  "signatures")
 
-    def __init__(self, label: str, prefix: str, status: str, token: str | None = None,
+    def __init__(self, label: str, key: str, status: str, token: str | None = None,
                  sent: float | None = None):
         self.label = label
-        self.prefix = prefix
+        self.key = key  # the endpoint's perfdata.endpoint_keys() key when it was sent
         self.status = status
         self.token = token
         self.sent = sent
@@ -72,6 +71,9 @@ class RoundTrip(nagiosplugin.Resource):
         self.stale_deleted = 0
         self.first_run = False
         self.state_problem = None
+        self.keys: dict = {}  # endpoint label -> its perfdata.endpoint_keys() key
+        self.several = False  # a run over several endpoints (-D, or a --submit host's)
+        self.worst: dict = {}  # metric name -> perfdata.Worst, in a run over several endpoints
 
     def probe(self):
         opts = self.options
@@ -80,6 +82,8 @@ class RoundTrip(nagiosplugin.Resource):
             yield nagiosplugin.Metric("mx", self.resolution, context="mx")
         if not endpoints:
             return
+        self.keys = dict(zip((e.label for e in endpoints), perfdata.endpoint_keys(endpoints)))
+        self.several = len(endpoints) > 1 or not opts.submit
         if opts.oauth is not None:
             error = self._get_token()
             yield nagiosplugin.Metric("oauth", error, context="oauth")
@@ -137,7 +141,7 @@ class RoundTrip(nagiosplugin.Resource):
             if state.usable:
                 state.data["seen"] = True
                 state.data[opts.domain] = {
-                    o.token: {"label": o.label, "prefix": o.prefix, "sent": o.sent}
+                    o.token: {"label": o.label, "key": o.key, "sent": o.sent}
                     for o in list(pending.values()) + sent
                     if o.status in (SENT, IN_FLIGHT) and not o.given_up}
                 self._remember_selectors(state, pending.values(), now)
@@ -169,13 +173,22 @@ class RoundTrip(nagiosplugin.Resource):
         earlier = {}
         for token, entry in entries.items():
             try:
-                outcome = ProbeOutcome(str(entry["label"]), str(entry["prefix"]), SENT, token,
+                label = str(entry["label"])
+                outcome = ProbeOutcome(label, self._key(label, entry.get("key")), SENT, token,
                                        float(entry["sent"]))
-            except (KeyError, TypeError, ValueError):
+            except (AttributeError, KeyError, TypeError, ValueError):
                 state.discard(self.options.domain, f"probe {token!r} is malformed")
                 return {}
             earlier[token] = outcome
         return earlier
+
+    def _key(self, label: str, stored) -> str:
+        """The key of an earlier run's probe: the one stored with it, else (a state file of
+        a release before issue 24, which stored a label prefix with dots) the key of this
+        run's endpoint of that label, else the label written as a perfdata label."""
+        if stored is not None:
+            return perfdata.label(str(stored)) or perfdata.label(label)
+        return self.keys.get(label) or perfdata.label(label)
 
     # -- sending -----------------------------------------------------------------------
     def _endpoints(self) -> tuple:
@@ -194,7 +207,6 @@ class RoundTrip(nagiosplugin.Resource):
         from check_smtp_posture.fanout import each_endpoint
 
         opts = self.options
-        prefixed = len(endpoints) > 1 or not opts.submit
         reserve = min(self.deadline.remaining() / 2, 15.0)  # the rest is for the wait
 
         def send(endpoint, deadline):
@@ -203,7 +215,7 @@ class RoundTrip(nagiosplugin.Resource):
             label = endpoint.label
             sent = time.time()
             token = probemail.new_token(sent)
-            outcome = ProbeOutcome(label, endpoint.perf_prefix(prefixed), SENT, token, sent)
+            outcome = ProbeOutcome(label, self.keys[label], SENT, token, sent)
             message = probemail.build(token=token, domain=opts.domain, mx_label=label,
                                       sender=opts.sender, recipient=opts.to,
                                       helo_name=opts.helo_name, sent=sent)
@@ -350,22 +362,54 @@ class RoundTrip(nagiosplugin.Resource):
 
     # -- metrics -------------------------------------------------------------------------
     def _metrics(self):
-        from check_smtp_posture import received
-
+        several = self.several
         for outcome in self.outcomes:
             # one endpoint may have a lost probe and one that came back: two names
             kind = "lost" if outcome.status == LOST or outcome.given_up else \
                 "send" if outcome.status == SEND_FAILED else "probe"
-            yield nagiosplugin.Metric(outcome.prefix + kind, outcome, context="probe")
-            if outcome.status in (BACK, JUNK) and outcome.roundtrip is not None:
-                yield seconds(outcome.prefix + "roundtrip_time", max(0.0, outcome.roundtrip),
-                              context="roundtrip")
-                yield nagiosplugin.Metric(outcome.prefix + "hops", len(outcome.hops), min=0,
-                                          context="default")
-                slowest = received.slowest(outcome.hops)
-                if slowest is not None and slowest.delay is not None:
-                    yield seconds(outcome.prefix + "slowest_hop_time", max(0.0, slowest.delay),
-                                  context="default")
+            yield nagiosplugin.Metric(perfdata.label(outcome.key if several else "", kind),
+                                      outcome, context="probe")
+        # the endpoints whose probe has a result (an asynchronous run's probe in flight
+        # has none yet: a first run counts nothing)
+        decided: dict = {}
+        for outcome in self.outcomes:
+            if outcome.status not in (SENT, IN_FLIGHT) or outcome.given_up:
+                decided.setdefault(outcome.label, []).append(outcome)
+        yield from perfdata.run_metrics(
+            [o.label for o in self.outcomes], [measured(o) for o in self.outcomes], MEASURES,
+            worst=self.worst if several else {},
+            oks=[came_back(found) for found in decided.values()] if several and decided
+            else None,
+            keys=[o.key for o in self.outcomes] if self.options.perfdata_per_endpoint else None)
+
+
+#: what check_mail_roundtrip measures of the probe through each endpoint, and the run's
+#: worst: the slowest round trip (-w/-c), the most hops, the slowest hop
+MEASURES = (
+    perfdata.Measure("roundtrip_time", perfdata.slowest, "roundtrip", "s", 0),
+    perfdata.Measure("hops", perfdata.slowest, min=0),
+    perfdata.Measure("slowest_hop_time", perfdata.slowest, uom="s", min=0))
+
+
+def measured(outcome: ProbeOutcome) -> dict:
+    """The values of MEASURES of a probe that came back (none of one that did not)."""
+    from check_smtp_posture import received
+
+    if outcome.status not in (BACK, JUNK) or outcome.roundtrip is None:
+        return {}
+    values = {"roundtrip_time": round(max(0.0, outcome.roundtrip), 6),
+              "hops": len(outcome.hops)}
+    slowest = received.slowest(outcome.hops)
+    if slowest is not None and slowest.delay is not None:
+        values["slowest_hop_time"] = round(max(0.0, slowest.delay), 6)
+    return values
+
+
+def came_back(outcomes) -> bool:
+    """The probes with a result of one endpoint: one came back to the inbox, none was
+    lost or failed to go."""
+    return any(o.status == BACK for o in outcomes) and not any(
+        o.status in (LOST, SEND_FAILED) or o.given_up for o in outcomes)
 
 
 def _latest_per_endpoint(earlier: list, sent: list) -> list:

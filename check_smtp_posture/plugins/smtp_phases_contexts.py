@@ -203,7 +203,8 @@ class CertDaysContext(nagiosplugin.ScalarContext):
             return self.result_cls(nagiosplugin.Ok, "", metric)
         result = super().evaluate(metric, resource)
         if result.state != nagiosplugin.Ok:
-            where = resource.labels[metric.name[: -len("cert_days_left")]]
+            found = resource.worst.get(metric.name)
+            where = found.endpoint if found else resource.results[0].endpoint.label
             return self.result_cls(result.state, f"{where} certificate: expires in "
                                    f"{metric.value:.0f} days", metric)
         return result

@@ -362,6 +362,7 @@ object Host "dkim.lab" {
     no_open_relay_check = true
     no_dane_check = true
     no_mta_sts_check = true
+    no_dmarc_check = true
     dkim_selectors = [ "ed", "rsa2048" ]
     dkim_state_file = ""
   }

@@ -183,6 +183,24 @@ define service {
     _STATE_DIR              {state_dir}
     _OPTIONS                {oauth2_options} --helo-name monitor.posture.test
 }
+
+define host {
+    use                     generic-host
+    host_name               dkim.lab
+    address                 127.0.0.1
+    max_check_attempts      1
+    contact_groups          admins
+    _MAIL_DOMAIN            dkim.test
+    _MAIL_DOMAIN_OPTIONS    --dns-server {dns}
+}
+
+define service {
+    use                     smtp-posture-dkim,generic-service
+    host_name               dkim.lab
+    service_description     dkim
+    _STATE_DIR              {state_dir}
+    _OPTIONS                --selector ed --selector rsa2048
+}
 """
 
 
@@ -268,6 +286,12 @@ CHECKS = [
           1, "127.0.0.2 listed on dnsbl.posture.test"),
     Check("loop.test", "mail-roundtrip-sync", (*ROUNDTRIP, "-t", "30"),
           0, "MAIL_ROUNDTRIP OK - 2 probes back via 2 MX endpoints of loop.test"),
+    # the keys of two selectors of the lab's DKIM domain, remembered in _STATE_DIR
+    Check("dkim.lab", "dkim",
+          ("check_dkim", "-D", "dkim.test", "--state-file",
+           "{state_dir}/check_dkim-dkim.lab-dkim.json", D, "{dns}", "--selector", "ed",
+           "--selector", "rsa2048"),
+          0, "DKIM OK - dkim.test: ed ed25519, rsa2048 rsa-2048"),
     # the mailbox by an OAuth access token from the lab IdP, which Dovecot checks
     Check("loop.test", "mail-roundtrip-oauth2",
           ("check_mail_roundtrip", "-D", "loop.test", "--to", "probe@loop.test",

@@ -125,3 +125,33 @@ def test_a_roundtrip_is_said_as_precisely_as_it_is_known(roundtrip, to_second, s
     outcome = _outcome("a", rt_probe.BACK, 1)
     outcome.roundtrip, outcome.to_second = roundtrip, to_second
     assert took(outcome, "in ") == said
+
+
+def test_a_garbage_pop3_greeting_leaves_no_socket_open():
+    # poplib opens the socket, then raises on the greeting without closing it: the
+    # ResourceWarning came later, from whatever code the garbage collector ran in.
+    import gc
+    import poplib
+    import socket
+    import threading
+    import warnings
+
+    from check_smtp_posture.mailbox.pop3 import _Pop3
+
+    with socket.create_server(("127.0.27.170", 0)) as listener:
+        def greet():
+            conn, _ = listener.accept()
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n")
+                conn.recv(1)  # until the client hangs up
+
+        server = threading.Thread(target=greet, daemon=True)
+        server.start()
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always", ResourceWarning)
+            with pytest.raises(poplib.error_proto):
+                _Pop3("mail.monitor.test", listener.getsockname()[1], "127.0.27.170", 2.0)
+            gc.collect()
+        server.join(2.0)
+    assert [w for w in seen if issubclass(w.category, ResourceWarning)] == []
+    assert not server.is_alive()  # the client's socket was closed: the server saw EOF

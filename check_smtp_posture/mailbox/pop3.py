@@ -37,7 +37,13 @@ class _Pop3(poplib.POP3):
     def __init__(self, host: str, port: int, address: str, timeout: float, context=None):
         self._address = address
         self._implicit_context = context
-        super().__init__(host, port, timeout)
+        self.sock = None
+        try:
+            super().__init__(host, port, timeout)
+        except BaseException:  # a bad greeting: poplib leaves its socket open
+            if self.sock is not None:
+                self.sock.close()
+            raise
 
     def _create_socket(self, timeout):
         sock = socket.create_connection((self._address, self.port), timeout)

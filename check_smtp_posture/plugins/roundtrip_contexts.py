@@ -4,8 +4,6 @@ they read (RoundTripSummary and the long output).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import nagiosplugin
 
 from check_smtp_posture.nagios import states
@@ -22,6 +20,7 @@ from check_smtp_posture.plugins.roundtrip_probe import (
 )
 from check_smtp_posture.sanitize import one_line, printable
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to run
 if TYPE_CHECKING:
     from check_smtp_posture.plugins.check_mail_roundtrip import Options
 

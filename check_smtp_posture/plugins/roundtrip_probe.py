@@ -7,7 +7,6 @@ roundtrip_contexts.py to judge.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import nagiosplugin
 
@@ -15,6 +14,7 @@ from check_smtp_posture import probemail, targets
 from check_smtp_posture.deadline import Deadline
 from check_smtp_posture.nagios import cli, perfdata
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to run
 if TYPE_CHECKING:
     from check_smtp_posture.plugins.check_mail_roundtrip import Options
 

@@ -4,8 +4,6 @@ state decision lives here), and how they read (PhasesSummary and the long output
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import nagiosplugin
 
 from check_smtp_posture.nagios import states
@@ -20,6 +18,7 @@ from check_smtp_posture.smtp.session import (
     SessionResult,
 )
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing to run
 if TYPE_CHECKING:
     from check_smtp_posture.plugins.check_smtp_phases import Fact, Options
 

@@ -37,12 +37,13 @@ class _Pop3(poplib.POP3):
     def __init__(self, host: str, port: int, address: str, timeout: float, context=None):
         self._address = address
         self._implicit_context = context
-        self.sock = None
+        self.sock = self.file = None
         try:
             super().__init__(host, port, timeout)
-        except BaseException:  # a bad greeting: poplib leaves its socket open
-            if self.sock is not None:
-                self.sock.close()
+        except BaseException:  # a bad greeting: poplib leaves its socket (and file) open
+            for opened in (self.file, self.sock):
+                if opened is not None:
+                    opened.close()
             raise
 
     def _create_socket(self, timeout):

@@ -267,7 +267,10 @@ CHECKS = [
           ("mx", "smtp_posture_mx", 1, "non-public address 127.0.25.1 (loopback)"),
           ("dnsbl", "smtp_posture_dnsbl", 0, "DNSBL OK - no usable zone"),
           ("spf", "smtp_posture_spf", 0, "SPF OK - posture.test: policy -all"),
-          ("open-relay", "smtp_posture_open_relay", 0, "16 relay probes refused each")]),
+          ("open-relay", "smtp_posture_open_relay", 0, "16 relay probes refused each"),
+          ("mta-sts", "smtp_posture_mta_sts", 2, "no MTA-STS record"),
+          ("dmarc", "smtp_posture_dmarc", 2,
+           "DMARC lookup of _dmarc.test failed: SERVFAIL (REFUSED)")]),
     # the lab's own: the other commands
     Check("posture.test", "smtp-every-mx", ("check_smtp_phases", *POSTURE),
           1, "certificate: untrusted"),

@@ -348,12 +348,9 @@ def test_each_handshake_quits_without_an_ehlo_after_tls(dane_lab, lab_postfix):
     result = run("-D", "dualok.dane.test", "-vvv")
     assert result.exitcode == 0, result.output
     assert re.findall(r"~>  (\S+)", result.output) == ["QUIT", "QUIT"], result.output
-    end = time.monotonic() + 5
-    ours = []
-    while len(ours) < 2 and time.monotonic() < end:
-        ours = [c for c in lab_postfix.disconnects(mark, "danedual")
-                if (c.get("ehlo"), c.get("starttls"), c.get("quit")) == ("1", "1", "1")]
-        time.sleep(0.05)
+    ours = lab_postfix.wait_for_disconnects(
+        2, mark, "danedual",
+        keep=lambda c: (c.get("ehlo"), c.get("starttls"), c.get("quit")) == ("1", "1", "1"))
     assert len(ours) == 2, lab_postfix.log_since(mark)[-3000:]
 
 

@@ -261,7 +261,7 @@ def test_probe_destinations_accepted_and_refused(dmarc_dns, lab_postfix):
         f"mailbox gone | {perf(rank=2)}")
     # what reached the server: MAIL and RCPT, never DATA
     lab_postfix.wait_for_log(r"dmarcreports/smtpd.*NOQUEUE: reject: RCPT .*gone@", since=mark)
-    sessions = [s for s in lab_postfix.disconnects(mark, endpoint="dmarcreports")]
+    sessions = lab_postfix.wait_for_disconnects(3, mark, endpoint="dmarcreports")
     assert len(sessions) == 3, sessions  # good: two addresses, gone: one
     assert all(lab_postfix.probe_only(s) for s in sessions), sessions
     assert lab_postfix.queued(mark) == []

@@ -326,14 +326,11 @@ def test_good_domain_perfdata_and_what_reached_the_servers(sts_lab, lab_nginx, l
 
 def _disconnect(lab_postfix, mark, endpoint, wait=5.0):
     # other sessions use the endpoint meanwhile: ours is the one with a single EHLO
-    end = time.monotonic() + wait
-    while True:
-        found = [c for c in lab_postfix.disconnects(mark, endpoint)
-                 if c.get("ehlo") == "1" and c.get("starttls") == "1"]
-        if found or time.monotonic() > end:
-            assert found, lab_postfix.log_since(mark)[-2000:]
-            return found[-1]
-        time.sleep(0.05)
+    found = lab_postfix.wait_for_disconnects(
+        1, mark, endpoint, keep=lambda c: c.get("ehlo") == "1" and c.get("starttls") == "1",
+        timeout=wait)
+    assert found, lab_postfix.log_since(mark)[-2000:]
+    return found[-1]
 
 
 @pytest.mark.lab

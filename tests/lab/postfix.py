@@ -619,6 +619,17 @@ class LabPostfix:
                                      f"log since mark:\n{text[-3000:]}")
             time.sleep(0.05)
 
+    def wait_for_disconnects(self, count: int, since: int = 0, endpoint: str | None = None,
+                             keep=lambda counts: True, timeout: float = 5.0) -> list:
+        """disconnects() once `count` of them (those `keep` accepts) are logged, or what
+        there is after `timeout`: smtpd logs a disconnect after the client has gone."""
+        end = time.monotonic() + timeout
+        while True:
+            found = [c for c in self.disconnects(since, endpoint) if keep(c)]
+            if len(found) >= count or time.monotonic() > end:
+                return found
+            time.sleep(0.05)
+
     def disconnects(self, since: int = 0, endpoint: str | None = None,
                     client_port: int | None = None) -> list[dict[str, str]]:
         """The per-connection command counts smtpd logs at disconnect, oldest first.

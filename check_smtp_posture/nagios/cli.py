@@ -285,6 +285,19 @@ def add_helo_option(parser: argparse.ArgumentParser, command: str = "EHLO") -> N
                              "qualified name)")
 
 
+def add_baseline_options(parser, remembered: str, change: str) -> None:
+    """--state-file and --accept-changes: the family's acknowledged change. The run
+    remembers `remembered` as a baseline; `change` from it is a WARNING on every run
+    until one run with --accept-changes records the new one (check_mx_sanity's MX set,
+    check_dmarc's policy)."""
+    parser.add_argument("--state-file", metavar="PATH",
+                        help=f"remember {remembered} here; {change} is a WARNING until "
+                             "--accept-changes")
+    parser.add_argument("--accept-changes", action="store_true",
+                        help=f"record the current {remembered.removeprefix('the ')} as the "
+                             "new baseline in --state-file")
+
+
 def add_unreachable_option(parser: argparse.ArgumentParser) -> None:
     """The family's one name for "the target cannot be reached or resolved"."""
     parser.add_argument("--unreachable-state", choices=states.FAILURE_NAMES,

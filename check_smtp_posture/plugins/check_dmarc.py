@@ -69,11 +69,7 @@ def build_parser() -> cli.PluginArgumentParser:
     parser.add_argument("--probe-destinations", action="store_true",
                         help="ask each mailto: report destination's MX whether it accepts "
                              "the address (MAIL and RCPT, never DATA)")
-    parser.add_argument("--state-file", metavar="PATH",
-                        help="remember the policy here: a downgrade is a WARNING until "
-                             "--accept-changes; gives none_age_days")
-    parser.add_argument("--accept-changes", action="store_true",
-                        help="record the current policy as the new baseline in --state-file")
+    cli.add_baseline_options(parser, "the policy", "a downgrade")
     cli.add_unreachable_option(parser)
     return parser
 

@@ -88,11 +88,7 @@ def build_parser() -> cli.PluginArgumentParser:
                         help="WARNING with fewer distinct MX addresses (default: 1)")
     parser.add_argument("--expect-mx", type=name_list, metavar="HOST[,HOST...]",
                         help="the MX host names expected; a difference is a WARNING")
-    parser.add_argument("--state-file", metavar="PATH",
-                        help="remember the MX set here; a change is a WARNING until "
-                             "--accept-changes")
-    parser.add_argument("--accept-changes", action="store_true",
-                        help="record the current MX set as the new baseline in --state-file")
+    cli.add_baseline_options(parser, "the MX set", "a change")
     parser.add_argument("--dnssec", action="store_true",
                         help="ask with DNSSEC OK and report whether the MX answer was "
                              "authenticated (AD flag)")
